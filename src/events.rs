@@ -1,0 +1,171 @@
+//! What happens during a run, as plain data.
+//!
+//! The runner produces these and nothing else leaves `exec/`; every reporter (terminal, log
+//! file, summary, JSON) is a function of this stream. Times are offsets from the run's start so
+//! that producing an event never asks the clock for the time of day.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::{DateTime, Local};
+use serde::Serialize;
+
+use crate::pipeline::StageName;
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum RunEvent {
+    RunStarted(RunHeader),
+    StageStarted {
+        stage: StageName,
+        /// 1 for the first try, 2 for the first retry, …
+        attempt: u32,
+        /// The command as the user would type it.
+        command: String,
+        elapsed: Duration,
+    },
+    /// Output of a running stage: whole lines (each ending in `\n`), except that a line longer
+    /// than the reader's buffer arrives in pieces and the last piece of a stage may lack `\n`.
+    /// stdout and stderr are merged in the order the stage wrote them.
+    StageOutput {
+        stage: StageName,
+        #[serde(serialize_with = "lossy")]
+        bytes: Vec<u8>,
+        elapsed: Duration,
+    },
+    StageFinished {
+        stage: StageName,
+        attempt: u32,
+        outcome: Outcome,
+        /// This attempt's duration.
+        duration: Duration,
+        /// The scheduler will run the stage again.
+        will_retry: bool,
+        elapsed: Duration,
+    },
+    /// A selected stage that will not run, and why.
+    StageSkipped {
+        stage: StageName,
+        reason: SkipReason,
+        elapsed: Duration,
+    },
+    RunFinished(RunSummary),
+}
+
+/// What a run is about to do.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunHeader {
+    pub pipeline: String,
+    pub started_at: DateTime<Local>,
+    /// How the user selected the stages (`run`, `run test`, `run --only test`, …).
+    pub selection: String,
+    pub jobs: usize,
+    pub log: Option<PathBuf>,
+    /// Every stage that may run, in plan order, with its command.
+    pub stages: Vec<PlannedStage>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedStage {
+    pub name: StageName,
+    pub command: String,
+}
+
+/// How one attempt of a stage ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Outcome {
+    Passed,
+    /// Exited with a non-zero code, or was killed by a signal.
+    Failed {
+        code: Option<i32>,
+        signal: Option<i32>,
+    },
+    /// Ran past its `timeout:` and its process group was ended.
+    TimedOut { after: Duration },
+    /// Could not be started at all (missing program, bad folder, …).
+    NotStarted { message: String },
+}
+
+impl Outcome {
+    pub fn passed(&self) -> bool {
+        matches!(self, Outcome::Passed)
+    }
+
+    /// A short human description: `passed`, `failed (exit 3)`, `timed out after 1s`.
+    pub fn describe(&self) -> String {
+        match self {
+            Outcome::Passed => "passed".into(),
+            Outcome::Failed {
+                code: Some(code), ..
+            } => format!("failed (exit {code})"),
+            Outcome::Failed {
+                signal: Some(sig), ..
+            } => format!("failed (killed by signal {sig})"),
+            Outcome::Failed { .. } => "failed".into(),
+            Outcome::TimedOut { after } => {
+                format!("timed out after {}", humantime::format_duration(*after))
+            }
+            Outcome::NotStarted { message } => format!("could not start: {message}"),
+        }
+    }
+}
+
+/// Why a selected stage did not run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SkipReason {
+    /// A stage it needs failed, timed out or was itself skipped.
+    Blocked { by: StageName },
+    /// `when: on_failure` and nothing before it failed.
+    NothingFailed,
+    /// A stage it needs is manual and was not named on the command line.
+    NeedsManual { stage: StageName },
+}
+
+impl SkipReason {
+    pub fn describe(&self) -> String {
+        match self {
+            SkipReason::Blocked { by } => format!("`{by}` did not succeed"),
+            SkipReason::NothingFailed => "on_failure, and nothing failed".into(),
+            SkipReason::NeedsManual { stage } => {
+                format!("needs manual stage `{stage}`, which was not selected")
+            }
+        }
+    }
+}
+
+/// How a stage ended, for the summary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StageResult {
+    Passed,
+    Failed,
+    /// Failed, but `allow_failure: true`.
+    FailedAllowed,
+    TimedOut,
+    Skipped,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SummaryRow {
+    pub stage: StageName,
+    pub result: StageResult,
+    /// Total over every attempt; zero when skipped.
+    pub duration: Duration,
+    pub attempts: u32,
+    /// The outcome or skip reason in words.
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    pub stages: Vec<SummaryRow>,
+    pub duration: Duration,
+    pub exit_code: i32,
+    pub log: Option<PathBuf>,
+}
+
+fn lossy<S: serde::Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&String::from_utf8_lossy(bytes))
+}

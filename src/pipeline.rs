@@ -1,0 +1,239 @@
+//! The validated pipeline: owned types that are known to be consistent.
+//!
+//! Nothing here is built except by `config::load`; everything after it can rely on stage names
+//! being unique and well-formed, `needs` naming existing stages, the graph being acyclic and
+//! every value being in range.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// A stage's name: letters, digits, `-`, `_`, `.`; safe to use in file names and tags.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct StageName(String);
+
+impl StageName {
+    /// Checks the characters; the error says what is wrong.
+    pub fn parse(name: &str) -> Result<Self, String> {
+        if name.is_empty() {
+            return Err("a stage name cannot be empty".into());
+        }
+        if name.len() > 100 {
+            return Err("a stage name is at most 100 characters".into());
+        }
+        if name.starts_with('.') {
+            return Err("a stage name cannot start with `.`".into());
+        }
+        if let Some(bad) = name
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+        {
+            return Err(format!(
+                "`{bad}` is not allowed in a stage name (use letters, digits, `-`, `_`, `.`)"
+            ));
+        }
+        Ok(StageName(name.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for StageName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The whole pipeline, ready to plan.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub name: String,
+    /// The folder holding `pipeline.yml`; relative paths start here.
+    pub root: PathBuf,
+    /// The `pipeline.yml` itself, as given (for messages).
+    pub file: PathBuf,
+    pub repo: Option<Repo>,
+    pub logs: LogSettings,
+    /// The deploy ledger, absolute.
+    pub archive: PathBuf,
+    /// Stages run at once; `None`: the number of available CPUs.
+    pub jobs: Option<usize>,
+    pub env: BTreeMap<String, String>,
+    pub secrets: Vec<String>,
+    /// In declaration order (`pipeline.yml` first, then `stages.d/` by file name).
+    pub stages: Vec<Stage>,
+}
+
+impl Pipeline {
+    pub fn stage(&self, name: &str) -> Option<&Stage> {
+        self.stages.iter().find(|s| s.name.as_str() == name)
+    }
+
+    /// Where a stage runs when it does not say: the clone once there is one, else the root.
+    pub fn default_workdir(&self) -> PathBuf {
+        match &self.repo {
+            Some(repo) if repo.dir.is_dir() => repo.dir.clone(),
+            _ => self.root.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Repo {
+    pub url: String,
+    pub branch: String,
+    pub remote: String,
+    /// Where the clone lives, absolute.
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSettings {
+    /// Absolute.
+    pub dir: PathBuf,
+    /// How many run logs remain after a run (at least 1).
+    pub keep: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Stage {
+    pub name: StageName,
+    pub action: Action,
+    pub needs: Vec<StageName>,
+    pub env: BTreeMap<String, String>,
+    /// Absolute; `None`: `Pipeline::default_workdir` at the time the stage starts.
+    pub workdir: Option<PathBuf>,
+    pub timeout: Option<Duration>,
+    pub retries: u32,
+    pub allow_failure: bool,
+    pub when: When,
+    pub description: Option<String>,
+    /// `file:line` where the stage is declared, for messages.
+    pub origin: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// `run:` — a shell string or an argv list.
+    Run(RunCommand),
+    /// `uses:` — a built-in action with its `with:` parameters.
+    Uses {
+        action: Builtin,
+        with: BTreeMap<String, serde_json::Value>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunCommand {
+    /// Run by `sh -c` (or directly, when it has no shell syntax).
+    Shell(String),
+    /// Run as given, no shell.
+    Argv(Vec<String>),
+}
+
+/// The built-in actions `uses:` can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Builtin {
+    #[serde(rename = "git/clone")]
+    GitClone,
+    #[serde(rename = "git/commit")]
+    GitCommit,
+    #[serde(rename = "pytest")]
+    Pytest,
+    #[serde(rename = "python/venv")]
+    PythonVenv,
+    #[serde(rename = "git/push")]
+    GitPush,
+    #[serde(rename = "git/revert")]
+    GitRevert,
+}
+
+impl Builtin {
+    pub const ALL: [Builtin; 6] = [
+        Builtin::GitClone,
+        Builtin::GitCommit,
+        Builtin::Pytest,
+        Builtin::PythonVenv,
+        Builtin::GitPush,
+        Builtin::GitRevert,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Builtin::GitClone => "git/clone",
+            Builtin::GitCommit => "git/commit",
+            Builtin::Pytest => "pytest",
+            Builtin::PythonVenv => "python/venv",
+            Builtin::GitPush => "git/push",
+            Builtin::GitRevert => "git/revert",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|b| b.name() == name)
+    }
+
+    /// The `with:` keys the action accepts.
+    pub fn parameters(self) -> &'static [&'static str] {
+        match self {
+            Builtin::GitClone | Builtin::GitPush | Builtin::GitRevert => &[],
+            Builtin::GitCommit => &["message"],
+            Builtin::Pytest => &["args", "allow_no_tests"],
+            Builtin::PythonVenv => &["requirements", "python"],
+        }
+    }
+}
+
+/// When a stage runs, given how the stages before it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum When {
+    /// Only if every stage it needs succeeded.
+    #[default]
+    OnSuccess,
+    /// Only if something before it failed.
+    OnFailure,
+    /// Whatever happened before it.
+    Always,
+    /// Only when named on the command line.
+    Manual,
+}
+
+impl When {
+    pub const NAMES: [&'static str; 4] = ["on_success", "on_failure", "always", "manual"];
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "on_success" => Some(When::OnSuccess),
+            "on_failure" => Some(When::OnFailure),
+            "always" => Some(When::Always),
+            "manual" => Some(When::Manual),
+            _ => None,
+        }
+    }
+
+    /// `on_failure`/`always` stages react to the outcome of others instead of needing success.
+    pub fn is_post(self) -> bool {
+        matches!(self, When::OnFailure | When::Always)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stage_names_are_file_name_safe() {
+        assert!(StageName::parse("unit-tests_2.py").is_ok());
+        for bad in ["", "a/b", "..", ".hidden", "a b", "é", "x;rm"] {
+            assert!(StageName::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}
