@@ -82,9 +82,13 @@ pub enum Outcome {
         signal: Option<i32>,
     },
     /// Ran past its `timeout:` and its process group was ended.
-    TimedOut { after: Duration },
+    TimedOut {
+        after: Duration,
+    },
     /// Could not be started at all (missing program, bad folder, …).
-    NotStarted { message: String },
+    NotStarted {
+        message: String,
+    },
 }
 
 impl Outcome {
@@ -121,6 +125,8 @@ pub enum SkipReason {
     NothingFailed,
     /// A stage it needs is manual and was not named on the command line.
     NeedsManual { stage: StageName },
+    /// The run was interrupted before the stage could start.
+    Cancelled,
 }
 
 impl SkipReason {
@@ -131,6 +137,7 @@ impl SkipReason {
             SkipReason::NeedsManual { stage } => {
                 format!("needs manual stage `{stage}`, which was not selected")
             }
+            SkipReason::Cancelled => "cancelled".into(),
         }
     }
 }

@@ -1,1 +1,40 @@
-fn main() {}
+use std::process::ExitCode;
+
+use clap::Parser;
+use pydeployer::app;
+use pydeployer::cli::Cli;
+use pydeployer::error::Failure;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let color = app::use_color(cli.color);
+    let _ = miette::set_hook(Box::new(move |_| {
+        Box::new(
+            miette::MietteHandlerOpts::new()
+                .color(color)
+                .unicode(color)
+                .terminal_links(false)
+                .context_lines(1)
+                .build(),
+        )
+    }));
+    let code = match app::run(&cli) {
+        Ok(()) => 0,
+        Err(failure) => {
+            let code = failure.exit_code();
+            match failure {
+                Failure::Invalid(invalid) => {
+                    let summary = invalid.to_string();
+                    for problem in invalid.problems {
+                        eprintln!("{:?}", miette::Report::new(problem));
+                    }
+                    eprintln!("{summary}");
+                }
+                Failure::Tool(report) => eprintln!("{report:?}"),
+                Failure::Exit(_) => {}
+            }
+            code
+        }
+    };
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}

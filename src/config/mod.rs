@@ -1,3 +1,23 @@
-//! Reading `pipeline.yml` and `stages.d/` into a validated [`Pipeline`](crate::pipeline::Pipeline).
+//! Reading `pipeline.yml` and `stages.d/` into a validated [`Pipeline`].
+//!
+//! `raw` mirrors the YAML with spans, `load` finds and parses the files, `validate` turns the
+//! trees into a `Pipeline` while collecting every problem. Nothing outside this module sees YAML.
 
+mod load;
 pub mod raw;
+mod validate;
+
+use std::path::Path;
+
+use crate::error::Invalid;
+use crate::pipeline::Pipeline;
+
+pub use load::STAGES_DIR;
+
+/// Loads and checks the pipeline declared by `pipeline_file` and the `stages.d/` beside it.
+pub fn load(pipeline_file: &Path) -> Result<Pipeline, Invalid> {
+    let mut problems = Vec::new();
+    let (main, stage_files) = load::read_all(pipeline_file, &mut problems);
+    validate::validate(pipeline_file, main.as_ref(), &stage_files, problems)
+        .map_err(|problems| Invalid { problems })
+}

@@ -19,7 +19,7 @@ pub struct Span {
 }
 
 impl Span {
-    fn from_location(loc: &serde_saphyr::Location) -> Self {
+    pub(crate) fn from_location(loc: &serde_saphyr::Location) -> Self {
         let span = loc.span();
         let offset = span.byte_offset().unwrap_or(0);
         let len = span.byte_len().unwrap_or(0);
@@ -186,18 +186,30 @@ mod tests {
 
     #[test]
     fn nested_values_keep_their_lines() {
-        let text = "name: app\nstages:\n  lint:\n    run: ruff check .\n    needs: [clone, build]\n";
+        let text =
+            "name: app\nstages:\n  lint:\n    run: ruff check .\n    needs: [clone, build]\n";
         let node: Node = serde_saphyr::from_str(text).unwrap();
-        let Value::Map(top) = &node.value else { panic!("not a map: {node:?}") };
+        let Value::Map(top) = &node.value else {
+            panic!("not a map: {node:?}")
+        };
         assert_eq!(top[1].0.name, "stages");
         assert_eq!(top[1].0.span.line, 2);
-        let Value::Map(stages) = &top[1].1.value else { panic!() };
-        let Value::Map(lint) = &stages[0].1.value else { panic!() };
+        let Value::Map(stages) = &top[1].1.value else {
+            panic!()
+        };
+        let Value::Map(lint) = &stages[0].1.value else {
+            panic!()
+        };
         assert_eq!(lint[1].0.name, "needs");
         assert_eq!(lint[1].0.span.line, 5);
-        let Value::Seq(needs) = &lint[1].1.value else { panic!() };
+        let Value::Seq(needs) = &lint[1].1.value else {
+            panic!()
+        };
         assert_eq!(needs[1].span.line, 5);
         assert_eq!(needs[1].span.column, 20);
-        assert_eq!(&text[needs[1].span.offset..needs[1].span.offset + needs[1].span.len], "build");
+        assert_eq!(
+            &text[needs[1].span.offset..needs[1].span.offset + needs[1].span.len],
+            "build"
+        );
     }
 }

@@ -1,1 +1,8 @@
 //! Turning run events into what people read: the terminal, the run log, the summary.
+
+mod clock;
+#[cfg(test)]
+mod fixtures;
+pub mod logfile;
+pub mod summary;
+pub mod terminal;

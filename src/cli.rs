@@ -1,0 +1,106 @@
+//! The command line (clap derive only; no logic here).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Run your CI/CD pipeline on your own machine.
+#[derive(Debug, Parser)]
+#[command(name = "pydeployer", version, about, propagate_version = true)]
+#[command(
+    after_help = "Exit codes: 0 success, 1 a stage failed, 2 invalid pipeline or command line (nothing ran), 130 interrupted."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// The pipeline file; `stages.d/` next to it adds stages.
+    #[arg(
+        short = 'f',
+        long = "file",
+        global = true,
+        default_value = "pipeline.yml",
+        value_name = "PATH"
+    )]
+    pub file: PathBuf,
+
+    /// Stages run at once (default: `jobs:` of the pipeline, else the number of CPUs).
+    #[arg(short = 'j', long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub jobs: Option<u16>,
+
+    /// Output format of plan, validate and the run summary.
+    #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+
+    /// Colors on the terminal (`NO_COLOR` is honoured with `auto`).
+    #[arg(long, global = true, value_enum, default_value_t = Color::Auto, value_name = "WHEN")]
+    pub color: Color,
+
+    /// Only the summary and errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// Also show every line the stages print, as they print it.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the pipeline: every stage but the manual ones, or the named ones and what they need.
+    ///
+    /// Examples: `pydeployer run`, `pydeployer run test deploy`, `pydeployer run --only test`,
+    /// `pydeployer run --skip lint`, `pydeployer run --dry-run`.
+    Run(RunArgs),
+    /// The same as `run` with no stage names.
+    All(AllArgs),
+    /// Show what `run` would do (order, parallel waves, commands, what is left out); runs nothing.
+    Plan(SelectArgs),
+    /// Load and check the pipeline; report every problem.
+    Validate,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// Show the plan instead of running it.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AllArgs {
+    /// Leave this stage out (repeatable).
+    #[arg(long, value_name = "STAGE")]
+    pub skip: Vec<String>,
+    /// Show the plan instead of running it.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SelectArgs {
+    /// Run these stages and everything they need.
+    #[arg(value_name = "STAGE", conflicts_with = "only")]
+    pub stages: Vec<String>,
+    /// Run exactly this stage, not what it needs (repeatable).
+    #[arg(long, value_name = "STAGE")]
+    pub only: Vec<String>,
+    /// Leave this stage out (repeatable).
+    #[arg(long, value_name = "STAGE")]
+    pub skip: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Color {
+    Auto,
+    Always,
+    Never,
+}

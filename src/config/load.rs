@@ -1,0 +1,131 @@
+//! Finding and parsing the pipeline's files: `pipeline.yml` and `stages.d/*.yml|*.yaml`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::config::raw::{Node, Span};
+use crate::error::{Problem, SourceFile};
+
+/// The folder of drop-in stage files, next to `pipeline.yml`.
+pub const STAGES_DIR: &str = "stages.d";
+
+/// One parsed file, ready for validation.
+pub(crate) struct Parsed {
+    pub(crate) file: SourceFile,
+    pub(crate) root: Node,
+}
+
+/// Reads and parses the pipeline file and every stage file; a file that cannot be read or
+/// parsed adds a problem and the others are still parsed, so every syntax error shows at once.
+pub(crate) fn read_all(
+    pipeline_file: &Path,
+    problems: &mut Vec<Problem>,
+) -> (Option<Parsed>, Vec<Parsed>) {
+    let main = read_one(pipeline_file, problems);
+    let dir = pipeline_file
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(STAGES_DIR);
+    let stage_files = match stage_files(&dir) {
+        Ok(files) => files,
+        Err(err) => {
+            problems.push(Problem::general(format!(
+                "cannot read {}: {err}",
+                dir.display()
+            )));
+            Vec::new()
+        }
+    };
+    let stages = stage_files
+        .iter()
+        .filter_map(|path| read_one(path, problems))
+        .collect();
+    (main, stages)
+}
+
+/// `*.yml` and `*.yaml` files in `dir`, sorted by file name; nothing when there is no `dir`.
+fn stage_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(err) => return Err(err),
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let path = entry?.path();
+        let is_yaml = path
+            .extension()
+            .is_some_and(|ext| ext == "yml" || ext == "yaml");
+        if is_yaml && path.is_file() {
+            files.push(path);
+        }
+    }
+    files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+    Ok(files)
+}
+
+fn read_one(path: &Path, problems: &mut Vec<Problem>) -> Option<Parsed> {
+    let text = match fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(err) => {
+            problems.push(
+                Problem::general(format!("cannot read {}: {err}", path.display()))
+                    .with_help("pass the pipeline file with -f PATH, or run where pipeline.yml is"),
+            );
+            return None;
+        }
+    };
+    let file = SourceFile::new(path, text);
+    match parse(&file.text) {
+        Ok(root) => Some(Parsed { file, root }),
+        Err(err) => {
+            problems.push(syntax_problem(&file, &err));
+            None
+        }
+    }
+}
+
+/// Limits far above any real pipeline and far below what would hurt: an alias bomb or a
+/// thousand-deep nesting is refused at once instead of being expanded.
+fn parse(text: &str) -> Result<Node, serde_saphyr::Error> {
+    let options = serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_depth: 32,
+            max_aliases: 1_000,
+            max_anchors: 1_000,
+            max_nodes: 200_000,
+            max_documents: 1,
+            max_total_scalar_bytes: 16 * 1024 * 1024,
+            max_recorded_anchor_bytes: 1024 * 1024,
+        },
+    };
+    serde_saphyr::from_str_with_options(text, options)
+}
+
+fn syntax_problem(file: &SourceFile, err: &serde_saphyr::Error) -> Problem {
+    let plain = err.without_snippet();
+    let message = first_line(&plain.to_string());
+    match plain.location() {
+        Some(location) => {
+            let span = Span::from_location(&location);
+            let at = point_at(&file.text, span);
+            Problem::at(file, at, format!("invalid YAML: {message}"), "here").with_help(
+                "fix the YAML syntax; a YAML linter or editor plugin shows the structure",
+            )
+        }
+        None => Problem::general(format!("{}: invalid YAML: {message}", file.name.display())),
+    }
+}
+
+/// A zero-length span cannot be drawn; widen it to the character there (if any).
+fn point_at(text: &str, mut span: Span) -> Span {
+    if span.len == 0 && span.offset < text.len() {
+        span.len = text[span.offset..].chars().next().map_or(0, char::len_utf8);
+    }
+    span.offset = span.offset.min(text.len());
+    span
+}
+
+fn first_line(message: &str) -> String {
+    message.lines().next().unwrap_or(message).to_owned()
+}

@@ -1,0 +1,237 @@
+//! Diagnostics shown to the user, and the exit codes that go with them.
+//!
+//! A problem in the user's files is a [`Problem`] that points at its file, line and column;
+//! all problems found by one check travel together in an [`Invalid`] (exit code 2). A failed
+//! stage is not an error: it is an outcome, reported by the run summary (exit code 1).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use miette::{Diagnostic, LabeledSpan, NamedSource, SourceSpan};
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::config::raw::Span;
+
+/// Exit codes, as documented in the README.
+pub mod exit {
+    /// Every selected stage succeeded (or was allowed to fail).
+    pub const OK: i32 = 0;
+    /// A stage failed.
+    pub const STAGE_FAILED: i32 = 1;
+    /// The pipeline or the command line is invalid; nothing ran.
+    pub const INVALID: i32 = 2;
+    /// Interrupted by Ctrl-C.
+    pub const INTERRUPTED: i32 = 130;
+}
+
+/// A source file the diagnostics can quote.
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    /// The path as shown to the user.
+    pub name: PathBuf,
+    pub text: Arc<str>,
+}
+
+impl SourceFile {
+    pub fn new(name: &Path, text: String) -> Self {
+        SourceFile {
+            name: name.to_path_buf(),
+            text: Arc::from(text),
+        }
+    }
+
+    fn named(&self) -> NamedSource<Arc<str>> {
+        NamedSource::new(self.name.display().to_string(), Arc::clone(&self.text))
+            .with_language("yaml")
+    }
+}
+
+/// Where a problem is, for machine-readable output.
+#[derive(Debug, Clone, Serialize)]
+pub struct Place {
+    pub file: PathBuf,
+    pub line: u64,
+    pub column: u64,
+}
+
+/// One problem, pointing at the place in a file that causes it.
+#[derive(Debug, Error, Diagnostic)]
+#[error("{message}")]
+pub struct Problem {
+    message: String,
+    #[source_code]
+    source_code: Option<NamedSource<Arc<str>>>,
+    #[label(collection)]
+    labels: Vec<LabeledSpan>,
+    #[help]
+    help: Option<String>,
+    #[related]
+    related: Vec<Problem>,
+    place: Option<Place>,
+}
+
+impl Problem {
+    /// A problem at `span` of `file`, with a short label under the span.
+    pub fn at(
+        file: &SourceFile,
+        span: Span,
+        message: impl Into<String>,
+        label: impl Into<String>,
+    ) -> Self {
+        Problem {
+            message: message.into(),
+            source_code: Some(file.named()),
+            labels: vec![LabeledSpan::new_primary_with_span(
+                Some(label.into()),
+                to_source_span(span),
+            )],
+            help: None,
+            related: Vec::new(),
+            place: Some(Place {
+                file: file.name.clone(),
+                line: span.line,
+                column: span.column,
+            }),
+        }
+    }
+
+    /// A problem that is not in a file (the command line, the machine).
+    pub fn general(message: impl Into<String>) -> Self {
+        Problem {
+            message: message.into(),
+            source_code: None,
+            labels: Vec::new(),
+            help: None,
+            related: Vec::new(),
+            place: None,
+        }
+    }
+
+    #[must_use]
+    pub fn with_help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+
+    /// Another labelled span in the same file.
+    #[must_use]
+    pub fn with_label(mut self, span: Span, label: impl Into<String>) -> Self {
+        self.labels.push(LabeledSpan::new_with_span(
+            Some(label.into()),
+            to_source_span(span),
+        ));
+        self
+    }
+
+    /// A related place, possibly in another file ("first defined here").
+    #[must_use]
+    pub fn with_related(mut self, related: Problem) -> Self {
+        self.related.push(related);
+        self
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    pub fn place(&self) -> Option<&Place> {
+        self.place.as_ref()
+    }
+
+    pub fn help_text(&self) -> Option<&str> {
+        self.help.as_deref()
+    }
+}
+
+fn to_source_span(span: Span) -> SourceSpan {
+    SourceSpan::new(span.offset.into(), span.len)
+}
+
+/// Everything wrong with the input, found in one pass. Exit code 2; nothing ran.
+#[derive(Debug, Error, Diagnostic)]
+pub struct Invalid {
+    #[related]
+    pub problems: Vec<Problem>,
+}
+
+impl Invalid {
+    pub fn one(problem: Problem) -> Self {
+        Invalid {
+            problems: vec![problem],
+        }
+    }
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.problems.len() {
+            1 => write!(f, "1 problem; nothing was run"),
+            n => write!(f, "{n} problems; nothing was run"),
+        }
+    }
+}
+
+impl From<Problem> for Invalid {
+    fn from(problem: Problem) -> Self {
+        Invalid::one(problem)
+    }
+}
+
+/// Why a command did not finish with exit code 0.
+#[derive(Debug)]
+pub enum Failure {
+    /// Bad input; the diagnostics say where.
+    Invalid(Invalid),
+    /// The run happened and its summary was shown; exit with this code.
+    Exit(i32),
+    /// pydeployer itself could not do its job (a log or ledger it cannot write, …).
+    Tool(miette::Report),
+}
+
+impl Failure {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Failure::Invalid(_) => exit::INVALID,
+            Failure::Exit(code) => *code,
+            Failure::Tool(_) => exit::STAGE_FAILED,
+        }
+    }
+}
+
+impl From<Invalid> for Failure {
+    fn from(invalid: Invalid) -> Self {
+        Failure::Invalid(invalid)
+    }
+}
+
+impl From<Problem> for Failure {
+    fn from(problem: Problem) -> Self {
+        Failure::Invalid(Invalid::one(problem))
+    }
+}
+
+/// Suggests the closest of `candidates` to a misspelt `word`, if one is close enough.
+pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (strsim::damerau_levenshtein(word, c), c))
+        .filter(|(distance, c)| *distance <= (c.len().max(word.len()) / 3).max(1) + 1)
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, c)| c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::closest;
+
+    #[test]
+    fn suggestions_are_close_or_absent() {
+        let keys = ["needs", "env", "workdir", "timeout", "retries"];
+        assert_eq!(closest("need", keys), Some("needs"));
+        assert_eq!(closest("timout", keys), Some("timeout"));
+        assert_eq!(closest("retires", keys), Some("retries"));
+        assert_eq!(closest("zzzzzz", keys), None);
+    }
+}

@@ -1,0 +1,6 @@
+//! Running a plan: the scheduler decides, the runner spawns and watches, events come out.
+
+pub mod preflight;
+pub mod process;
+pub mod runner;
+pub mod scheduler;

@@ -1,0 +1,119 @@
+//! From a pipeline and the user's selection to an ordered plan of what runs and what does not.
+//!
+//! The plan is computed once, before anything runs, and is what `plan`/`--dry-run` shows and
+//! what the scheduler obeys: each step lists the steps it waits for, so the scheduler never
+//! looks at the pipeline's graph again.
+
+pub mod graph;
+pub mod render;
+pub mod select;
+
+use std::collections::{HashMap, HashSet};
+
+use crate::error::Invalid;
+use crate::pipeline::{Pipeline, StageName};
+
+pub use select::{LeftOut, Selection};
+
+/// One selected stage.
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// Index into `Pipeline::stages`.
+    pub stage: usize,
+    /// Steps (indices into `Plan::steps`) that must end before this one is decided.
+    pub after: Vec<usize>,
+    /// A manual stage this one needs that was not selected: it will be skipped.
+    pub needs_manual: Option<StageName>,
+    /// 0-based wave: the longest chain of `after` before it.
+    pub wave: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Selected stages, needs first.
+    pub steps: Vec<Step>,
+    /// Stages of the pipeline that are not part of this run, with the reason.
+    pub left_out: Vec<(usize, LeftOut)>,
+    pub selection: String,
+}
+
+impl Plan {
+    pub fn build(pipeline: &Pipeline, selection: &Selection) -> Result<Plan, Invalid> {
+        let selected = select::select(pipeline, selection)?;
+        let chosen: HashSet<usize> = selected.stages.iter().copied().collect();
+        let index_of: HashMap<&StageName, usize> = pipeline
+            .stages
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (&s.name, i))
+            .collect();
+
+        // The graph among the selected stages only; validation guarantees it is acyclic.
+        let local: HashMap<usize, usize> = selected
+            .stages
+            .iter()
+            .enumerate()
+            .map(|(l, &i)| (i, l))
+            .collect();
+        let mut needs: Vec<Vec<usize>> = selected
+            .stages
+            .iter()
+            .map(|&i| {
+                pipeline.stages[i]
+                    .needs
+                    .iter()
+                    .filter_map(|n| index_of.get(n).and_then(|j| local.get(j)).copied())
+                    .collect()
+            })
+            .collect();
+        // An on_failure/always stage that needs nothing reacts to the whole run: it waits
+        // for every regular stage (like a `post` block in Jenkins).
+        let regular: Vec<usize> = (0..selected.stages.len())
+            .filter(|&l| !pipeline.stages[selected.stages[l]].when.is_post())
+            .collect();
+        for (l, &i) in selected.stages.iter().enumerate() {
+            let stage = &pipeline.stages[i];
+            if stage.when.is_post() && stage.needs.is_empty() {
+                needs[l].clone_from(&regular);
+            }
+        }
+        let order = graph::order(&needs).unwrap_or_else(|| (0..needs.len()).collect());
+        let mut position = vec![0; order.len()];
+        for (p, &l) in order.iter().enumerate() {
+            position[l] = p;
+        }
+
+        let manual_blocks = selection.only.is_empty();
+        let mut steps: Vec<Step> = Vec::with_capacity(order.len());
+        for &l in &order {
+            let stage = selected.stages[l];
+            let after: Vec<usize> = needs[l].iter().map(|&n| position[n]).collect();
+            let wave = after.iter().map(|&a| steps[a].wave + 1).max().unwrap_or(0);
+            steps.push(Step {
+                stage,
+                after,
+                needs_manual: if manual_blocks {
+                    select::manual_need(pipeline, stage, &chosen).cloned()
+                } else {
+                    None
+                },
+                wave,
+            });
+        }
+        Ok(Plan {
+            steps,
+            left_out: selected.left_out,
+            selection: selection.describe(),
+        })
+    }
+
+    /// Steps grouped by wave: each wave's steps can run together once the previous waves ended.
+    pub fn waves(&self) -> Vec<Vec<usize>> {
+        let count = self.steps.iter().map(|s| s.wave + 1).max().unwrap_or(0);
+        let mut waves = vec![Vec::new(); count];
+        for (i, step) in self.steps.iter().enumerate() {
+            waves[step.wave].push(i);
+        }
+        waves
+    }
+}

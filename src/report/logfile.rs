@@ -1,0 +1,547 @@
+//! The run log: one file per run in the logs folder, streamed as the run goes, and its retention.
+//!
+//! Every line is `HH:MM:SS.mmm [tag] text`, where the tag is a stage's name or `pydeployer` for
+//! the runner's own lines. A stage's output is kept byte for byte (invalid UTF-8, NUL and `\r`
+//! included): the log is the evidence of what happened, not a rendering of it. The file is
+//! flushed after every event, so a runner killed halfway leaves a log that is complete up to the
+//! last event it handled.
+//!
+//! Logs are named after the run's local start time, `YYYY-MM-DD_HH-MM-SS.log`, with `-2`, `-3`, …
+//! before `.log` when runs share a second; [`prune`] keeps the newest of them.
+
+use std::fmt::Write as _;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, Local, SecondsFormat};
+
+use super::clock::WallClock;
+use super::summary::{attempt_note, finish_text, render_table};
+use crate::events::{RunEvent, RunHeader, RunSummary};
+
+/// The tag of the runner's own lines.
+const RUNNER_TAG: &str = "pydeployer";
+
+/// Big enough that one batch of stage output (up to ~64 KiB) is written in one or two calls.
+const BUFFER_SIZE: usize = 64 * 1024;
+
+/// How many runs may share a second before [`RunLog::create`] gives up.
+const MAX_SUFFIX: u32 = 10_000;
+
+/// The log of the run in progress.
+#[derive(Debug)]
+pub struct RunLog {
+    path: PathBuf,
+    out: BufWriter<File>,
+    clock: WallClock,
+    /// `HH:MM:SS.mmm [tag] ` of the event being written; reused so a line costs no allocation.
+    prefix: Vec<u8>,
+}
+
+impl RunLog {
+    /// Creates `dir` if needed and a new log file in it named after `started_at`.
+    ///
+    /// An existing file of that name (or a symlink) is never opened: the suffix after the
+    /// highest one of that second is taken instead, so that a newer run never sorts before an
+    /// older one even after pruning freed a lower suffix.
+    pub fn create(dir: &Path, started_at: DateTime<Local>) -> io::Result<RunLog> {
+        fs::create_dir_all(dir)?;
+        let stamp = started_at.format("%Y-%m-%d_%H-%M-%S").to_string();
+        let mut highest = 0;
+        for entry in fs::read_dir(dir)? {
+            let name = entry?.file_name();
+            if let Some(key) = name.to_str().and_then(LogKey::parse)
+                && key.stamp == stamp.as_bytes()
+            {
+                highest = highest.max(key.suffix);
+            }
+        }
+        for n in highest + 1..=MAX_SUFFIX {
+            let name = if n == 1 {
+                format!("{stamp}.log")
+            } else {
+                format!("{stamp}-{n}.log")
+            };
+            let path = dir.join(name);
+            match OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(file) => {
+                    return Ok(RunLog {
+                        path,
+                        out: BufWriter::with_capacity(BUFFER_SIZE, file),
+                        clock: WallClock::new(&started_at),
+                        prefix: Vec::with_capacity(128),
+                    });
+                }
+                Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "{} already holds {MAX_SUFFIX} logs for {stamp}",
+                dir.display()
+            ),
+        ))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends the event's lines and flushes them to the file.
+    pub fn write_event(&mut self, event: &RunEvent) -> io::Result<()> {
+        match event {
+            RunEvent::RunStarted(header) => self.write_header(header)?,
+            RunEvent::StageStarted {
+                stage,
+                attempt,
+                command,
+                elapsed,
+            } => {
+                let text = if *attempt > 1 {
+                    format!("started (attempt {attempt}): {command}")
+                } else {
+                    format!("started: {command}")
+                };
+                self.set_prefix(*elapsed, stage.as_str());
+                self.write_lines(text.as_bytes())?;
+            }
+            RunEvent::StageOutput {
+                stage,
+                bytes,
+                elapsed,
+            } => {
+                self.set_prefix(*elapsed, stage.as_str());
+                self.write_lines(bytes)?;
+            }
+            RunEvent::StageFinished {
+                stage,
+                attempt,
+                outcome,
+                duration,
+                will_retry,
+                elapsed,
+            } => {
+                let text = finish_text(outcome, *duration) + &attempt_note(*attempt, *will_retry);
+                self.set_prefix(*elapsed, stage.as_str());
+                self.write_lines(text.as_bytes())?;
+            }
+            RunEvent::StageSkipped {
+                stage,
+                reason,
+                elapsed,
+            } => {
+                self.set_prefix(*elapsed, stage.as_str());
+                self.write_lines(format!("skipped: {}", reason.describe()).as_bytes())?;
+            }
+            RunEvent::RunFinished(summary) => self.write_summary(summary)?,
+        }
+        self.out.flush()
+    }
+
+    fn write_header(&mut self, header: &RunHeader) -> io::Result<()> {
+        // The header's start is the one every later line is reckoned from.
+        self.clock = WallClock::new(&header.started_at);
+        let mut text = format!(
+            "pipeline: {}\nstarted: {}\nselection: {}\njobs: {}\nstages: {}\n",
+            header.pipeline,
+            header
+                .started_at
+                .to_rfc3339_opts(SecondsFormat::Millis, false),
+            header.selection,
+            header.jobs,
+            header.stages.len(),
+        );
+        for stage in &header.stages {
+            // A multi-line script stays readable as one indented block under its stage.
+            let command = stage.command.trim_end().replace('\n', "\n    ");
+            let _ = writeln!(text, "  {}: {command}", stage.name);
+        }
+        self.set_prefix(Duration::ZERO, RUNNER_TAG);
+        self.write_lines(text.as_bytes())
+    }
+
+    fn write_summary(&mut self, summary: &RunSummary) -> io::Result<()> {
+        let mut text = render_table(summary);
+        let _ = writeln!(text, "exit code {}", summary.exit_code);
+        self.set_prefix(summary.duration, RUNNER_TAG);
+        self.write_lines(text.as_bytes())
+    }
+
+    fn set_prefix(&mut self, elapsed: Duration, tag: &str) {
+        self.prefix.clear();
+        self.prefix
+            .extend_from_slice(&self.clock.at(elapsed).millis_bytes());
+        self.prefix.extend_from_slice(b" [");
+        self.prefix.extend_from_slice(tag.as_bytes());
+        self.prefix.extend_from_slice(b"] ");
+    }
+
+    /// Writes each line of `bytes` after the current prefix, ending the last one if it is not.
+    fn write_lines(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let out = &mut self.out;
+        let prefix = self.prefix.as_slice();
+        // An empty line gets the prefix without its trailing space.
+        let bare_prefix = &prefix[..prefix.len().saturating_sub(1)];
+        for line in bytes.split_inclusive(|b| *b == b'\n') {
+            if line == b"\n" {
+                out.write_all(bare_prefix)?;
+            } else {
+                out.write_all(prefix)?;
+            }
+            out.write_all(line)?;
+            if line.last() != Some(&b'\n') {
+                out.write_all(b"\n")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Removes all but the `keep` newest run logs in `dir`, never `current`; returns what it removed.
+///
+/// Only files named like run logs count; anything else in the folder is left alone. A missing
+/// folder holds no logs.
+pub fn prune(dir: &Path, keep: usize, current: &Path) -> io::Result<Vec<PathBuf>> {
+    let runs = list_runs(dir)?;
+    let excess = runs.len().saturating_sub(keep);
+    let current_name = current.file_name();
+    let current_canonical = fs::canonicalize(current).ok();
+    let is_current = |path: &Path| {
+        path == current
+            || (path.file_name() == current_name
+                && current_canonical.is_some()
+                && fs::canonicalize(path).ok() == current_canonical)
+    };
+    let mut removed = Vec::new();
+    for path in runs.into_iter().take(excess) {
+        if is_current(&path) {
+            continue;
+        }
+        match fs::remove_file(&path) {
+            Ok(()) => removed.push(path),
+            // Someone else (another run pruning at the same time) got there first.
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(removed)
+}
+
+/// The run logs in `dir`, oldest first. A missing folder holds no logs.
+pub fn list_runs(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(err) => return Err(err),
+    };
+    let mut runs = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let Some(key) = entry.file_name().to_str().and_then(LogKey::parse) else {
+            continue;
+        };
+        if entry.file_type()?.is_dir() {
+            continue;
+        }
+        runs.push((key, entry.path()));
+    }
+    runs.sort_by(|(a, _), (b, _)| a.cmp(b));
+    Ok(runs.into_iter().map(|(_, path)| path).collect())
+}
+
+/// The order of run logs: start time, then suffix (`.log` is 1, `-2.log` is 2, …).
+///
+/// Names cannot be compared as strings: `…-2.log` sorts before `….log` although it is newer.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct LogKey {
+    /// `YYYY-MM-DD_HH-MM-SS`, whose string order is time order.
+    stamp: [u8; 19],
+    suffix: u32,
+}
+
+impl LogKey {
+    fn parse(name: &str) -> Option<LogKey> {
+        const SHAPE: &[u8; 19] = b"dddd-dd-dd_dd-dd-dd";
+        let bytes = name.as_bytes();
+        let stamp: [u8; 19] = bytes.get(..19)?.try_into().ok()?;
+        let shape_ok = stamp.iter().zip(SHAPE).all(|(b, s)| match s {
+            b'd' => b.is_ascii_digit(),
+            other => b == other,
+        });
+        if !shape_ok {
+            return None;
+        }
+        let rest = name[19..].strip_suffix(".log")?;
+        let suffix = if rest.is_empty() {
+            1
+        } else {
+            let digits = rest.strip_prefix('-')?;
+            if !digits.bytes().all(|b| b.is_ascii_digit()) || digits.starts_with('0') {
+                return None;
+            }
+            digits.parse().ok()?
+        };
+        Some(LogKey { stamp, suffix })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+
+    use chrono::TimeZone;
+    use tempfile::TempDir;
+
+    use super::*;
+    use crate::pipeline::StageName;
+    use crate::report::fixtures::sample_run;
+
+    fn at(h: u32, m: u32, s: u32) -> DateTime<Local> {
+        Local
+            .with_ymd_and_hms(2024, 3, 5, h, m, s)
+            .single()
+            .expect("unambiguous local time")
+    }
+
+    fn name(stage: &str) -> StageName {
+        StageName::parse(stage).expect("valid stage name")
+    }
+
+    fn file_names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .expect("read dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn touch(dir: &Path, name: &str) -> PathBuf {
+        let path = dir.join(name);
+        fs::write(&path, b"").expect("write");
+        path
+    }
+
+    #[test]
+    fn names_the_log_after_the_start_and_suffixes_collisions() {
+        let tmp = TempDir::new().expect("tempdir");
+        let dir = tmp.path().join("nested/logs");
+        let start = at(12, 3, 4);
+        let paths: Vec<PathBuf> = (0..3)
+            .map(|_| {
+                RunLog::create(&dir, start)
+                    .expect("create")
+                    .path()
+                    .to_owned()
+            })
+            .collect();
+        let names: Vec<_> = paths
+            .iter()
+            .map(|p| p.file_name().expect("name").to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "2024-03-05_12-03-04.log",
+                "2024-03-05_12-03-04-2.log",
+                "2024-03-05_12-03-04-3.log"
+            ]
+        );
+        assert!(paths.iter().all(|p| p.starts_with(&dir)));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn never_follows_a_symlink_in_the_way() {
+        let tmp = TempDir::new().expect("tempdir");
+        let target = tmp.path().join("precious");
+        fs::write(&target, b"keep me").expect("write");
+        std::os::unix::fs::symlink(&target, tmp.path().join("2024-03-05_12-03-04.log"))
+            .expect("symlink");
+        let mut log = RunLog::create(tmp.path(), at(12, 3, 4)).expect("create");
+        log.write_event(&RunEvent::StageOutput {
+            stage: name("test"),
+            bytes: b"hello\n".to_vec(),
+            elapsed: Duration::ZERO,
+        })
+        .expect("write");
+        assert!(log.path().ends_with("2024-03-05_12-03-04-2.log"));
+        assert_eq!(fs::read(&target).expect("read"), b"keep me");
+    }
+
+    #[test]
+    fn prune_keeps_the_newest_by_time_then_suffix() {
+        let tmp = TempDir::new().expect("tempdir");
+        // 13 seconds, each with a plain and a `-2` log, but the last second has no `-2`: 25.
+        let mut all = Vec::new();
+        for s in 0..13 {
+            all.push(format!("2024-03-05_12-00-{s:02}.log"));
+            if s < 12 {
+                all.push(format!("2024-03-05_12-00-{s:02}-2.log"));
+            }
+        }
+        for name in &all {
+            touch(tmp.path(), name);
+        }
+        let current = tmp.path().join("2024-03-05_12-00-12.log");
+
+        let mut removed: Vec<String> = prune(tmp.path(), 20, &current)
+            .expect("prune")
+            .iter()
+            .map(|p| p.file_name().expect("name").to_string_lossy().into_owned())
+            .collect();
+        removed.sort();
+
+        // A string sort would have removed `12-00-02-2.log` and kept `12-00-02.log`.
+        assert_eq!(
+            removed,
+            [
+                "2024-03-05_12-00-00-2.log",
+                "2024-03-05_12-00-00.log",
+                "2024-03-05_12-00-01-2.log",
+                "2024-03-05_12-00-01.log",
+                "2024-03-05_12-00-02.log",
+            ]
+        );
+        let remaining = file_names(tmp.path());
+        assert_eq!(remaining.len(), 20);
+        assert!(remaining.contains(&"2024-03-05_12-00-02-2.log".to_owned()));
+    }
+
+    #[test]
+    fn prune_never_removes_the_current_log() {
+        let tmp = TempDir::new().expect("tempdir");
+        let oldest = touch(tmp.path(), "2024-03-05_11-00-00.log");
+        for s in 0..5 {
+            touch(tmp.path(), &format!("2024-03-05_12-00-0{s}.log"));
+        }
+
+        prune(tmp.path(), 2, &oldest).expect("prune");
+        assert_eq!(
+            file_names(tmp.path()),
+            [
+                "2024-03-05_11-00-00.log",
+                "2024-03-05_12-00-03.log",
+                "2024-03-05_12-00-04.log"
+            ]
+        );
+
+        // The same file named by another path is still the current log.
+        let dir_name = tmp.path().file_name().expect("tempdir has a name");
+        let roundabout = tmp
+            .path()
+            .join("..")
+            .join(dir_name)
+            .join("2024-03-05_11-00-00.log");
+        prune(tmp.path(), 0, &roundabout).expect("prune");
+        assert_eq!(file_names(tmp.path()), ["2024-03-05_11-00-00.log"]);
+    }
+
+    #[test]
+    fn prune_ignores_what_is_not_a_run_log() {
+        let tmp = TempDir::new().expect("tempdir");
+        let others = [
+            "notes.txt",
+            "latest.log",
+            "2024-03-05_12-03-04.log.gz",
+            "2024-03-05_12-03-04-02.log",
+            "2024-03-05_12-03-04-.log",
+            "2024-3-05_12-03-04.log",
+            "2024-03-05 12-03-04.log",
+            "x2024-03-05_12-03-04.log",
+        ];
+        for name in others {
+            touch(tmp.path(), name);
+        }
+        fs::create_dir(tmp.path().join("2024-03-05_12-00-00.log")).expect("mkdir");
+        let current = touch(tmp.path(), "2024-03-05_13-00-00.log");
+        touch(tmp.path(), "2024-03-05_12-59-59.log");
+
+        let removed = prune(tmp.path(), 0, &current).expect("prune");
+        assert_eq!(removed, [tmp.path().join("2024-03-05_12-59-59.log")]);
+        assert_eq!(file_names(tmp.path()).len(), others.len() + 2);
+    }
+
+    #[test]
+    fn prune_of_a_missing_folder_removes_nothing() {
+        let tmp = TempDir::new().expect("tempdir");
+        let dir = tmp.path().join("none");
+        assert!(
+            prune(&dir, 1, &dir.join("x.log"))
+                .expect("prune")
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn list_runs_is_oldest_first() {
+        let tmp = TempDir::new().expect("tempdir");
+        for name in [
+            "2024-03-05_12-00-01.log",
+            "2024-03-05_12-00-00-10.log",
+            "2024-03-05_12-00-00-2.log",
+            "2024-03-05_12-00-00.log",
+            "2023-12-31_23-59-59.log",
+            "readme.md",
+        ] {
+            touch(tmp.path(), name);
+        }
+        let names: Vec<_> = list_runs(tmp.path())
+            .expect("list")
+            .iter()
+            .map(|p| p.file_name().expect("name").to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "2023-12-31_23-59-59.log",
+                "2024-03-05_12-00-00.log",
+                "2024-03-05_12-00-00-2.log",
+                "2024-03-05_12-00-00-10.log",
+                "2024-03-05_12-00-01.log",
+            ]
+        );
+    }
+
+    #[test]
+    fn output_bytes_are_kept_as_they_are() {
+        let tmp = TempDir::new().expect("tempdir");
+        let mut log = RunLog::create(tmp.path(), at(12, 3, 4)).expect("create");
+        let raw =
+            b"ok \xff\xfe\0end\nprogress 10%\rprogress 100%\n\x1b[31mred\x1b[0m\n\nno newline";
+        log.write_event(&RunEvent::StageOutput {
+            stage: name("test"),
+            bytes: raw.to_vec(),
+            elapsed: Duration::from_millis(1_005),
+        })
+        .expect("write");
+        let written = fs::read(log.path()).expect("read");
+        let expected: &[u8] = b"12:03:05.005 [test] ok \xff\xfe\0end\n\
+            12:03:05.005 [test] progress 10%\rprogress 100%\n\
+            12:03:05.005 [test] \x1b[31mred\x1b[0m\n\
+            12:03:05.005 [test]\n\
+            12:03:05.005 [test] no newline\n";
+        assert_eq!(written, expected);
+    }
+
+    #[test]
+    fn a_whole_run() {
+        let tmp = TempDir::new().expect("tempdir");
+        let started_at = at(12, 3, 4) + chrono::Duration::milliseconds(250);
+        let mut log = RunLog::create(tmp.path(), started_at).expect("create");
+        let events = sample_run(started_at, Some(log.path().to_owned()));
+        for event in &events {
+            log.write_event(event).expect("write");
+        }
+        let text = fs::read_to_string(log.path()).expect("read");
+        // The offset in the RFC 3339 time depends on the machine's time zone.
+        let text = text.replace(
+            &started_at.to_rfc3339_opts(SecondsFormat::Millis, false),
+            "[started_at]",
+        );
+        insta::assert_snapshot!(text);
+    }
+}

@@ -1,0 +1,85 @@
+//! `pydeployer plan` and `run --dry-run`: the order, the waves, what is left out; nothing runs.
+
+mod common;
+use common::Project;
+
+const DIAMOND: &str = "jobs: 2\nstages:\n  a: { run: touch a }\n  b: { run: touch b, needs: [a] }\n  c: { run: touch c, needs: [a] }\n  d: { run: touch d, needs: [b, c] }\n  ship: { run: touch ship, needs: [d], when: manual }\n";
+
+/// Runs of spaces as one, so column widths do not matter.
+fn squeeze(text: &str) -> String {
+    text.lines()
+        .map(|l| {
+            l.split(' ')
+                .filter(|w| !w.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
+#[test]
+fn a_diamond_shows_three_waves_and_runs_nothing() {
+    let project = Project::with_pipeline(DIAMOND);
+    let before = project.tree();
+    let (code, out, err) = project.run(&["plan"]);
+    assert_eq!(code, 0, "{err}");
+    let out = squeeze(&out);
+    assert!(
+        out.contains("4 stages in 3 waves, up to 2 at once"),
+        "{out}"
+    );
+    let wave = |n: usize| {
+        let start = out
+            .find(&format!("wave {n}\n"))
+            .unwrap_or_else(|| panic!("no wave {n}: {out}"));
+        let rest = &out[start + 7..];
+        rest[..rest.find("wave").unwrap_or(rest.len())].to_owned()
+    };
+    assert!(wave(1).contains("a touch a"), "{out}");
+    assert!(
+        wave(2).contains("b touch b") && wave(2).contains("c touch c"),
+        "{out}"
+    );
+    assert!(wave(3).contains("d touch d"), "{out}");
+    assert!(out.contains("ship manual"), "{out}");
+    assert_eq!(project.tree(), before, "plan created files");
+}
+
+#[test]
+fn dry_run_is_the_plan() {
+    let project = Project::with_pipeline(DIAMOND);
+    let (_, plan, _) = project.run(&["plan", "--skip", "c"]);
+    let (code, dry, _) = project.run(&["run", "--dry-run", "--skip", "c"]);
+    assert_eq!(code, 0);
+    assert_eq!(plan, dry);
+    let dry = squeeze(&dry);
+    assert!(dry.contains("c left out by --skip"), "{dry}");
+    assert!(!project.exists("a") && !project.exists("logs"));
+}
+
+#[test]
+fn json_plan_parses_and_has_the_waves() {
+    let project = Project::with_pipeline(DIAMOND);
+    let (code, out, err) = project.run(&["plan", "--format", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let plan: serde_json::Value = serde_json::from_str(&out).expect("valid JSON");
+    assert_eq!(plan["waves"], serde_json::json!([["a"], ["b", "c"], ["d"]]));
+    assert_eq!(plan["jobs"], 2);
+    assert_eq!(plan["stages"][3]["name"], "d");
+    assert_eq!(plan["stages"][3]["needs"], serde_json::json!(["b", "c"]));
+    assert_eq!(plan["not_run"][0]["name"], "ship");
+    assert_eq!(plan["not_run"][0]["reason"], "manual");
+}
+
+#[test]
+fn an_unknown_stage_on_the_command_line_is_exit_2_with_a_suggestion() {
+    let project = Project::with_pipeline(DIAMOND);
+    let (code, _, err) = project.run(&["plan", "--only", "shpi"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("`shpi` is not a stage") && err.contains("did you mean `ship`?"),
+        "{err}"
+    );
+}

@@ -1,0 +1,201 @@
+//! `pydeployer validate` and every command's refusal of a bad pipeline: exit 2, the file and
+//! line of each problem, and nothing run.
+
+mod common;
+use std::fmt::Write as _;
+
+use common::Project;
+
+/// Runs `validate`, expects exit 2, returns stderr.
+fn invalid(project: &Project) -> String {
+    let (code, _, stderr) = project.run(&["validate"]);
+    assert_eq!(code, 2, "expected exit 2, stderr:\n{stderr}");
+    stderr
+}
+
+#[test]
+fn a_valid_pipeline_passes() {
+    let project = Project::with_pipeline(
+        "stages:\n  a: { run: echo a }\n  b: { run: [echo, b], needs: [a] }\n",
+    );
+    let (code, stdout, stderr) = project.run(&["validate"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("2 stages, no problems"), "{stdout}");
+}
+
+#[test]
+fn yaml_syntax_error_names_file_and_line() {
+    let project = Project::with_pipeline("stages:\n  a:\n    run: [echo, a\n  b: { run: echo }\n");
+    let err = invalid(&project);
+    assert!(err.contains("invalid YAML"), "{err}");
+    assert!(err.contains("pipeline.yml:"), "{err}");
+}
+
+#[test]
+fn unknown_key_suggests_the_closest() {
+    let project = Project::with_pipeline("stages:\n  a:\n    run: echo a\n    neds: [b]\n");
+    let err = invalid(&project);
+    assert!(err.contains("unknown stage key `neds`"), "{err}");
+    assert!(err.contains("did you mean `needs`?"), "{err}");
+    assert!(err.contains("pipeline.yml:4:5"), "{err}");
+}
+
+#[test]
+fn wrong_type_is_reported_at_the_value() {
+    let project = Project::with_pipeline("stages:\n  a:\n    run: echo a\n    retries: lots\n");
+    let err = invalid(&project);
+    assert!(
+        err.contains("`retries` must be a whole number, not a string"),
+        "{err}"
+    );
+    assert!(err.contains("pipeline.yml:4:14"), "{err}");
+}
+
+#[test]
+fn duplicate_stage_across_files_shows_both_places() {
+    let project = Project::with_pipeline("stages:\n  test: { run: pytest }\n");
+    project.file(
+        "stages.d/10-more.yml",
+        "lint: { run: ruff }\ntest: { run: pytest -x }\n",
+    );
+    let err = invalid(&project);
+    assert!(err.contains("stage `test` is declared twice"), "{err}");
+    assert!(err.contains("10-more.yml:2:1"), "{err}");
+    assert!(err.contains("pipeline.yml:2:3"), "{err}");
+}
+
+#[test]
+fn unknown_need_suggests_a_stage() {
+    let project = Project::with_pipeline(
+        "stages:\n  build: { run: make }\n  test: { run: pytest, needs: [biuld] }\n",
+    );
+    let err = invalid(&project);
+    assert!(err.contains("needs `biuld`, which does not exist"), "{err}");
+    assert!(err.contains("did you mean `build`?"), "{err}");
+    assert!(err.contains("pipeline.yml:3:32"), "{err}");
+}
+
+#[test]
+fn a_cycle_names_every_stage_and_each_closing_need() {
+    let project = Project::with_pipeline(
+        "stages:\n  a: { run: x, needs: [c] }\n  b: { run: x, needs: [a] }\n  c: { run: x, needs: [b] }\n",
+    );
+    let err = invalid(&project);
+    assert!(err.contains("a → c → b → a"), "{err}");
+    for label in ["`a` needs `c`", "`c` needs `b`", "`b` needs `a`"] {
+        assert!(err.contains(label), "missing {label}: {err}");
+    }
+    assert!(err.contains("pipeline.yml:2:"), "{err}");
+}
+
+#[test]
+fn run_and_uses_both_or_neither() {
+    let project = Project::with_pipeline(
+        "stages:\n  both: { run: pytest, uses: pytest }\n  neither: { needs: [both] }\n",
+    );
+    let err = invalid(&project);
+    assert!(
+        err.contains("stage `both` has both `run` and `uses`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("stage `neither` has neither `run` nor `uses`"),
+        "{err}"
+    );
+    assert!(err.contains("pipeline.yml:3:3"), "{err}");
+}
+
+#[test]
+fn bad_duration_says_how_to_write_one() {
+    let project = Project::with_pipeline(
+        "stages:\n  a: { run: x, timeout: 10 minutes please }\n  b: { run: x, timeout: 30 }\n",
+    );
+    let err = invalid(&project);
+    assert!(err.contains("is not a duration"), "{err}");
+    assert!(err.contains("`timeout` needs a unit"), "{err}");
+    assert!(err.contains("pipeline.yml:3:"), "{err}");
+}
+
+#[test]
+fn unknown_action_and_when_are_suggested() {
+    let project =
+        Project::with_pipeline("stages:\n  a: { uses: pytset }\n  b: { run: x, when: manul }\n");
+    let err = invalid(&project);
+    assert!(
+        err.contains("unknown action `pytset`") && err.contains("did you mean `pytest`?"),
+        "{err}"
+    );
+    assert!(
+        err.contains("unknown `when` value `manul`") && err.contains("did you mean `manual`?"),
+        "{err}"
+    );
+}
+
+#[test]
+fn five_errors_in_one_file_are_reported_together() {
+    let project = Project::with_pipeline(concat!(
+        "nmae: app\n",  // unknown key
+        "jobs: zero\n", // wrong type
+        "stages:\n",
+        "  a: { run: x, timeout: forever }\n", // bad duration
+        "  b: { run: x, needs: [nope] }\n",    // unknown need
+        "  c: { run: x, uses: pytest }\n",     // run and uses
+        "  d: { run: x, when: sometimes }\n",  // bad when
+    ));
+    let err = invalid(&project);
+    assert!(err.contains("6 problems; nothing was run"), "{err}");
+    for line in 1..=7 {
+        if line != 3 {
+            assert!(
+                err.contains(&format!("pipeline.yml:{line}:")),
+                "line {line} not named: {err}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_bad_pipeline_runs_nothing_and_creates_nothing() {
+    let project =
+        Project::with_pipeline("stages:\n  a: { run: touch ran }\n  b: { run: x, needs: [zz] }\n");
+    let before = project.tree();
+    let (code, _, _) = project.run(&["run"]);
+    assert_eq!(code, 2);
+    assert_eq!(project.tree(), before);
+}
+
+#[test]
+fn a_missing_program_is_reported_before_anything_runs() {
+    let project = Project::with_pipeline(
+        "stages:\n  a: { run: touch ran }\n  b: { run: no-such-tool-xyz --flag }\n",
+    );
+    let (code, _, err) = project.run(&["run"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("stage `b`") && err.contains("`no-such-tool-xyz`, which is not found"),
+        "{err}"
+    );
+    assert!(!project.exists("ran") && !project.exists("logs"));
+}
+
+#[test]
+fn no_pipeline_file_is_a_clear_error() {
+    let project = Project::new();
+    let (code, _, err) = project.run(&["validate"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("cannot read pipeline.yml"), "{err}");
+}
+
+#[test]
+fn an_alias_bomb_is_refused_quickly() {
+    let mut yaml = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..30 {
+        let prev = i - 1;
+        let refs = vec![format!("*a{prev}"); 10].join(", ");
+        writeln!(yaml, "a{i}: &a{i} [{refs}]").unwrap();
+    }
+    let project = Project::with_pipeline("stages: {}\n");
+    project.file("stages.d/bomb.yml", &yaml);
+    let err = invalid(&project);
+    assert!(err.contains("bomb.yml"), "{err}");
+}
