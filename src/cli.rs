@@ -58,6 +58,29 @@ pub enum Command {
     Plan(SelectArgs),
     /// Load and check the pipeline; report every problem.
     Validate,
+    /// Revert the last deploy and push the revert (runs the `git/revert` stage alone).
+    ///
+    /// Examples: `pydeployer rollback`, `pydeployer rollback --to 1` (back to the tree of
+    /// ledger entry 1, with revert commits; history is never rewritten).
+    Rollback(RollbackArgs),
+    /// The deploy ledger (archive/deploy_history.json) as a table.
+    History(HistoryArgs),
+    /// Create the demo's local origin (a small Python app with tests) and run the pipeline.
+    Demo,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// Return the branch to the tree of this ledger entry (see `pydeployer history`).
+    #[arg(long, value_name = "ID")]
+    pub to: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Only the newest N entries.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
 }
 
 #[derive(Debug, Args)]

@@ -37,6 +37,8 @@ pub enum RunEvent {
         stage: StageName,
         attempt: u32,
         outcome: Outcome,
+        /// What the stage's action adds (pytest: counts and failed tests).
+        note: Option<String>,
         /// This attempt's duration.
         duration: Duration,
         /// The scheduler will run the stage again.

@@ -4,16 +4,25 @@
 //! arguments, never text pasted into a shell line.
 
 use std::fmt;
+use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::pipeline::{Action, Pipeline, RunCommand, Stage};
+use crate::pipeline::{Action, Builtin, Pipeline, RunCommand, Stage};
+
+pub mod git;
+pub mod junit;
+pub mod python;
 
 /// One program and its arguments.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CommandLine {
     pub program: String,
     pub args: Vec<String>,
+    /// Exit codes other than 0 that mean success (pytest's 5, "no tests", when allowed).
+    pub also_ok: Vec<i32>,
+    /// How to show it, when the real command line is a wrapper script.
+    shown: Option<String>,
 }
 
 impl CommandLine {
@@ -24,13 +33,24 @@ impl CommandLine {
         CommandLine {
             program: program.into(),
             args: args.into_iter().map(Into::into).collect(),
+            also_ok: Vec::new(),
+            shown: None,
         }
+    }
+
+    #[must_use]
+    pub fn shown_as(mut self, text: String) -> Self {
+        self.shown = Some(text);
+        self
     }
 }
 
 impl fmt::Display for CommandLine {
     /// As a shell would need it typed: words with special characters are single-quoted.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(shown) = &self.shown {
+            return f.write_str(shown);
+        }
         write!(f, "{}", quote(&self.program))?;
         for arg in &self.args {
             write!(f, " {}", quote(arg))?;
@@ -39,7 +59,7 @@ impl fmt::Display for CommandLine {
     }
 }
 
-fn quote(word: &str) -> String {
+pub(crate) fn quote(word: &str) -> String {
     let plain = !word.is_empty()
         && word
             .bytes()
@@ -76,30 +96,113 @@ pub fn shell_command(script: &str) -> CommandLine {
     }
 }
 
-/// The commands a stage runs, in order; the stage fails at the first that fails.
-pub fn commands(_pipeline: &Pipeline, stage: &Stage) -> Vec<CommandLine> {
-    match &stage.action {
+/// What the actions need to know about the run they are part of.
+#[derive(Debug, Clone, Default)]
+pub struct RunContext {
+    /// A folder for this run's reports (pytest's JUnit XML), removed after the run.
+    pub scratch: PathBuf,
+    /// `rollback --to`: the commit whose tree the rollback restores.
+    pub revert_to: Option<String>,
+}
+
+/// The commands a stage runs, in order; the stage fails at the first that fails. Built-in
+/// actions look at the workspace as it is when the stage starts (clone or pull?).
+pub fn commands(
+    pipeline: &Pipeline,
+    stage: &Stage,
+    context: &RunContext,
+) -> Result<Vec<CommandLine>, String> {
+    let repo = || {
+        pipeline
+            .repo
+            .as_ref()
+            .ok_or_else(|| format!("`{}` needs `repo:` in the pipeline file", stage.name))
+    };
+    let text = |key: &str| {
+        if let Action::Uses { with, .. } = &stage.action {
+            with.get(key)
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned)
+        } else {
+            None
+        }
+    };
+    Ok(match &stage.action {
         Action::Run(RunCommand::Shell(script)) => vec![shell_command(script)],
         Action::Run(RunCommand::Argv(argv)) => vec![CommandLine::new(&argv[0], &argv[1..])],
-        Action::Uses { action, .. } => vec![CommandLine::new(
-            "false",
-            [format!(
-                "built-in action {} is not implemented yet",
-                action.name()
-            )],
-        )],
-    }
+        Action::Uses { action, with } => match action {
+            Builtin::GitClone => git::clone_or_pull(repo()?)?,
+            Builtin::GitCommit => {
+                let message = text("message").unwrap_or_else(|| {
+                    format!(
+                        "pydeployer build {}",
+                        chrono::Local::now().format("%Y-%m-%d %H:%M:%S")
+                    )
+                });
+                git::commit(&message)
+            }
+            Builtin::GitPush => git::push(repo()?),
+            Builtin::GitRevert => git::revert(repo()?, context.revert_to.as_deref()),
+            Builtin::Pytest => vec![python::pytest(
+                &workdir(pipeline, stage),
+                with,
+                &context.scratch.join(format!("junit-{}.xml", stage.name)),
+            )?],
+            Builtin::PythonVenv => python::venv(&workdir(pipeline, stage), with)?,
+        },
+    })
+}
+
+/// The folder a stage runs in, as it is now.
+pub fn workdir(pipeline: &Pipeline, stage: &Stage) -> PathBuf {
+    stage
+        .workdir
+        .clone()
+        .unwrap_or_else(|| pipeline.default_workdir())
+}
+
+/// Where pytest writes its JUnit report for `stage`, when the stage is a pytest stage.
+pub fn junit_report(stage: &Stage, context: &RunContext) -> Option<PathBuf> {
+    matches!(
+        stage.action,
+        Action::Uses {
+            action: Builtin::Pytest,
+            ..
+        }
+    )
+    .then(|| context.scratch.join(format!("junit-{}.xml", stage.name)))
 }
 
 /// How the plan and the log show what a stage runs.
 pub fn describe(pipeline: &Pipeline, stage: &Stage) -> String {
     match &stage.action {
         Action::Run(RunCommand::Shell(script)) => script.clone(),
-        _ => commands(pipeline, stage)
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(" && "),
+        Action::Uses {
+            action: Builtin::GitClone,
+            ..
+        } => match &pipeline.repo {
+            Some(repo) => format!(
+                "git clone (or pull) {} into {}",
+                repo.url,
+                repo.dir.display()
+            ),
+            None => "git clone".to_owned(),
+        },
+        _ => match commands(pipeline, stage, &RunContext::default()) {
+            Ok(commands) => commands
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" && "),
+            Err(err) => format!("{} ({err})", stage_action_name(stage)),
+        },
+    }
+}
+
+fn stage_action_name(stage: &Stage) -> &'static str {
+    match &stage.action {
+        Action::Uses { action, .. } => action.name(),
+        Action::Run(_) => "run",
     }
 }
 

@@ -112,6 +112,27 @@ pub(crate) fn validate(
         }
     }
 
+    if pipeline.repo.is_none() {
+        for d in &declared {
+            if let Action::Uses { action, .. } = &d.stage.action {
+                if action.name().starts_with("git/") {
+                    check.push(
+                        Problem::at(
+                            d.file,
+                            d.name_span,
+                            format!(
+                                "stage `{}` uses `{}`, which needs `repo:` in the pipeline file",
+                                d.stage.name,
+                                action.name()
+                            ),
+                            "needs a repository",
+                        )
+                        .with_help("add `repo: { url: <git URL or path> }` to pipeline.yml"),
+                    );
+                }
+            }
+        }
+    }
     check.duplicates(&declared);
     check.needs(&declared);
     if check.problems.is_empty() {
@@ -446,6 +467,24 @@ impl Checker<'_> {
         }
     }
 
+    fn git_name(&mut self, file: &SourceFile, span: Span, what: &str, name: &str) -> bool {
+        match check_git_name(name) {
+            Ok(()) => true,
+            Err(why) => {
+                self.push(
+                    Problem::at(
+                        file,
+                        span,
+                        format!("refusing {what} name {name:?}: {why}"),
+                        format!("invalid {what} name"),
+                    )
+                    .with_help("use a plain name such as `master`, `main` or `release/1.2`"),
+                );
+                false
+            }
+        }
+    }
+
     fn repo(&mut self, file: &SourceFile, node: &Node) -> Option<Repo> {
         let entries = self.map(file, node, "`repo`")?;
         self.unknown_keys(file, entries, &REPO_KEYS, "`repo` setting");
@@ -465,17 +504,27 @@ impl Checker<'_> {
                         "`repo.url`",
                         "`url: https://example.com/app.git`",
                     );
+                    if let Some(text) = &url {
+                        if let Err(why) = check_url(text) {
+                            self.push(Problem::at(file, value.span, format!("refusing `repo.url` {text:?}: {why}"), "unsafe URL").with_help("give a plain URL (https://, ssh://, git@host:path) or a path to a repository"));
+                            url = None;
+                        } else if is_local_path(text) {
+                            url = Some(self.root.join(text).display().to_string());
+                        }
+                    }
                 }
                 "branch" => {
-                    if let Some(branch) =
-                        self.non_empty_string(file, value, "`repo.branch`", "`branch: master`")
+                    if let Some(branch) = self
+                        .non_empty_string(file, value, "`repo.branch`", "`branch: master`")
+                        .filter(|b| self.git_name(file, value.span, "branch", b))
                     {
                         repo.branch = branch;
                     }
                 }
                 "remote" => {
-                    if let Some(remote) =
-                        self.non_empty_string(file, value, "`repo.remote`", "`remote: origin`")
+                    if let Some(remote) = self
+                        .non_empty_string(file, value, "`repo.remote`", "`remote: origin`")
+                        .filter(|r| self.git_name(file, value.span, "remote", r))
                     {
                         repo.remote = remote;
                     }
@@ -969,6 +1018,72 @@ impl Checker<'_> {
             }
         }
     }
+}
+
+/// Refuses URLs git would read as an option or that run commands: a leading `-`, a host
+/// starting with `-` (`ssh://-oProxyCommand=…`), the `ext::` transport, control characters.
+fn check_url(url: &str) -> Result<(), &'static str> {
+    if url.starts_with('-') {
+        return Err("it starts with `-`, which git would read as an option");
+    }
+    if url.chars().any(char::is_control) {
+        return Err("it contains control characters");
+    }
+    if url.starts_with("ext::") || url.starts_with("fd::") {
+        return Err("the `ext::`/`fd::` transports run commands");
+    }
+    if let Some((_, rest)) = url.split_once("://") {
+        let authority = rest.split('/').next().unwrap_or("");
+        let host = authority
+            .rsplit_once('@')
+            .map_or(authority, |(_, host)| host);
+        if host.starts_with('-') || authority.starts_with('-') {
+            return Err("its host starts with `-`, which ssh would read as an option");
+        }
+    }
+    Ok(())
+}
+
+/// A path on this machine rather than a URL (`scheme://…` or scp-like `host:path`).
+fn is_local_path(url: &str) -> bool {
+    if url.contains("://") {
+        return false;
+    }
+    match url.split_once(':') {
+        Some((host, _)) => host.contains('/'),
+        None => true,
+    }
+}
+
+/// `git check-ref-format --branch` rules (and a remote name's), checked without running git.
+#[expect(
+    clippy::case_sensitive_file_extension_comparisons,
+    reason = "git's own rule is case-sensitive"
+)]
+fn check_git_name(name: &str) -> Result<(), &'static str> {
+    if name.starts_with('-') {
+        return Err("it starts with `-`, which git would read as an option");
+    }
+    if name == "@" || name.contains("..") || name.contains("@{") || name.contains("//") {
+        return Err("git refuses `..`, `@{`, `//` and `@` in names");
+    }
+    if name
+        .chars()
+        .any(|c| c.is_control() || c == ' ' || "~^:?*[\\".contains(c))
+    {
+        return Err("git refuses spaces, control characters and any of ~ ^ : ? * [ \\ in names");
+    }
+    if name.ends_with('/')
+        || name.ends_with('.')
+        || name.ends_with(".lock")
+        || name.starts_with('/')
+    {
+        return Err("a name cannot start with `/` or end with `/`, `.` or `.lock`");
+    }
+    if name.split('/').any(|part| part.starts_with('.')) {
+        return Err("no part of a name can start with `.`");
+    }
+    Ok(())
 }
 
 fn is_env_name(name: &str) -> bool {

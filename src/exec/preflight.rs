@@ -3,14 +3,26 @@
 use std::ffi::OsString;
 use std::path::Path;
 
-use crate::actions;
+use crate::actions::{self, RunContext};
 use crate::error::Problem;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Action, Builtin, Pipeline};
 use crate::plan::Plan;
 
-/// One problem per stage command whose program cannot be found.
+/// One problem per stage command whose program cannot be found on PATH, and per built-in
+/// action that cannot work with the workspace as it is (a foreign folder where the clone goes).
+/// Programs given as a path are the stage's own business: an earlier command may create them.
 pub fn missing_programs(pipeline: &Pipeline, plan: &Plan) -> Vec<Problem> {
     let mut problems = Vec::new();
+    // A pytest stage uses the workspace's .venv once a python/venv stage made it.
+    let venv_coming = plan.steps.iter().any(|s| {
+        matches!(
+            pipeline.stages[s.stage].action,
+            Action::Uses {
+                action: Builtin::PythonVenv,
+                ..
+            }
+        )
+    });
     for step in &plan.steps {
         let stage = &pipeline.stages[step.stage];
         let dir = stage
@@ -23,7 +35,27 @@ pub fn missing_programs(pipeline: &Pipeline, plan: &Plan) -> Vec<Problem> {
             .or_else(|| pipeline.env.get("PATH"))
             .map(OsString::from)
             .or_else(|| std::env::var_os("PATH"));
-        for command in actions::commands(pipeline, stage) {
+        let commands = match actions::commands(pipeline, stage, &RunContext::default()) {
+            Ok(commands) => commands,
+            Err(err) => {
+                problems.push(Problem::general(format!(
+                    "stage `{}` ({}) cannot run: {err}",
+                    stage.name, stage.origin
+                )));
+                continue;
+            }
+        };
+        let is_pytest = matches!(
+            stage.action,
+            Action::Uses {
+                action: Builtin::Pytest,
+                ..
+            }
+        );
+        for command in commands {
+            if is_pytest && venv_coming {
+                continue;
+            }
             if !found(&command.program, path.as_ref(), &dir) {
                 let hint = if command.program.contains('/') {
                     format!(
@@ -50,10 +82,5 @@ pub fn missing_programs(pipeline: &Pipeline, plan: &Plan) -> Vec<Problem> {
 }
 
 fn found(program: &str, path: Option<&OsString>, dir: &Path) -> bool {
-    if program.contains('/') {
-        // Relative to the stage's folder, which may not exist yet (a clone still to come):
-        // then it cannot be checked now, and the stage itself will say so.
-        return !dir.is_dir() || which::which_in(program, None::<&str>, dir).is_ok();
-    }
-    which::which_in(program, path, dir).is_ok()
+    program.contains('/') || which::which_in(program, path, dir).is_ok()
 }

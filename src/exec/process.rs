@@ -96,6 +96,26 @@ impl Running {
     }
 }
 
+/// Runs a short command to completion and returns its trimmed stdout when it succeeds
+/// (pydeployer's own bookkeeping: `git rev-parse`, the demo's setup).
+pub fn capture(command: &CommandLine, dir: &Path) -> io::Result<String> {
+    let output = duct::cmd(&command.program, &command.args)
+        .dir(dir)
+        .stdin_null()
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked()
+        .run()?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    } else {
+        Err(io::Error::other(format!(
+            "`{command}` failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        )))
+    }
+}
+
 fn memrchr_newline(bytes: &[u8]) -> Option<usize> {
     bytes.iter().rposition(|&b| b == b'\n')
 }

@@ -13,7 +13,8 @@ use std::sync::mpsc::{RecvTimeoutError, SyncSender, sync_channel};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::actions::{self, CommandLine};
+use crate::actions::junit;
+use crate::actions::{self, CommandLine, RunContext};
 use crate::error::exit;
 use crate::events::{
     Outcome, RunEvent, RunHeader, RunSummary, SkipReason, StageResult, SummaryRow,
@@ -28,6 +29,7 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 
 pub struct RunOptions {
     pub jobs: usize,
+    pub context: RunContext,
     /// Between TERM and KILL when a stage times out or the run is interrupted.
     pub grace: Duration,
 }
@@ -46,6 +48,7 @@ enum WorkerMsg {
     Done {
         step: usize,
         outcome: Outcome,
+        note: Option<String>,
     },
 }
 
@@ -117,7 +120,8 @@ pub fn execute(
                 match decision {
                     Decision::Start { step, attempt } => {
                         let stage = &pipeline.stages[plan.steps[step].stage];
-                        let commands = actions::commands(pipeline, stage);
+                        let commands = actions::commands(pipeline, stage, &options.context);
+                        let junit = actions::junit_report(stage, &options.context);
                         let elapsed = start.elapsed();
                         report(&RunEvent::StageStarted {
                             stage: stage.name.clone(),
@@ -150,6 +154,7 @@ pub fn execute(
                             Work {
                                 step,
                                 commands,
+                                junit,
                                 dir,
                                 env,
                                 stop,
@@ -200,7 +205,11 @@ pub fn execute(
                     elapsed,
                 });
             }
-            Ok(WorkerMsg::Done { step, outcome }) => {
+            Ok(WorkerMsg::Done {
+                step,
+                outcome,
+                note,
+            }) => {
                 let Some(a) = active.remove(&step) else {
                     continue;
                 };
@@ -236,6 +245,7 @@ pub fn execute(
                     stage: stage.name.clone(),
                     attempt: a.attempt,
                     outcome,
+                    note,
                     duration,
                     will_retry,
                     elapsed: start.elapsed(),
@@ -315,7 +325,9 @@ fn next_wake(active: &BTreeMap<usize, Active>, cancelled: bool) -> Option<Instan
 
 struct Work {
     step: usize,
-    commands: Vec<CommandLine>,
+    commands: Result<Vec<CommandLine>, String>,
+    /// pytest's JUnit report, summarised into the stage's note.
+    junit: Option<PathBuf>,
     dir: PathBuf,
     env: BTreeMap<String, String>,
     stop: Arc<AtomicBool>,
@@ -329,7 +341,15 @@ fn spawn_worker(work: Work, tx: SyncSender<WorkerMsg>) {
         .name(format!("stage-{step}"))
         .spawn(move || {
             let outcome = run_commands(&work, &tx);
-            let _ = tx.send(WorkerMsg::Done { step, outcome });
+            let note = work.junit.as_deref().and_then(|path| {
+                let counts = junit::parse(&std::fs::read_to_string(path).ok()?)?;
+                Some(counts.describe())
+            });
+            let _ = tx.send(WorkerMsg::Done {
+                step,
+                outcome,
+                note,
+            });
         });
     if let Err(err) = spawned {
         let _ = fallback.send(WorkerMsg::Done {
@@ -337,6 +357,7 @@ fn spawn_worker(work: Work, tx: SyncSender<WorkerMsg>) {
             outcome: Outcome::NotStarted {
                 message: format!("cannot start a thread: {err}"),
             },
+            note: None,
         });
     }
 }
@@ -347,7 +368,15 @@ fn run_commands(work: &Work, tx: &SyncSender<WorkerMsg>) -> Outcome {
             message: format!("the folder {} does not exist", work.dir.display()),
         };
     }
-    for command in &work.commands {
+    let commands = match &work.commands {
+        Ok(commands) => commands,
+        Err(message) => {
+            return Outcome::NotStarted {
+                message: message.clone(),
+            };
+        }
+    };
+    for command in commands {
         if work.stop.load(Ordering::Relaxed) {
             return Outcome::Failed {
                 code: None,
@@ -375,6 +404,9 @@ fn run_commands(work: &Work, tx: &SyncSender<WorkerMsg>) -> Outcome {
         });
         match outcome {
             Ok(Outcome::Passed) => {}
+            Ok(Outcome::Failed {
+                code: Some(code), ..
+            }) if command.also_ok.contains(&code) => {}
             Ok(failed) => return failed,
             Err(err) => {
                 return Outcome::NotStarted {

@@ -66,6 +66,7 @@ pub(crate) fn sample_run(started_at: DateTime<Local>, log: Option<PathBuf>) -> V
             elapsed: ms(450),
         },
         RunEvent::StageFinished {
+            note: None,
             stage: name("lint"),
             attempt: 1,
             outcome: Outcome::Passed,
@@ -79,6 +80,7 @@ pub(crate) fn sample_run(started_at: DateTime<Local>, log: Option<PathBuf>) -> V
             elapsed: ms(700),
         },
         RunEvent::StageFinished {
+            note: None,
             stage: name("test"),
             attempt: 1,
             outcome: failed.clone(),
@@ -93,6 +95,7 @@ pub(crate) fn sample_run(started_at: DateTime<Local>, log: Option<PathBuf>) -> V
             elapsed: ms(720),
         },
         RunEvent::StageFinished {
+            note: None,
             stage: name("test"),
             attempt: 2,
             outcome: failed,

@@ -121,11 +121,16 @@ impl RunLog {
                 stage,
                 attempt,
                 outcome,
+                note,
                 duration,
                 will_retry,
                 elapsed,
             } => {
-                let text = finish_text(outcome, *duration) + &attempt_note(*attempt, *will_retry);
+                let mut text =
+                    finish_text(outcome, *duration) + &attempt_note(*attempt, *will_retry);
+                if let Some(note) = note {
+                    text = format!("{text}: {note}");
+                }
                 self.set_prefix(*elapsed, stage.as_str());
                 self.write_lines(text.as_bytes())?;
             }

@@ -1,8 +1,10 @@
 //! Turning run events into what people read: the terminal, the run log, the summary.
 
 mod clock;
+pub mod deploys;
 #[cfg(test)]
 mod fixtures;
+pub mod ledger;
 pub mod logfile;
 pub mod summary;
 pub mod terminal;

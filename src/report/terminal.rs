@@ -125,6 +125,7 @@ impl Terminal {
                 stage,
                 attempt,
                 outcome,
+                note,
                 duration,
                 will_retry,
                 elapsed,
@@ -133,7 +134,8 @@ impl Terminal {
                 outcome,
                 *duration,
                 *elapsed,
-                &attempt_note(*attempt, *will_retry),
+                &(attempt_note(*attempt, *will_retry)
+                    + &note.as_ref().map(|n| format!(": {n}")).unwrap_or_default()),
                 *will_retry,
             ),
             RunEvent::StageSkipped {

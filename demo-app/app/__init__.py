@@ -1,0 +1,1 @@
+"""A tiny calculator: the sample application pydeployer's demo pipeline delivers."""

@@ -1,0 +1,131 @@
+//! The git actions: clone or pull, commit, push, revert.
+//!
+//! Values from the YAML are checked by `config` (no leading `-`, valid branch names) and are
+//! still passed after `--end-of-options` or as positional parameters of a fixed script, never
+//! pasted into a command line.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::actions::CommandLine;
+use crate::pipeline::Repo;
+
+/// Git identity used only when the user has none configured (a fresh CI-like machine).
+const FALLBACK_IDENTITY: &str = r"git config user.name >/dev/null || export GIT_AUTHOR_NAME=pydeployer GIT_COMMITTER_NAME=pydeployer
+git config user.email >/dev/null || export GIT_AUTHOR_EMAIL=pydeployer@localhost GIT_COMMITTER_EMAIL=pydeployer@localhost
+";
+
+/// `git clone` when the workspace is not there yet, `git pull --ff-only` when it is a clone
+/// of the same repository; anything else in its place is an error, never overwritten.
+pub fn clone_or_pull(repo: &Repo) -> Result<Vec<CommandLine>, String> {
+    let dir = &repo.dir;
+    let empty = fs::read_dir(dir).map_or(true, |mut entries| entries.next().is_none());
+    if empty {
+        let parent = dir.parent().unwrap_or(Path::new("."));
+        fs::create_dir_all(parent)
+            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        return Ok(vec![CommandLine::new(
+            "git",
+            [
+                "clone".to_owned(),
+                "--branch".to_owned(),
+                repo.branch.clone(),
+                "--end-of-options".to_owned(),
+                repo.url.clone(),
+                dir.display().to_string(),
+            ],
+        )]);
+    }
+    match remote_url(dir, &repo.remote) {
+        Some(url) if same_repository(&url, &repo.url) => Ok(vec![CommandLine::new(
+            "git",
+            [
+                "pull",
+                "--ff-only",
+                "--end-of-options",
+                &repo.remote,
+                &repo.branch,
+            ],
+        )]),
+        Some(url) => Err(format!(
+            "{} is a clone of {url}, not of {}; move it away or set `repo.dir` to another folder",
+            dir.display(),
+            repo.url
+        )),
+        None => Err(format!(
+            "{} exists and is not a clone of {} (no remote `{}`); move it away or set `repo.dir` to another folder",
+            dir.display(),
+            repo.url,
+            repo.remote
+        )),
+    }
+}
+
+/// `git add -A` and a commit with `message`; nothing to commit is a success, said so.
+pub fn commit(message: &str) -> Vec<CommandLine> {
+    let script = format!(
+        "{FALLBACK_IDENTITY}git add -A || exit\nif git diff --cached --quiet; then echo 'nothing to commit: the working tree is clean'; exit 0; fi\ngit commit -m \"$1\""
+    );
+    vec![
+        CommandLine::new("sh", ["-c", &script, "git/commit", message]).shown_as(format!(
+            "git add -A && git commit -m {}",
+            super::quote(message)
+        )),
+    ]
+}
+
+/// Pushes HEAD to the branch; a rejected push fails with git's message (never forced).
+pub fn push(repo: &Repo) -> Vec<CommandLine> {
+    vec![CommandLine::new(
+        "git",
+        [
+            "push".to_owned(),
+            "--end-of-options".to_owned(),
+            repo.remote.clone(),
+            format!("HEAD:refs/heads/{}", repo.branch),
+        ],
+    )]
+}
+
+/// Reverts HEAD (or every commit after `to`, newest first) and pushes.
+pub fn revert(repo: &Repo, to: Option<&str>) -> Vec<CommandLine> {
+    let script = format!(
+        "{FALLBACK_IDENTITY}if [ -n \"$1\" ]; then\n  if [ \"$(git rev-parse HEAD)\" = \"$(git rev-parse --verify \"$1^{{commit}}\")\" ]; then echo 'already at that commit: nothing to revert'; exit 0; fi\n  git revert --no-edit \"$1..HEAD\"\nelse\n  git revert --no-edit HEAD\nfi"
+    );
+    let target = to.unwrap_or("");
+    let shown = match to {
+        Some(commit) => format!("git revert --no-edit {commit}..HEAD"),
+        None => "git revert --no-edit HEAD".to_owned(),
+    };
+    let mut commands =
+        vec![CommandLine::new("sh", ["-c", &script, "git/revert", target]).shown_as(shown)];
+    commands.extend(push(repo));
+    commands
+}
+
+/// The URL of `remote` in the clone at `dir`, read from its config file (no process needed).
+fn remote_url(dir: &Path, remote: &str) -> Option<String> {
+    let config = fs::read_to_string(dir.join(".git").join("config")).ok()?;
+    let header = format!("[remote \"{remote}\"]");
+    let mut in_section = false;
+    for line in config.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            in_section = line == header;
+        } else if in_section {
+            if let Some((key, value)) = line.split_once('=') {
+                if key.trim() == "url" {
+                    return Some(value.trim().to_owned());
+                }
+            }
+        }
+    }
+    None
+}
+
+fn same_repository(a: &str, b: &str) -> bool {
+    let canonical = |s: &str| -> PathBuf {
+        fs::canonicalize(s).unwrap_or_else(|_| PathBuf::from(s.trim_end_matches('/')))
+    };
+    a == b || canonical(a) == canonical(b)
+}
