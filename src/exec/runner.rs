@@ -126,7 +126,15 @@ pub fn execute(
                         report(&RunEvent::StageStarted {
                             stage: stage.name.clone(),
                             attempt,
-                            command: actions::describe(pipeline, stage),
+                            // What actually runs now (clone or pull?), not the plan's description.
+                            command: match &commands {
+                                Ok(commands) if !commands.is_empty() => commands
+                                    .iter()
+                                    .map(ToString::to_string)
+                                    .collect::<Vec<_>>()
+                                    .join(" && "),
+                                _ => actions::describe(pipeline, stage),
+                            },
                             elapsed,
                         });
                         let now = Instant::now();

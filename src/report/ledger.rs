@@ -138,13 +138,10 @@ impl NewEntry {
 #[derive(Debug, Error, Diagnostic)]
 pub enum LedgerError {
     #[error("cannot read the deploy ledger {}", path.display())]
-    #[diagnostic(
-        code(pydeployer::ledger::io),
-        help(
-            "the file was left untouched; check that it is a readable file (not a folder) \
+    #[diagnostic(help(
+        "the file was left untouched; check that it is a readable file (not a folder) \
              and run again"
-        )
-    )]
+    ))]
     Io {
         path: PathBuf,
         #[source]
@@ -153,7 +150,6 @@ pub enum LedgerError {
 
     #[error("the deploy ledger {} is not a valid deploy history: {reason}", path.display())]
     #[diagnostic(
-        code(pydeployer::ledger::corrupt),
         help(
             "the file was left untouched; fix or move it away (e.g. `mv {} {}.bad`) and run again",
             path.display(),

@@ -1,0 +1,255 @@
+//! The delivery stages on real git (a local bare origin) and real pytest.
+
+mod common;
+use std::path::Path;
+use std::process::Command;
+
+use common::Project;
+
+const PIPELINE: &str = "\
+name: app
+repo: { url: origin.git }
+stages:
+  clone: { uses: git/clone }
+  build: { uses: git/commit, needs: [clone] }
+  test: { uses: pytest, needs: [build] }
+  deploy: { uses: git/push, needs: [test] }
+  rollback: { uses: git/revert, when: manual }
+";
+
+const CALC: &str = "def add(a, b):\n    return a + b\n";
+const TESTS: &str = "from calc import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n\n\ndef test_zero():\n    assert add(0, 0) == 0\n";
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args([
+            "-c",
+            "user.name=test",
+            "-c",
+            "user.email=test@example.invalid",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A project whose `origin.git` holds a Python project with tests; `seed` is its folder.
+fn project_with_origin(tests: &str) -> Project {
+    let project = Project::with_pipeline(PIPELINE);
+    project
+        .file("seed/calc.py", CALC)
+        .file("seed/test_calc.py", tests)
+        .file("seed/.gitignore", "__pycache__/\n.pytest_cache/\n");
+    let seed = project.join("seed");
+    git(
+        project.path(),
+        &["init", "-q", "--bare", "-b", "master", "origin.git"],
+    );
+    git(&seed, &["init", "-q", "-b", "master"]);
+    git(&seed, &["add", "-A"]);
+    git(&seed, &["commit", "-q", "-m", "first"]);
+    git(&seed, &["remote", "add", "origin", "../origin.git"]);
+    git(&seed, &["push", "-q", "origin", "master"]);
+    project
+}
+
+fn origin_head(project: &Project) -> String {
+    git(&project.join("origin.git"), &["rev-parse", "master"])
+}
+
+fn ledger(project: &Project) -> serde_json::Value {
+    serde_json::from_str(&project.read("archive/deploy_history.json")).expect("ledger is JSON")
+}
+
+#[test]
+fn run_clones_builds_tests_and_deploys() {
+    let project = project_with_origin(TESTS);
+    // A local change the build stage commits and the deploy pushes.
+    let (code, _, err) = project.run(&["run"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(project.exists("workspace/calc.py"));
+    let log = project.last_log();
+    assert!(
+        log.contains("[test] test_calc.py::test_add PASSED"),
+        "pytest -v output not in the log:\n{log}"
+    );
+    assert!(err.contains("2 passed, 0 failed"), "{err}");
+    let ledger = ledger(&project);
+    assert_eq!(ledger.as_array().unwrap().len(), 1);
+    assert_eq!(ledger[0]["kind"], "deploy");
+    assert_eq!(ledger[0]["status"], "success");
+    assert_eq!(ledger[0]["id"], 1);
+    assert_eq!(ledger[0]["commit"], origin_head(&project));
+}
+
+#[test]
+fn a_second_run_pulls_new_commits() {
+    let project = project_with_origin(TESTS);
+    assert_eq!(project.run(&["run", "-q"]).0, 0);
+    project.file("seed/NEWS.md", "news\n");
+    git(&project.join("seed"), &["add", "-A"]);
+    git(&project.join("seed"), &["commit", "-q", "-m", "news"]);
+    git(&project.join("seed"), &["push", "-q", "origin", "master"]);
+    let (code, _, err) = project.run(&["run"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        project.exists("workspace/NEWS.md"),
+        "the new commit did not arrive"
+    );
+    assert!(
+        project.last_log().contains("git pull --ff-only"),
+        "second run did not pull"
+    );
+}
+
+#[test]
+fn build_commits_local_changes_and_deploy_pushes_them() {
+    let project = project_with_origin(TESTS);
+    assert_eq!(project.run(&["run", "-q"]).0, 0);
+    project.file("workspace/extra.py", "X = 1\n");
+    let (code, _, err) = project.run(&["run"]);
+    assert_eq!(code, 0, "{err}");
+    let files = git(
+        &project.join("origin.git"),
+        &["ls-tree", "--name-only", "master"],
+    );
+    assert!(files.contains("extra.py"), "{files}");
+    assert_eq!(
+        ledger(&project)[1]["previous_commit"],
+        ledger(&project)[0]["commit"]
+    );
+}
+
+#[test]
+fn a_failing_test_stops_the_deploy_and_is_named() {
+    let project = project_with_origin(
+        "from calc import add\n\n\ndef test_add():\n    assert add(2, 2) == 5\n",
+    );
+    let before = origin_head(&project);
+    let (code, _, err) = project.run(&["run"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("test_calc::test_add"),
+        "failed test not named: {err}"
+    );
+    assert!(err.contains("deploy skipped"), "{err}");
+    assert!(!project.last_log().contains("[deploy] started"));
+    assert_eq!(origin_head(&project), before, "origin changed");
+    assert!(!project.exists("archive/deploy_history.json"));
+}
+
+#[test]
+fn rollback_reverts_and_rollback_to_restores_a_deploy() {
+    let project = project_with_origin(TESTS);
+    assert_eq!(project.run(&["run", "-q"]).0, 0);
+    let deployed = origin_head(&project);
+    let tree_1 = git(&project.join("origin.git"), &["rev-parse", "master^{tree}"]);
+
+    project.file("workspace/extra.py", "X = 1\n");
+    assert_eq!(project.run(&["run", "-q"]).0, 0);
+    let second = origin_head(&project);
+    assert_ne!(second, deployed);
+
+    let (code, _, err) = project.run(&["rollback"]);
+    assert_eq!(code, 0, "{err}");
+    let head = origin_head(&project);
+    let origin = project.join("origin.git");
+    assert_eq!(
+        git(&origin, &["rev-parse", "master^"]),
+        second,
+        "rollback is a new commit on top"
+    );
+    assert!(
+        git(&origin, &["log", "-1", "--format=%s", "master"]).starts_with("Revert"),
+        "not a revert"
+    );
+    let entries = ledger(&project);
+    assert_eq!(entries[2]["kind"], "rollback");
+    assert_eq!(entries[2]["commit"], head);
+
+    // Back to the tree of deploy 1 from a different state: deploy again, then --to 1.
+    project.file("workspace/more.py", "Y = 2\n");
+    assert_eq!(project.run(&["run", "-q"]).0, 0);
+    let (code, _, err) = project.run(&["rollback", "--to", "1"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        git(&origin, &["rev-parse", "master^{tree}"]),
+        tree_1,
+        "tree of deploy 1 not restored"
+    );
+    assert_eq!(
+        git(&origin, &["merge-base", "--is-ancestor", &second, "master"]),
+        "",
+        "history was rewritten"
+    );
+}
+
+#[test]
+fn only_test_runs_pytest_alone() {
+    let project = project_with_origin(TESTS);
+    assert_eq!(project.run(&["run", "-q"]).0, 0);
+    let (code, _, err) = project.run(&["run", "--only", "test"]);
+    assert_eq!(code, 0, "{err}");
+    let log = project.last_log();
+    assert!(log.contains("[test] started"), "{log}");
+    for other in ["clone", "build", "deploy"] {
+        assert!(
+            !log.contains(&format!("[{other}] started")),
+            "{other} ran:\n{log}"
+        );
+    }
+}
+
+#[test]
+fn hostile_urls_and_branches_are_refused_before_anything() {
+    for (url, branch) in [
+        ("--upload-pack=touch /tmp/pwned", "master"),
+        ("ssh://-oProxyCommand=touch pwned/x", "master"),
+        ("origin.git", "-x"),
+        ("origin.git", "a..b"),
+    ] {
+        let project = Project::with_pipeline(&format!(
+            "repo: {{ url: {url:?}, branch: {branch:?} }}\nstages:\n  clone: {{ uses: git/clone }}\n"
+        ));
+        let before = project.tree();
+        let (code, _, err) = project.run(&["run"]);
+        assert_eq!(code, 2, "{url} {branch}: {err}");
+        assert!(err.contains("refusing"), "{err}");
+        assert_eq!(project.tree(), before, "{url} {branch}: files created");
+    }
+}
+
+#[test]
+fn a_corrupt_ledger_is_reported_and_left_intact() {
+    let project = project_with_origin(TESTS);
+    let corrupt = "[{\"id\": 1, \"kind\": \"deploy\",";
+    project.file("archive/deploy_history.json", corrupt);
+    let (code, _, err) = project.run(&["run"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("deploy_history.json"), "{err}");
+    assert_eq!(project.read("archive/deploy_history.json"), corrupt);
+    assert!(
+        !project.exists("workspace"),
+        "stages ran despite the corrupt ledger"
+    );
+    let (code, _, _) = project.run(&["history"]);
+    assert_ne!(code, 0);
+    assert_eq!(project.read("archive/deploy_history.json"), corrupt);
+}
+
+#[test]
+fn a_foreign_folder_in_the_workspace_is_never_overwritten() {
+    let project = project_with_origin(TESTS);
+    project.file("workspace/mine.txt", "precious");
+    let (code, _, err) = project.run(&["run"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not a clone of"), "{err}");
+    assert_eq!(project.read("workspace/mine.txt"), "precious");
+}
