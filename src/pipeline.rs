@@ -42,6 +42,12 @@ impl StageName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Stands in for an invalid name while the rest of its stage is still checked; a stage
+    /// with it is never part of a `Pipeline`.
+    pub(crate) fn placeholder() -> Self {
+        StageName(String::new())
+    }
 }
 
 impl fmt::Display for StageName {

@@ -571,9 +571,7 @@ impl Checker<'_> {
         let mut uses = None;
         let mut with = None;
         let mut stage = Stage {
-            name: name
-                .clone()
-                .unwrap_or_else(|| StageName::parse("invalid").unwrap_or_else(|_| unreachable!())),
+            name: name.clone().unwrap_or_else(StageName::placeholder),
             action: Action::Run(RunCommand::Argv(Vec::new())),
             needs: Vec::new(),
             env: BTreeMap::new(),
