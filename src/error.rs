@@ -125,6 +125,20 @@ impl Problem {
         self
     }
 
+    /// "did you mean `x`?" when one of `candidates` is close to `word`, else `otherwise`.
+    #[must_use]
+    pub fn with_suggestion<'a>(
+        self,
+        word: &str,
+        candidates: impl IntoIterator<Item = &'a str>,
+        otherwise: impl Into<String>,
+    ) -> Self {
+        match closest(word, candidates) {
+            Some(near) => self.with_help(format!("did you mean `{near}`?")),
+            None => self.with_help(otherwise),
+        }
+    }
+
     /// A related place, possibly in another file ("first defined here").
     #[must_use]
     pub fn with_related(mut self, related: Problem) -> Self {

@@ -81,8 +81,12 @@ impl Pipeline {
         self.stages.iter().find(|s| s.name.as_str() == name)
     }
 
-    /// Where a stage runs when it does not say: the clone once there is one, else the root.
-    pub fn default_workdir(&self) -> PathBuf {
+    /// Where `stage` runs, as things are now: its `workdir`, else the clone once there is
+    /// one, else the root.
+    pub fn workdir(&self, stage: &Stage) -> PathBuf {
+        if let Some(dir) = &stage.workdir {
+            return dir.clone();
+        }
         match &self.repo {
             Some(repo) if repo.dir.is_dir() => repo.dir.clone(),
             _ => self.root.clone(),
@@ -113,7 +117,7 @@ pub struct Stage {
     pub action: Action,
     pub needs: Vec<StageName>,
     pub env: BTreeMap<String, String>,
-    /// Absolute; `None`: `Pipeline::default_workdir` at the time the stage starts.
+    /// Absolute; `None`: `Pipeline::workdir` at the time the stage starts.
     pub workdir: Option<PathBuf>,
     pub timeout: Option<Duration>,
     pub retries: u32,

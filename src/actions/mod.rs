@@ -144,21 +144,13 @@ pub fn commands(
             Builtin::GitPush => git::push(repo()?),
             Builtin::GitRevert => git::revert(repo()?, context.revert_to.as_deref()),
             Builtin::Pytest => vec![python::pytest(
-                &workdir(pipeline, stage),
+                &pipeline.workdir(stage),
                 with,
                 &context.scratch.join(format!("junit-{}.xml", stage.name)),
             )?],
-            Builtin::PythonVenv => python::venv(&workdir(pipeline, stage), with)?,
+            Builtin::PythonVenv => python::venv(&pipeline.workdir(stage), with)?,
         },
     })
-}
-
-/// The folder a stage runs in, as it is now.
-pub fn workdir(pipeline: &Pipeline, stage: &Stage) -> PathBuf {
-    stage
-        .workdir
-        .clone()
-        .unwrap_or_else(|| pipeline.default_workdir())
 }
 
 /// Where pytest writes its JUnit report for `stage`, when the stage is a pytest stage.
@@ -171,6 +163,15 @@ pub fn junit_report(stage: &Stage, context: &RunContext) -> Option<PathBuf> {
         }
     )
     .then(|| context.scratch.join(format!("junit-{}.xml", stage.name)))
+}
+
+/// Commands as one line, the way a shell would run them in sequence.
+pub fn display(commands: &[CommandLine]) -> String {
+    commands
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(" && ")
 }
 
 /// How the plan and the log show what a stage runs.
@@ -189,11 +190,7 @@ pub fn describe(pipeline: &Pipeline, stage: &Stage) -> String {
             None => "git clone".to_owned(),
         },
         _ => match commands(pipeline, stage, &RunContext::default()) {
-            Ok(commands) => commands
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(" && "),
+            Ok(commands) => display(&commands),
             Err(err) => format!("{} ({err})", stage_action_name(stage)),
         },
     }

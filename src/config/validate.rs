@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::config::load::Parsed;
 use crate::config::raw::{Key, Node, Span, Value};
-use crate::error::{Problem, SourceFile, closest};
+use crate::error::{Problem, SourceFile};
 use crate::pipeline::{
     Action, Builtin, LogSettings, Pipeline, Repo, RunCommand, Stage, StageName, When,
 };
@@ -210,10 +210,11 @@ impl Checker<'_> {
                     format!("unknown {what} `{}`", key.name),
                     "unknown key",
                 );
-                problem = match closest(&key.name, known.iter().copied()) {
-                    Some(near) => problem.with_help(format!("did you mean `{near}`?")),
-                    None => problem.with_help(format!("known keys: {}", known.join(", "))),
-                };
+                problem = problem.with_suggestion(
+                    &key.name,
+                    known.iter().copied(),
+                    format!("known keys: {}", known.join(", ")),
+                );
                 self.push(problem);
             }
         }
@@ -642,14 +643,11 @@ impl Checker<'_> {
                                     format!("unknown `when` value `{text}`"),
                                     "unknown value",
                                 );
-                                problem = match closest(&text, When::NAMES) {
-                                    Some(near) => problem.with_help(format!(
-                                        "did you mean `{near}`? (one of {})",
-                                        When::NAMES.join(", ")
-                                    )),
-                                    None => problem
-                                        .with_help(format!("one of {}", When::NAMES.join(", "))),
-                                };
+                                problem = problem.with_suggestion(
+                                    &text,
+                                    When::NAMES,
+                                    format!("one of {}", When::NAMES.join(", ")),
+                                );
                                 self.push(problem);
                             }
                         }
@@ -789,16 +787,14 @@ impl Checker<'_> {
             format!("unknown action `{name}`"),
             "not a built-in action",
         );
-        problem = match closest(&name, names) {
-            Some(near) => problem.with_help(format!(
-                "did you mean `{near}`? built-in actions: {}",
-                names.join(", ")
-            )),
-            None => problem.with_help(format!(
+        problem = problem.with_suggestion(
+            &name,
+            names,
+            format!(
                 "built-in actions: {}; anything else is a `run:` stage",
                 names.join(", ")
-            )),
-        };
+            ),
+        );
         self.push(problem);
         None
     }
@@ -823,17 +819,12 @@ impl Checker<'_> {
                     format!("`{}` has no parameter `{}`", action.name(), key.name),
                     "unknown parameter",
                 );
-                problem = match (closest(&key.name, known.iter().copied()), known.is_empty()) {
-                    (Some(near), _) => problem.with_help(format!("did you mean `{near}`?")),
-                    (None, true) => {
-                        problem.with_help(format!("`{}` takes no parameters", action.name()))
-                    }
-                    (None, false) => problem.with_help(format!(
-                        "parameters of `{}`: {}",
-                        action.name(),
-                        known.join(", ")
-                    )),
+                let otherwise = if known.is_empty() {
+                    format!("`{}` takes no parameters", action.name())
+                } else {
+                    format!("parameters of `{}`: {}", action.name(), known.join(", "))
                 };
+                problem = problem.with_suggestion(&key.name, known.iter().copied(), otherwise);
                 self.push(problem);
             }
         }
@@ -941,10 +932,11 @@ impl Checker<'_> {
                         ),
                         "unknown stage",
                     );
-                    problem = match closest(need.as_str(), names.iter().copied()) {
-                        Some(near) => problem.with_help(format!("did you mean `{near}`?")),
-                        None => problem.with_help(format!("stages: {}", names.join(", "))),
-                    };
+                    problem = problem.with_suggestion(
+                        need.as_str(),
+                        names.iter().copied(),
+                        format!("stages: {}", names.join(", ")),
+                    );
                     self.push(problem);
                 }
             }

@@ -25,10 +25,7 @@ pub fn missing_programs(pipeline: &Pipeline, plan: &Plan) -> Vec<Problem> {
     });
     for step in &plan.steps {
         let stage = &pipeline.stages[step.stage];
-        let dir = stage
-            .workdir
-            .clone()
-            .unwrap_or_else(|| pipeline.default_workdir());
+        let dir = pipeline.workdir(stage);
         let path: Option<OsString> = stage
             .env
             .get("PATH")

@@ -128,11 +128,7 @@ pub fn execute(
                             attempt,
                             // What actually runs now (clone or pull?), not the plan's description.
                             command: match &commands {
-                                Ok(commands) if !commands.is_empty() => commands
-                                    .iter()
-                                    .map(ToString::to_string)
-                                    .collect::<Vec<_>>()
-                                    .join(" && "),
+                                Ok(commands) if !commands.is_empty() => actions::display(commands),
                                 _ => actions::describe(pipeline, stage),
                             },
                             elapsed,
@@ -151,10 +147,7 @@ pub fn execute(
                                 stop: Arc::clone(&stop),
                             },
                         );
-                        let dir = stage
-                            .workdir
-                            .clone()
-                            .unwrap_or_else(|| pipeline.default_workdir());
+                        let dir = pipeline.workdir(stage);
                         let mut env = pipeline.env.clone();
                         env.extend(stage.env.iter().map(|(k, v)| (k.clone(), v.clone())));
                         env.insert("PYDEPLOYER_STAGE".into(), stage.name.to_string());

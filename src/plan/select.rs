@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use serde::Serialize;
 
-use crate::error::{Invalid, Problem, closest};
+use crate::error::{Invalid, Problem};
 use crate::pipeline::{Pipeline, StageName, When};
 
 /// What the user asked for on the command line.
@@ -69,10 +69,8 @@ pub(crate) fn select(pipeline: &Pipeline, selection: &Selection) -> Result<Selec
                     let mut problem =
                         Problem::general(format!("{flag}`{name}` is not a stage of this pipeline"));
                     let names = pipeline.stages.iter().map(|s| s.name.as_str());
-                    problem = match closest(name, names) {
-                        Some(near) => problem.with_help(format!("did you mean `{near}`?")),
-                        None => problem.with_help("`pydeployer plan` lists the stages"),
-                    };
+                    problem =
+                        problem.with_suggestion(name, names, "`pydeployer plan` lists the stages");
                     problems.push(problem);
                 }
                 found

@@ -126,11 +126,8 @@ impl RunLog {
                 will_retry,
                 elapsed,
             } => {
-                let mut text =
-                    finish_text(outcome, *duration) + &attempt_note(*attempt, *will_retry);
-                if let Some(note) = note {
-                    text = format!("{text}: {note}");
-                }
+                let text = finish_text(outcome, *duration)
+                    + &attempt_note(*attempt, *will_retry, note.as_deref());
                 self.set_prefix(*elapsed, stage.as_str());
                 self.write_lines(text.as_bytes())?;
             }

@@ -36,15 +36,18 @@ pub fn finish_text(outcome: &Outcome, duration: Duration) -> String {
 }
 
 /// What follows [`finish_text`] about retries: ` (attempt 2)`, `, will retry`, or nothing.
-pub fn attempt_note(attempt: u32, will_retry: bool) -> String {
-    let mut note = String::new();
+pub fn attempt_note(attempt: u32, will_retry: bool, note: Option<&str>) -> String {
+    let mut text = String::new();
     if attempt > 1 {
-        let _ = write!(note, " (attempt {attempt})");
+        let _ = write!(text, " (attempt {attempt})");
     }
     if will_retry {
-        note.push_str(", will retry");
+        text.push_str(", will retry");
     }
-    note
+    if let Some(note) = note {
+        let _ = write!(text, ": {note}");
+    }
+    text
 }
 
 /// The word for a result in the table's `result` column.
@@ -354,8 +357,9 @@ mod tests {
 
     #[test]
     fn attempt_note_mentions_retries_only() {
-        assert_eq!(attempt_note(1, false), "");
-        assert_eq!(attempt_note(1, true), ", will retry");
-        assert_eq!(attempt_note(3, false), " (attempt 3)");
+        assert_eq!(attempt_note(1, false, None), "");
+        assert_eq!(attempt_note(1, true, None), ", will retry");
+        assert_eq!(attempt_note(3, false, None), " (attempt 3)");
+        assert_eq!(attempt_note(1, false, Some("2 passed")), ": 2 passed");
     }
 }

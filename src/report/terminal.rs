@@ -134,8 +134,7 @@ impl Terminal {
                 outcome,
                 *duration,
                 *elapsed,
-                &(attempt_note(*attempt, *will_retry)
-                    + &note.as_ref().map(|n| format!(": {n}")).unwrap_or_default()),
+                &attempt_note(*attempt, *will_retry, note.as_deref()),
                 *will_retry,
             ),
             RunEvent::StageSkipped {
