@@ -190,15 +190,26 @@ impl Builtin {
         Self::ALL.into_iter().find(|b| b.name() == name)
     }
 
-    /// The `with:` keys the action accepts.
-    pub fn parameters(self) -> &'static [&'static str] {
+    /// The `with:` keys the action accepts, and what each holds.
+    pub fn parameters(self) -> &'static [(&'static str, Param)] {
         match self {
             Builtin::GitClone | Builtin::GitPush | Builtin::GitRevert => &[],
-            Builtin::GitCommit => &["message"],
-            Builtin::Pytest => &["args", "allow_no_tests"],
-            Builtin::PythonVenv => &["requirements", "python"],
+            Builtin::GitCommit => &[("message", Param::Text)],
+            Builtin::Pytest => &[("args", Param::Words), ("allow_no_tests", Param::Flag)],
+            Builtin::PythonVenv => &[("requirements", Param::Text), ("python", Param::Text)],
         }
     }
+}
+
+/// The type of a built-in action's parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Param {
+    /// A string.
+    Text,
+    /// A list of strings (or one string, split at spaces).
+    Words,
+    /// true or false.
+    Flag,
 }
 
 /// When a stage runs, given how the stages before it ended.

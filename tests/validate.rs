@@ -199,3 +199,20 @@ fn an_alias_bomb_is_refused_quickly() {
     let err = invalid(&project);
     assert!(err.contains("bomb.yml"), "{err}");
 }
+
+#[test]
+fn action_parameters_are_checked_by_name_and_type() {
+    let project = Project::with_pipeline(
+        "stages:\n  test:\n    uses: pytest\n    with: { allow_no_tests: maybe, arg: [-x] }\n",
+    );
+    let err = invalid(&project);
+    assert!(
+        err.contains("`with.allow_no_tests` must be true or false"),
+        "{err}"
+    );
+    assert!(
+        err.contains("`pytest` has no parameter `arg`") && err.contains("did you mean `args`?"),
+        "{err}"
+    );
+    assert!(err.contains("pipeline.yml:4:"), "{err}");
+}

@@ -8,7 +8,7 @@ use crate::config::load::Parsed;
 use crate::config::raw::{Key, Node, Span, Value};
 use crate::error::{Problem, SourceFile};
 use crate::pipeline::{
-    Action, Builtin, LogSettings, Pipeline, Repo, RunCommand, Stage, StageName, When,
+    Action, Builtin, LogSettings, Param, Pipeline, Repo, RunCommand, Stage, StageName, When,
 };
 use crate::plan::graph;
 
@@ -806,12 +806,28 @@ impl Checker<'_> {
         node: &Node,
     ) -> Option<BTreeMap<String, serde_json::Value>> {
         let entries = self.map(file, node, "`with`")?;
-        let known = action.parameters();
+        let params = action.parameters();
+        let known: Vec<&str> = params.iter().map(|(name, _)| *name).collect();
         let before = self.problems.len();
         let mut with = BTreeMap::new();
         for (key, value) in entries {
-            if known.contains(&key.name.as_str()) {
-                with.insert(key.name.clone(), to_json(value));
+            if let Some((_, param)) = params.iter().find(|(name, _)| *name == key.name) {
+                let what = format!("`with.{}`", key.name);
+                let ok = match param {
+                    Param::Text => self
+                        .string(file, value, &what, "`message: release build`")
+                        .is_some(),
+                    Param::Flag => self.boolean(file, value, &what).is_some(),
+                    Param::Words => {
+                        matches!(value.value, Value::Str(_))
+                            || self
+                                .string_list(file, value, &what, "`args: [-x, tests/unit]`")
+                                .is_some()
+                    }
+                };
+                if ok {
+                    with.insert(key.name.clone(), to_json(value));
+                }
             } else {
                 let mut problem = Problem::at(
                     file,
