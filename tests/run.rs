@@ -154,3 +154,31 @@ fn json_summary_on_stdout() {
     assert_eq!(summary["stages"][0]["result"], "passed");
     assert_eq!(summary["stages"][1]["result"], "failed");
 }
+
+#[test]
+fn a_timeout_fires_while_the_stage_keeps_printing() {
+    let project = Project::with_pipeline(
+        "stages:\n  chatty: { run: 'while :; do echo line; done', timeout: 1s }\n  other: { run: 'sleep 300', timeout: 1s }\n",
+    );
+    let (code, _, err) = project.run(&["run", "-j", "2"]);
+    assert_eq!(code, 1, "{err}");
+    for stage in ["chatty", "other"] {
+        assert!(
+            err.contains(&format!("{stage} timed out after 1s")),
+            "{stage} did not time out: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_process_escaping_the_group_does_not_hold_the_run_forever() {
+    // `setsid` moves the sleep out of the stage's process group; it keeps stdout open.
+    let project = Project::with_pipeline(
+        "stages:\n  leak: { run: 'setsid sleep 60 & echo $! > leak.pid; echo started', timeout: 1s }\n",
+    );
+    let (code, _, err) = project.run(&["run"]);
+    let pid = project.read("leak.pid").trim().to_owned();
+    let _ = std::process::Command::new("kill").arg(&pid).status();
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("kept its output open"), "{err}");
+}

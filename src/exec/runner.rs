@@ -58,10 +58,20 @@ struct Active {
     started: Instant,
     deadline: Option<Instant>,
     pgid: Option<i32>,
-    /// Set once the runner decided to end it (timeout or interrupt): KILL at this instant.
-    kill_at: Option<Instant>,
+    /// Where ending it stands, once the runner decided to (timeout or interrupt).
+    ending: Ending,
     timed_out: bool,
     stop: Arc<AtomicBool>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    No,
+    /// TERM sent; KILL at this instant.
+    Termed(Instant),
+    /// KILL sent; if the output is still open at this instant, a process that left the
+    /// group holds it, and the stage is given up on.
+    Killed(Instant),
 }
 
 #[derive(Default, Clone)]
@@ -80,12 +90,9 @@ pub fn execute(
     header: RunHeader,
     options: &RunOptions,
     interrupted: &AtomicBool,
-    mut report: impl FnMut(&RunEvent),
+    report: impl FnMut(&RunEvent),
 ) -> RunSummary {
     let log = header.log.clone();
-    let start = Instant::now();
-    report(&RunEvent::RunStarted(header));
-
     let policies = plan
         .steps
         .iter()
@@ -101,95 +108,46 @@ pub fn execute(
             }
         })
         .collect();
-    let mut scheduler = Scheduler::new(policies, options.jobs);
     let (tx, rx) = sync_channel::<WorkerMsg>(64);
-    let mut active: BTreeMap<usize, Active> = BTreeMap::new();
-    let mut tally = vec![Tally::default(); plan.steps.len()];
-    let mut cancelled = false;
+    let mut run = Run {
+        pipeline,
+        plan,
+        options,
+        report,
+        start: Instant::now(),
+        scheduler: Scheduler::new(policies, options.jobs),
+        active: BTreeMap::new(),
+        tally: vec![Tally::default(); plan.steps.len()],
+        cancelled: false,
+        tx,
+    };
+    (run.report)(&RunEvent::RunStarted(header));
 
     loop {
-        if !cancelled && interrupted.load(Ordering::Relaxed) {
-            cancelled = true;
+        if !run.cancelled && interrupted.load(Ordering::Relaxed) {
+            run.cancelled = true;
             let now = Instant::now();
-            for a in active.values_mut() {
+            for a in run.active.values_mut() {
                 end_attempt(a, now, options.grace);
             }
         }
-        if !cancelled {
-            while let Some(decision) = scheduler.next_decision() {
+        if !run.cancelled {
+            while let Some(decision) = run.scheduler.next_decision() {
                 match decision {
-                    Decision::Start { step, attempt } => {
-                        let stage = &pipeline.stages[plan.steps[step].stage];
-                        let commands = actions::commands(pipeline, stage, &options.context);
-                        let junit = actions::junit_report(stage, &options.context);
-                        let elapsed = start.elapsed();
-                        report(&RunEvent::StageStarted {
-                            stage: stage.name.clone(),
-                            attempt,
-                            // What actually runs now (clone or pull?), not the plan's description.
-                            command: match &commands {
-                                Ok(commands) if !commands.is_empty() => actions::display(commands),
-                                _ => actions::describe(pipeline, stage),
-                            },
-                            elapsed,
-                        });
-                        let now = Instant::now();
-                        let stop = Arc::new(AtomicBool::new(false));
-                        active.insert(
-                            step,
-                            Active {
-                                attempt,
-                                started: now,
-                                deadline: stage.timeout.map(|t| now + t),
-                                pgid: None,
-                                kill_at: None,
-                                timed_out: false,
-                                stop: Arc::clone(&stop),
-                            },
-                        );
-                        let dir = pipeline.workdir(stage);
-                        let mut env = pipeline.env.clone();
-                        env.extend(stage.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-                        env.insert("PYDEPLOYER_STAGE".into(), stage.name.to_string());
-                        spawn_worker(
-                            Work {
-                                step,
-                                commands,
-                                junit,
-                                dir,
-                                env,
-                                stop,
-                                start,
-                            },
-                            tx.clone(),
-                        );
-                    }
-                    Decision::Skip { step, reason } => {
-                        let name = pipeline.stages[plan.steps[step].stage].name.clone();
-                        tally[step].result = Some((StageResult::Skipped, reason.describe()));
-                        report(&RunEvent::StageSkipped {
-                            stage: name,
-                            reason,
-                            elapsed: start.elapsed(),
-                        });
-                    }
+                    Decision::Start { step, attempt } => run.start(step, attempt),
+                    Decision::Skip { step, reason } => run.skip(step, reason),
                 }
             }
         }
-        if active.is_empty() && (cancelled || scheduler.is_done()) {
+        if run.active.is_empty() && (run.cancelled || run.scheduler.is_done()) {
             break;
         }
-
-        let wake = next_wake(&active, cancelled);
-        let msg = match wake {
-            Some(at) => rx.recv_timeout(at.saturating_duration_since(Instant::now())),
-            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
-        };
-        match msg {
+        let wake = next_wake(&run.active);
+        match rx.recv_timeout(wake.saturating_duration_since(Instant::now())) {
             Ok(WorkerMsg::Spawned { step, pgid }) => {
-                if let Some(a) = active.get_mut(&step) {
+                if let Some(a) = run.active.get_mut(&step) {
                     a.pgid = Some(pgid);
-                    if a.kill_at.is_some() {
+                    if a.ending != Ending::No {
                         process::signal_group(pgid, SIGTERM);
                     }
                 }
@@ -200,7 +158,7 @@ pub fn execute(
                 elapsed,
             }) => {
                 let stage = pipeline.stages[plan.steps[step].stage].name.clone();
-                report(&RunEvent::StageOutput {
+                (run.report)(&RunEvent::StageOutput {
                     stage,
                     bytes,
                     elapsed,
@@ -210,118 +168,225 @@ pub fn execute(
                 step,
                 outcome,
                 note,
-            }) => {
-                let Some(a) = active.remove(&step) else {
-                    continue;
-                };
-                let stage = &pipeline.stages[plan.steps[step].stage];
-                let duration = a.started.elapsed();
-                let outcome = if a.timed_out {
-                    Outcome::TimedOut {
-                        after: stage.timeout.unwrap_or_default(),
-                    }
-                } else {
-                    outcome
-                };
-                let passed = outcome.passed();
-                let will_retry = !cancelled && scheduler.finished(step, passed);
-                let t = &mut tally[step];
-                t.attempts = a.attempt;
-                t.duration += duration;
-                if !will_retry {
-                    let result = match (&outcome, passed, stage.allow_failure) {
-                        (_, true, _) => StageResult::Passed,
-                        (_, false, true) => StageResult::FailedAllowed,
-                        (Outcome::TimedOut { .. }, _, _) => StageResult::TimedOut,
-                        _ => StageResult::Failed,
-                    };
-                    let detail = if cancelled && !passed {
-                        "cancelled".to_owned()
-                    } else {
-                        outcome.describe()
-                    };
-                    t.result = Some((result, detail));
-                }
-                report(&RunEvent::StageFinished {
-                    stage: stage.name.clone(),
-                    attempt: a.attempt,
-                    outcome,
-                    note,
-                    duration,
-                    will_retry,
-                    elapsed: start.elapsed(),
-                });
-            }
-            Err(RecvTimeoutError::Timeout) => {
-                let now = Instant::now();
-                for a in active.values_mut() {
-                    if a.kill_at.is_some_and(|at| at <= now) {
-                        if let Some(pgid) = a.pgid {
-                            process::signal_group(pgid, SIGKILL);
-                        }
-                        a.kill_at = Some(now + options.grace);
-                    } else if a.kill_at.is_none() && a.deadline.is_some_and(|d| d <= now) {
-                        a.timed_out = true;
-                        end_attempt(a, now, options.grace);
-                    }
-                }
-            }
+            }) => run.finish(step, outcome, note),
+            Err(RecvTimeoutError::Timeout) => {}
+            // Unreachable while `run` holds a sender; nothing more can arrive anyway.
             Err(RecvTimeoutError::Disconnected) => break,
+        }
+        // Deadlines are checked after every message: a stage that never stops printing
+        // must not keep its own (or anyone's) timeout from firing.
+        run.enforce_deadlines(Instant::now());
+    }
+    run.summary(log)
+}
+
+/// The state of one run, owned by the calling thread.
+struct Run<'a, F: FnMut(&RunEvent)> {
+    pipeline: &'a Pipeline,
+    plan: &'a Plan,
+    options: &'a RunOptions,
+    report: F,
+    start: Instant,
+    scheduler: Scheduler,
+    active: BTreeMap<usize, Active>,
+    tally: Vec<Tally>,
+    cancelled: bool,
+    tx: SyncSender<WorkerMsg>,
+}
+
+impl<F: FnMut(&RunEvent)> Run<'_, F> {
+    fn start(&mut self, step: usize, attempt: u32) {
+        let (pipeline, options) = (self.pipeline, self.options);
+        let stage = &pipeline.stages[self.plan.steps[step].stage];
+        let commands = actions::commands(pipeline, stage, &options.context);
+        (self.report)(&RunEvent::StageStarted {
+            stage: stage.name.clone(),
+            attempt,
+            // What actually runs now (clone or pull?), not the plan's description.
+            command: match &commands {
+                Ok(commands) if !commands.is_empty() => actions::display(commands),
+                _ => actions::describe(pipeline, stage),
+            },
+            elapsed: self.start.elapsed(),
+        });
+        let now = Instant::now();
+        let stop = Arc::new(AtomicBool::new(false));
+        self.active.insert(
+            step,
+            Active {
+                attempt,
+                started: now,
+                // A timeout too far away to represent is no timeout.
+                deadline: stage.timeout.and_then(|t| now.checked_add(t)),
+                pgid: None,
+                ending: Ending::No,
+                timed_out: false,
+                stop: Arc::clone(&stop),
+            },
+        );
+        let mut env = pipeline.env.clone();
+        env.extend(stage.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        env.insert("PYDEPLOYER_STAGE".into(), stage.name.to_string());
+        let work = Work {
+            step,
+            commands,
+            junit: actions::junit_report(stage, &options.context),
+            dir: pipeline.workdir(stage),
+            env,
+            stop,
+            start: self.start,
+        };
+        spawn_worker(work, self.tx.clone());
+    }
+
+    fn skip(&mut self, step: usize, reason: SkipReason) {
+        let name = self.pipeline.stages[self.plan.steps[step].stage]
+            .name
+            .clone();
+        self.tally[step].result = Some((StageResult::Skipped, reason.describe()));
+        (self.report)(&RunEvent::StageSkipped {
+            stage: name,
+            reason,
+            elapsed: self.start.elapsed(),
+        });
+    }
+
+    /// An attempt ended (or was given up on): tell the scheduler, tally, report.
+    fn finish(&mut self, step: usize, outcome: Outcome, note: Option<String>) {
+        // A worker given up on may still report later; it was already accounted for.
+        let Some(a) = self.active.remove(&step) else {
+            return;
+        };
+        let stage = &self.pipeline.stages[self.plan.steps[step].stage];
+        let duration = a.started.elapsed();
+        let outcome = if a.timed_out {
+            Outcome::TimedOut {
+                after: stage.timeout.unwrap_or_default(),
+            }
+        } else {
+            outcome
+        };
+        let passed = outcome.passed();
+        let will_retry = !self.cancelled && self.scheduler.finished(step, passed);
+        let t = &mut self.tally[step];
+        t.attempts = a.attempt;
+        t.duration += duration;
+        if !will_retry {
+            let result = match (&outcome, passed, stage.allow_failure) {
+                (_, true, _) => StageResult::Passed,
+                (_, false, true) => StageResult::FailedAllowed,
+                (Outcome::TimedOut { .. }, _, _) => StageResult::TimedOut,
+                _ => StageResult::Failed,
+            };
+            let mut detail = if self.cancelled && !passed {
+                "cancelled".to_owned()
+            } else {
+                outcome.describe()
+            };
+            if let Some(note) = &note {
+                detail = format!("{detail}: {note}");
+            }
+            t.result = Some((result, detail));
+        }
+        (self.report)(&RunEvent::StageFinished {
+            stage: stage.name.clone(),
+            attempt: a.attempt,
+            outcome,
+            note,
+            duration,
+            will_retry,
+            elapsed: self.start.elapsed(),
+        });
+    }
+
+    /// TERM at the deadline, KILL after the grace period, and give up on a stage whose
+    /// output a process outside its group still holds open another grace period later.
+    fn enforce_deadlines(&mut self, now: Instant) {
+        let grace = self.options.grace;
+        let mut abandoned = Vec::new();
+        for (&step, a) in &mut self.active {
+            match a.ending {
+                Ending::No if a.deadline.is_some_and(|d| d <= now) => {
+                    a.timed_out = true;
+                    end_attempt(a, now, grace);
+                }
+                Ending::Termed(at) if at <= now => {
+                    if let Some(pgid) = a.pgid {
+                        process::signal_group(pgid, SIGKILL);
+                    }
+                    a.ending = Ending::Killed(now + grace);
+                }
+                Ending::Killed(at) if at <= now => abandoned.push(step),
+                _ => {}
+            }
+        }
+        for step in abandoned {
+            let note = "a process that left the stage's process group kept its output open; it was left running".to_owned();
+            self.finish(
+                step,
+                Outcome::Failed {
+                    code: None,
+                    signal: Some(SIGKILL),
+                },
+                Some(note),
+            );
         }
     }
 
-    let mut rows = Vec::with_capacity(plan.steps.len());
-    for (step, t) in plan.steps.iter().zip(tally) {
-        let stage = &pipeline.stages[step.stage];
-        let (result, detail) = t
-            .result
-            .unwrap_or_else(|| (StageResult::Skipped, SkipReason::Cancelled.describe()));
-        rows.push(SummaryRow {
-            stage: stage.name.clone(),
-            result,
-            duration: t.duration,
-            attempts: t.attempts,
-            detail,
-        });
+    fn summary(mut self, log: Option<PathBuf>) -> RunSummary {
+        let mut rows = Vec::with_capacity(self.plan.steps.len());
+        for (step, t) in self.plan.steps.iter().zip(std::mem::take(&mut self.tally)) {
+            let stage = &self.pipeline.stages[step.stage];
+            let (result, detail) = t
+                .result
+                .unwrap_or_else(|| (StageResult::Skipped, SkipReason::Cancelled.describe()));
+            rows.push(SummaryRow {
+                stage: stage.name.clone(),
+                result,
+                duration: t.duration,
+                attempts: t.attempts,
+                detail,
+            });
+        }
+        let exit_code = if self.cancelled {
+            exit::INTERRUPTED
+        } else if self.scheduler.failed() {
+            exit::STAGE_FAILED
+        } else {
+            exit::OK
+        };
+        let summary = RunSummary {
+            stages: rows,
+            duration: self.start.elapsed(),
+            exit_code,
+            log,
+        };
+        (self.report)(&RunEvent::RunFinished(summary.clone()));
+        summary
     }
-    let exit_code = if cancelled {
-        exit::INTERRUPTED
-    } else if scheduler.failed() {
-        exit::STAGE_FAILED
-    } else {
-        exit::OK
-    };
-    let summary = RunSummary {
-        stages: rows,
-        duration: start.elapsed(),
-        exit_code,
-        log,
-    };
-    report(&RunEvent::RunFinished(summary.clone()));
-    summary
 }
 
 /// TERM now, KILL after the grace period; the worker starts no further command.
 fn end_attempt(a: &mut Active, now: Instant, grace: Duration) {
     a.stop.store(true, Ordering::Relaxed);
-    a.kill_at = Some(now + grace);
+    a.ending = Ending::Termed(now + grace);
     if let Some(pgid) = a.pgid {
         process::signal_group(pgid, SIGTERM);
     }
 }
 
-/// The earliest instant the loop must act without a message: a deadline or a KILL; while
-/// interrupted, also poll (the flag is set from a signal handler).
-fn next_wake(active: &BTreeMap<usize, Active>, cancelled: bool) -> Option<Instant> {
+/// The latest instant the loop may sleep until: the next deadline or step of ending a
+/// stage, and never more than 100 ms (the interrupt flag is set from a signal handler).
+fn next_wake(active: &BTreeMap<usize, Active>) -> Instant {
+    let poll = Instant::now() + Duration::from_millis(100);
     let soonest = active
         .values()
-        .filter_map(|a| a.kill_at.or(a.deadline))
+        .filter_map(|a| match a.ending {
+            Ending::No => a.deadline,
+            Ending::Termed(at) | Ending::Killed(at) => Some(at),
+        })
         .min();
-    let poll = (!cancelled).then(|| Instant::now() + Duration::from_millis(100));
-    match (soonest, poll) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
+    soonest.map_or(poll, |at| at.min(poll))
 }
 
 struct Work {
