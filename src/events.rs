@@ -123,6 +123,9 @@ impl Outcome {
 pub enum SkipReason {
     /// A stage it needs failed, timed out or was itself skipped.
     Blocked { by: StageName },
+    /// What it needs succeeded, but only as an on_failure/always stage reacting to a
+    /// failure further up.
+    FailedBefore { via: StageName },
     /// `when: on_failure` and nothing before it failed.
     NothingFailed,
     /// A stage it needs is manual and was not named on the command line.
@@ -135,6 +138,7 @@ impl SkipReason {
     pub fn describe(&self) -> String {
         match self {
             SkipReason::Blocked { by } => format!("`{by}` did not succeed"),
+            SkipReason::FailedBefore { via } => format!("a stage before `{via}` failed"),
             SkipReason::NothingFailed => "on_failure, and nothing failed".into(),
             SkipReason::NeedsManual { stage } => {
                 format!("needs manual stage `{stage}`, which was not selected")

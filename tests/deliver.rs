@@ -253,3 +253,17 @@ fn a_foreign_folder_in_the_workspace_is_never_overwritten() {
     assert!(err.contains("not a clone of"), "{err}");
     assert_eq!(project.read("workspace/mine.txt"), "precious");
 }
+
+#[test]
+fn a_fresh_checkout_is_not_judged_before_the_clone() {
+    // The requirements file named by the install stage only exists once cloned.
+    let project = project_with_origin(TESTS);
+    project.file(
+        "pipeline.yml",
+        "repo: { url: origin.git }\nstages:\n  clone: { uses: git/clone }\n  check: { uses: python/venv, with: { requirements: calc.py }, needs: [clone] }\n",
+    );
+    let (code, _, err) = project.run(&["plan"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = project.run(&["run", "--skip", "check"]);
+    assert_eq!(code, 0, "{err}");
+}

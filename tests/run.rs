@@ -182,3 +182,20 @@ fn a_process_escaping_the_group_does_not_hold_the_run_forever() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("kept its output open"), "{err}");
 }
+
+#[test]
+fn an_always_stage_does_not_hide_a_failure_from_what_follows() {
+    let project = Project::with_pipeline(concat!(
+        "stages:\n",
+        "  test: { run: 'false' }\n",
+        "  cleanup: { run: touch cleaned, when: always, needs: [test] }\n",
+        "  deploy: { run: touch deployed, needs: [cleanup] }\n",
+    ));
+    let (code, _, err) = project.run(&["run"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(project.exists("cleaned"));
+    assert!(
+        !project.exists("deployed"),
+        "deployed after a failing test: {err}"
+    );
+}

@@ -70,3 +70,28 @@ fn needing_an_unselected_manual_stage_skips_with_the_reason() {
     assert!(!project.exists("ship"));
     assert!(err.contains("needs manual stage `approve`"), "{err}");
 }
+
+#[test]
+fn a_skipped_stage_still_orders_what_is_around_it() {
+    let project = Project::with_pipeline(concat!(
+        "stages:\n",
+        "  build: { run: 'sleep 0.5; echo built > artifact' }\n",
+        "  test: { run: 'test -f artifact', needs: [build] }\n",
+        "  deploy: { run: 'cat artifact', needs: [test] }\n",
+    ));
+    let (code, out, _) = project.run(&["plan", "--skip", "test"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("2 stages in 2 waves"), "{out}");
+    let (code, _, err) = project.run(&["run", "--skip", "test"]);
+    assert_eq!(code, 0, "deploy ran before build: {err}");
+}
+
+#[test]
+fn a_stage_may_need_an_on_failure_stage() {
+    let project = Project::with_pipeline(
+        "stages:\n  build: { run: 'exit 1' }\n  notify: { run: touch notified, when: on_failure }\n  page: { run: touch paged, needs: [notify] }\n",
+    );
+    let (code, _, err) = project.run(&["run"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(project.exists("notified"), "{err}");
+}

@@ -108,11 +108,12 @@ fn run_and_uses_both_or_neither() {
 #[test]
 fn bad_duration_says_how_to_write_one() {
     let project = Project::with_pipeline(
-        "stages:\n  a: { run: x, timeout: 10 minutes please }\n  b: { run: x, timeout: 30 }\n",
+        "stages:\n  a: { run: x, timeout: 10 minutes please }\n  b: { run: x, timeout: 30 }\n  c: { run: x, timeout: 400000000000y }\n",
     );
     let err = invalid(&project);
     assert!(err.contains("is not a duration"), "{err}");
     assert!(err.contains("`timeout` needs a unit"), "{err}");
+    assert!(err.contains("`timeout` is at most 30 days"), "{err}");
     assert!(err.contains("pipeline.yml:3:"), "{err}");
 }
 

@@ -32,6 +32,7 @@ const STAGE_KEYS: [&str; 12] = [
     "interactive",
 ];
 const MAX_RETRIES: i64 = 100;
+const MAX_TIMEOUT: Duration = Duration::from_hours(30 * 24);
 
 /// A stage as declared, with the places needed for later messages.
 struct Declared<'a> {
@@ -860,6 +861,13 @@ impl Checker<'_> {
                             "zero",
                         )
                         .with_help(help),
+                    );
+                    None
+                }
+                Ok(d) if d > MAX_TIMEOUT => {
+                    self.push(
+                        Problem::at(file, node.span, "`timeout` is at most 30 days", "too long")
+                            .with_help("leave `timeout` out for no limit"),
                     );
                     None
                 }

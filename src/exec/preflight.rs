@@ -34,6 +34,9 @@ pub fn missing_programs(pipeline: &Pipeline, plan: &Plan) -> Vec<Problem> {
             .or_else(|| std::env::var_os("PATH"));
         let commands = match actions::commands(pipeline, stage, &RunContext::default()) {
             Ok(commands) => commands,
+            // Without the clone, a stage that will run in it cannot be judged yet (its
+            // requirements file, say): the stage itself reports it if it still holds then.
+            Err(_) if waits_for_clone(pipeline, stage) => continue,
             Err(err) => {
                 problems.push(Problem::general(format!(
                     "stage `{}` ({}) cannot run: {err}",
@@ -76,6 +79,15 @@ pub fn missing_programs(pipeline: &Pipeline, plan: &Plan) -> Vec<Problem> {
         }
     }
     problems
+}
+
+/// The stage will run in the workspace, which is not cloned yet.
+fn waits_for_clone(pipeline: &Pipeline, stage: &crate::pipeline::Stage) -> bool {
+    stage.workdir.is_none()
+        && pipeline
+            .repo
+            .as_ref()
+            .is_some_and(|repo| !repo.dir.is_dir())
 }
 
 fn found(program: &str, path: Option<&OsString>, dir: &Path) -> bool {

@@ -129,7 +129,11 @@ impl Scheduler {
                 allowed: policy.allow_failure,
             }
         };
-        self.tainted[step] = !passed && !policy.allow_failure;
+        // An on_failure/always stage reacting to a failure does not make it go away: what
+        // comes after it still sees the failure upstream.
+        let upstream_failed =
+            policy.when.is_post() && policy.after.iter().any(|&a| self.tainted[a]);
+        self.tainted[step] = (!passed && !policy.allow_failure) || upstream_failed;
         self.end(step);
         false
     }
@@ -172,18 +176,16 @@ impl Scheduler {
             })
         } else {
             match policy.when {
-                When::OnSuccess | When::Manual => policy
-                    .after
-                    .iter()
-                    .find(|&&a| {
-                        !matches!(
-                            self.state[a],
-                            State::Passed | State::Failed { allowed: true }
-                        )
-                    })
-                    .map(|&a| SkipReason::Blocked {
-                        by: self.policies[a].name.clone(),
-                    }),
+                When::OnSuccess | When::Manual => policy.after.iter().find_map(|&a| {
+                    let by = self.policies[a].name.clone();
+                    match self.state[a] {
+                        State::Passed | State::Failed { allowed: true } if self.tainted[a] => {
+                            Some(SkipReason::FailedBefore { via: by })
+                        }
+                        State::Passed | State::Failed { allowed: true } => None,
+                        _ => Some(SkipReason::Blocked { by }),
+                    }
+                }),
                 When::OnFailure => (!upstream_failed).then_some(SkipReason::NothingFailed),
                 When::Always => None,
             }
@@ -362,6 +364,24 @@ mod tests {
         );
         s.finished(1, true);
         assert!(s.is_done() && s.failed());
+    }
+
+    #[test]
+    fn a_failure_stays_visible_past_an_always_stage() {
+        // test fails; cleanup (always) runs; deploy after cleanup must not.
+        let mut cleanup = step("cleanup", &[0]);
+        cleanup.when = When::Always;
+        let names = ["test", "cleanup", "deploy"];
+        let log = drive(
+            Scheduler::new(vec![step("test", &[]), cleanup, step("deploy", &[1])], 2),
+            &names,
+            |n, _| n != "test",
+        );
+        assert!(log.contains(&"pass cleanup".to_owned()), "{log:?}");
+        assert!(
+            log.contains(&"skip deploy (a stage before `cleanup` failed)".to_owned()),
+            "{log:?}"
+        );
     }
 
     #[test]

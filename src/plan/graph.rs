@@ -95,6 +95,19 @@ pub fn order(needs: &[Vec<usize>]) -> Option<Vec<usize>> {
     (order.len() == needs.len()).then_some(order)
 }
 
+/// Which nodes `edges` lead to from `start` (not counting `start` itself unless on a cycle).
+pub fn reachable(edges: &[Vec<usize>], start: usize) -> Vec<bool> {
+    let mut seen = vec![false; edges.len()];
+    let mut stack = edges[start].clone();
+    while let Some(n) = stack.pop() {
+        if !seen[n] {
+            seen[n] = true;
+            stack.extend(&edges[n]);
+        }
+    }
+    seen
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,7 @@ pub mod select;
 
 use std::collections::{HashMap, HashSet};
 
-use crate::error::Invalid;
+use crate::error::{Invalid, Problem};
 use crate::pipeline::{Pipeline, StageName};
 
 pub use select::{LeftOut, Selection};
@@ -48,36 +48,66 @@ impl Plan {
             .map(|(i, s)| (&s.name, i))
             .collect();
 
-        // The graph among the selected stages only; validation guarantees it is acyclic.
+        // The graph among the selected stages. A need that is not part of the run is
+        // replaced by its own needs, transitively: `--skip test` still runs `deploy` after
+        // `build`, never beside it.
         let local: HashMap<usize, usize> = selected
             .stages
             .iter()
             .enumerate()
             .map(|(l, &i)| (i, l))
             .collect();
+        let needs_of = |i: usize| {
+            pipeline.stages[i]
+                .needs
+                .iter()
+                .filter_map(|n| index_of.get(n).copied())
+        };
         let mut needs: Vec<Vec<usize>> = selected
             .stages
             .iter()
             .map(|&i| {
-                pipeline.stages[i]
-                    .needs
-                    .iter()
-                    .filter_map(|n| index_of.get(n).and_then(|j| local.get(j)).copied())
-                    .collect()
+                let mut found = Vec::new();
+                let mut seen = HashSet::new();
+                let mut stack: Vec<usize> = needs_of(i).collect();
+                while let Some(j) = stack.pop() {
+                    if !seen.insert(j) {
+                        continue;
+                    }
+                    match local.get(&j) {
+                        Some(&l) => found.push(l),
+                        None => stack.extend(needs_of(j)),
+                    }
+                }
+                found.sort_unstable();
+                found
             })
             .collect();
         // An on_failure/always stage that needs nothing reacts to the whole run: it waits
-        // for every regular stage (like a `post` block in Jenkins).
-        let regular: Vec<usize> = (0..selected.stages.len())
-            .filter(|&l| !pipeline.stages[selected.stages[l]].when.is_post())
-            .collect();
+        // for every regular stage (like a `post` block in Jenkins) — except the ones that
+        // need it, which would close a cycle.
+        let mut dependents = vec![Vec::new(); needs.len()];
+        for (l, its_needs) in needs.iter().enumerate() {
+            for &n in its_needs {
+                dependents[n].push(l);
+            }
+        }
         for (l, &i) in selected.stages.iter().enumerate() {
             let stage = &pipeline.stages[i];
             if stage.when.is_post() && stage.needs.is_empty() {
-                needs[l].clone_from(&regular);
+                let downstream = graph::reachable(&dependents, l);
+                needs[l] = (0..selected.stages.len())
+                    .filter(|&r| {
+                        !pipeline.stages[selected.stages[r]].when.is_post() && !downstream[r]
+                    })
+                    .collect();
             }
         }
-        let order = graph::order(&needs).unwrap_or_else(|| (0..needs.len()).collect());
+        let order = graph::order(&needs).ok_or_else(|| {
+            Invalid::one(Problem::general(
+                "the selected stages wait on each other in a cycle (an on_failure/always stage and the stages it reacts to)",
+            ))
+        })?;
         let mut position = vec![0; order.len()];
         for (p, &l) in order.iter().enumerate() {
             position[l] = p;
