@@ -2,9 +2,9 @@
 
 mod demo;
 
+use std::borrow::Cow;
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use chrono::Local;
 
@@ -12,15 +12,30 @@ use crate::actions::RunContext;
 use crate::cli::{Cli, Color, Command, Format, SelectArgs};
 use crate::config;
 use crate::error::{Failure, Invalid, Problem};
-use crate::events::{PlannedStage, RunHeader};
+use crate::events::{PlannedStage, RunEvent, RunHeader, RunSummary};
 use crate::exec::preflight;
 use crate::exec::runner::{self, RunOptions};
+use crate::exec::stop::Stop;
+use crate::exec::watchdog::{self, Watchdog};
 use crate::pipeline::{Action, Builtin, Pipeline};
 use crate::plan::{Plan, Selection, render};
 use crate::report::deploys::DeployRecorder;
 use crate::report::ledger::{self, Ledger};
 use crate::report::logfile::{self, RunLog};
+use crate::report::mask::{self, Masker};
 use crate::report::terminal::{Terminal, TerminalOptions, Verbosity};
+use crate::state::{LockError, StateDir};
+
+/// What to run, and how.
+pub(crate) struct RunRequest {
+    /// The command's name, recorded in the lock file.
+    pub command: &'static str,
+    pub selection: Selection,
+    /// `rollback --to`: the commit to return to.
+    pub revert_to: Option<String>,
+    /// Wait for another run of the project instead of failing.
+    pub wait: bool,
+}
 
 /// Runs the command; `Ok` is exit code 0.
 pub fn run(cli: &Cli) -> Result<(), Failure> {
@@ -28,10 +43,26 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
         Command::Validate => validate(cli),
         Command::Plan(select) => plan(cli, &selection(select)),
         Command::Run(args) if args.dry_run => plan(cli, &selection(&args.select)),
-        Command::Run(args) => run_pipeline(cli, &load(cli)?, &selection(&args.select), None),
-        Command::Rollback(args) => rollback(cli, args.to),
+        Command::Run(args) => run_pipeline(
+            cli,
+            &load(cli)?,
+            RunRequest {
+                command: "run",
+                selection: selection(&args.select),
+                revert_to: None,
+                wait: args.lock.wait,
+            },
+        ),
+        Command::Rollback(args) => rollback(cli, args.to, args.lock.wait),
         Command::History(args) => history(cli, args.limit),
-        Command::Demo => demo::run(cli),
+        Command::Demo(args) => demo::run(cli, args.wait),
+        Command::Watchdog => {
+            let code = watchdog::serve(std::io::stdin().lock());
+            match code {
+                0 => Ok(()),
+                code => Err(Failure::Exit(code)),
+            }
+        }
         Command::All(args) => {
             let selection = Selection {
                 skip: args.skip.clone(),
@@ -40,7 +71,13 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
             if args.dry_run {
                 plan(cli, &selection)
             } else {
-                run_pipeline(cli, &load(cli)?, &selection, None)
+                let request = RunRequest {
+                    command: "all",
+                    selection,
+                    revert_to: None,
+                    wait: args.lock.wait,
+                };
+                run_pipeline(cli, &load(cli)?, request)
             }
         }
     }
@@ -99,21 +136,25 @@ fn plan(cli: &Cli, selection: &Selection) -> Result<(), Failure> {
     let pipeline = load(cli)?;
     let plan = Plan::build(&pipeline, selection)?;
     let jobs = jobs(cli, &pipeline);
-    let mut out = std::io::stdout().lock();
-    let written = match cli.format {
-        Format::Text => out.write_all(render::to_text(&pipeline, &plan, jobs).as_bytes()),
+    // Secrets that are set, and credentials in the repository URL, are hidden here too.
+    let masker = masker(&pipeline);
+    let text = match cli.format {
+        Format::Text => render::to_text(&pipeline, &plan, jobs),
         Format::Json => {
-            serde_json::to_writer_pretty(&mut out, &render::to_json(&pipeline, &plan, jobs))
-                .map_err(std::io::Error::from)
-                .and_then(|()| writeln!(out))
+            let json = serde_json::to_string_pretty(&render::to_json(&pipeline, &plan, jobs))
+                .unwrap_or_default();
+            json + "\n"
         }
     };
+    let written = std::io::stdout()
+        .lock()
+        .write_all(masker.mask_str(&text).as_bytes());
     // A closed pipe (`pydeployer plan | head`) is not an error worth a message.
     let _ = written;
     Ok(())
 }
 
-fn rollback(cli: &Cli, to: Option<u64>) -> Result<(), Failure> {
+fn rollback(cli: &Cli, to: Option<u64>, wait: bool) -> Result<(), Failure> {
     let pipeline = load(cli)?;
     let stage = pipeline
         .stages
@@ -147,11 +188,16 @@ fn rollback(cli: &Cli, to: Option<u64>) -> Result<(), Failure> {
             Some(commit)
         }
     };
-    let selection = Selection {
-        only: vec![stage.name.to_string()],
-        ..Selection::default()
+    let request = RunRequest {
+        command: "rollback",
+        selection: Selection {
+            only: vec![stage.name.to_string()],
+            ..Selection::default()
+        },
+        revert_to,
+        wait,
     };
-    run_pipeline(cli, &pipeline, &selection, revert_to)
+    run_pipeline(cli, &pipeline, request)
 }
 
 fn history(cli: &Cli, limit: Option<usize>) -> Result<(), Failure> {
@@ -169,19 +215,121 @@ fn history(cli: &Cli, limit: Option<usize>) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Hides the values of the pipeline's secrets (those that are set) and the credentials in
+/// its repository URL.
+fn masker(pipeline: &Pipeline) -> Masker {
+    let names = pipeline
+        .secrets
+        .iter()
+        .chain(pipeline.stages.iter().flat_map(|s| &s.secrets));
+    let values = names.filter_map(|name| std::env::var(name).ok());
+    let credentials = pipeline
+        .repo
+        .as_ref()
+        .and_then(|repo| mask::url_credentials(&repo.url));
+    Masker::new(values.chain(credentials))
+}
+
+/// Every secret the run needs must be set: the pipeline's, and those of the selected stages.
+fn missing_secrets(pipeline: &Pipeline, plan: &Plan) -> Vec<Problem> {
+    let unset = |name: &str| std::env::var(name).map_or(true, |v| v.trim().is_empty());
+    let mut problems = Vec::new();
+    for name in pipeline.secrets.iter().filter(|n| unset(n)) {
+        problems.push(
+            Problem::general(format!(
+                "the secret `{name}` (listed under `secrets:` in {}) is not set",
+                pipeline.file.display()
+            ))
+            .with_help(format!(
+                "export {name}=… before running; a secret only some stages need belongs under those stages' `secrets:`"
+            )),
+        );
+    }
+    for step in &plan.steps {
+        let stage = &pipeline.stages[step.stage];
+        for name in stage.secrets.iter().filter(|n| unset(n)) {
+            problems.push(
+                Problem::general(format!(
+                    "stage `{}` ({}) needs the secret `{name}`, which is not set",
+                    stage.name, stage.origin
+                ))
+                .with_help(format!(
+                    "export {name}=… before running, or leave the stage out with `--skip {}`",
+                    stage.name
+                )),
+            );
+        }
+    }
+    problems
+}
+
+/// The event as it may be shown: secrets in its texts replaced. Output was already masked by
+/// the stage's reader, which sees it whole even when a secret arrives in pieces.
+fn masked<'e>(masker: &Masker, event: &'e RunEvent) -> Cow<'e, RunEvent> {
+    if masker.is_empty() {
+        return Cow::Borrowed(event);
+    }
+    let text = |s: &str| masker.mask_str(s).into_owned();
+    let mut event = event.clone();
+    match &mut event {
+        RunEvent::StageOutput { .. } | RunEvent::StageSkipped { .. } => {}
+        RunEvent::RunStarted(header) => {
+            header.selection = text(&header.selection);
+            for stage in &mut header.stages {
+                stage.command = text(&stage.command);
+            }
+        }
+        RunEvent::StageStarted { command, .. } => *command = text(command),
+        RunEvent::StageFinished { outcome, note, .. } => {
+            if let crate::events::Outcome::NotStarted { message } = outcome {
+                *message = text(message);
+            }
+            if let Some(note) = note {
+                *note = text(note);
+            }
+        }
+        RunEvent::RunFinished(summary) => mask_summary(masker, summary),
+    }
+    Cow::Owned(event)
+}
+
+fn mask_summary(masker: &Masker, summary: &mut RunSummary) {
+    for row in &mut summary.stages {
+        row.detail = masker.mask_str(&row.detail).into_owned();
+    }
+}
+
 pub(crate) fn run_pipeline(
     cli: &Cli,
     pipeline: &Pipeline,
-    selection: &Selection,
-    revert_to: Option<String>,
+    request: RunRequest,
 ) -> Result<(), Failure> {
-    let plan = Plan::build(pipeline, selection)?;
-    let missing = preflight::missing_programs(pipeline, &plan);
-    if !missing.is_empty() {
-        return Err(Invalid { problems: missing }.into());
+    let plan = Plan::build(pipeline, &request.selection)?;
+    let mut problems = preflight::missing_programs(pipeline, &plan);
+    problems.extend(missing_secrets(pipeline, &plan));
+    if !problems.is_empty() {
+        return Err(Invalid { problems }.into());
     }
     let jobs = jobs(cli, pipeline);
-    // A ledger that does not parse stops the run before anything runs, and stays untouched.
+    let masker = masker(pipeline);
+
+    // One run at a time per project; everything below happens under the lock.
+    let state = StateDir::open(&pipeline.root).map_err(|err| Failure::Tool(err.into()))?;
+    let lock = state
+        .lock(request.command, request.wait, |holder| {
+            let who = holder.map_or_else(String::new, |h| format!(" (pid {})", h.pid));
+            eprintln!("waiting for another run of this project{who} to finish…");
+        })
+        .map_err(|err| match err {
+            busy @ LockError::Busy { .. } => Failure::Busy(miette::miette!(
+                help = "wait for it to finish, or pass `--wait` to queue behind it",
+                "{busy}"
+            )),
+            other => Failure::Tool(other.into()),
+        })?;
+
+    // A ledger that does not parse, or a folder that cannot take the next write, stops the
+    // run before anything runs, and the ledger stays untouched.
     let deploys = plan.steps.iter().any(|s| {
         matches!(
             pipeline.stages[s.stage].action,
@@ -192,25 +340,33 @@ pub(crate) fn run_pipeline(
         )
     });
     let ledger = if deploys {
-        Some(Ledger::open(&pipeline.archive).map_err(|err| Failure::Tool(err.into()))?)
+        let ledger = Ledger::open(&pipeline.archive).map_err(|err| Failure::Tool(err.into()))?;
+        ledger.prepare_for_run().map_err(|err| {
+            Failure::Tool(miette::miette!(
+                help = "free some space or fix the folder's permissions; nothing was run",
+                "the deploy ledger {} cannot be written: {err}",
+                pipeline.archive.display()
+            ))
+        })?;
+        Some(ledger)
     } else {
         None
     };
-    let scratch = tempfile::Builder::new()
-        .prefix("pydeployer-run-")
-        .tempdir()
-        .map_err(|err| Failure::Tool(miette::miette!("cannot create a temporary folder: {err}")))?;
+    let scratch = state.scratch(&lock).map_err(|err| {
+        Failure::Tool(miette::miette!(
+            "cannot create a scratch folder in .pydeployer/tmp: {err}"
+        ))
+    })?;
 
-    let interrupted = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&interrupted))
-            .map_err(|err| Failure::Tool(miette::miette!("cannot watch for Ctrl-C: {err}")))?;
-    }
+    let stop = Stop::new();
+    let _signals = stop
+        .watch_signals()
+        .map_err(|err| Failure::Tool(miette::miette!("cannot watch for Ctrl-C: {err}")))?;
 
     let started_at = Local::now();
     let mut log = RunLog::create(&pipeline.logs.dir, started_at).map_err(|err| {
         Failure::Tool(miette::miette!(
-            help = "check that the folder is writable, or set `logs: {{ dir: … }}` in pipeline.yml",
+            help = "check that the folder is writable and has space, or set `logs: {{ dir: … }}` in pipeline.yml",
             "cannot create the run log in {}: {err}",
             pipeline.logs.dir.display()
         ))
@@ -246,28 +402,45 @@ pub(crate) fn run_pipeline(
         color: use_color(cli.color),
         verbosity,
     });
-    let mut recorder =
-        ledger.map(|ledger| DeployRecorder::new(ledger, pipeline, Some(log.path().to_path_buf())));
-    let mut log_error = None;
+    let mut recorder = ledger.map(|ledger| {
+        DeployRecorder::new(
+            ledger,
+            pipeline,
+            Some(log.path().to_path_buf()),
+            masker.clone(),
+        )
+    });
+    // Without a watchdog the stages' main processes still die with the runner
+    // (PR_SET_PDEATHSIG); only their background children would outlive a `kill -9`.
+    let watchdog = Watchdog::start().ok().map(Arc::new);
     let options = RunOptions {
         context: RunContext {
             scratch: scratch.path().to_path_buf(),
-            revert_to,
+            revert_to: request.revert_to,
         },
         jobs,
-        grace: runner::DEFAULT_GRACE,
+        grace: pipeline.grace_period,
+        watchdog: watchdog.clone(),
+        masker: masker.clone(),
     };
-    let summary = runner::execute(pipeline, &plan, header, &options, &interrupted, |event| {
+    let mut log_error = None;
+    let summary = runner::execute(pipeline, &plan, header, &options, &stop, |event| {
+        let event = masked(&masker, event);
         if log_error.is_none()
-            && let Err(err) = log.write_event(event)
+            && let Err(err) = log.write_event(&event)
         {
+            // Without its log the run is stopped: nothing more starts (no deploy).
             log_error = Some(err);
+            stop.fail();
         }
-        terminal.report(event);
+        terminal.report(&event);
         if let Some(recorder) = &mut recorder {
-            recorder.observe(event);
+            recorder.observe(&event);
         }
     });
+    if let Some(watchdog) = &watchdog {
+        watchdog.finish();
+    }
     if let Some(err) = recorder.and_then(|r| r.error) {
         return Err(Failure::Tool(miette::miette!(
             "the deploy ledger {} could not be written: {err}",
@@ -275,6 +448,8 @@ pub(crate) fn run_pipeline(
         )));
     }
     if cli.format == Format::Json {
+        let mut summary = summary.clone();
+        mask_summary(&masker, &mut summary);
         println!(
             "{}",
             serde_json::to_string_pretty(&summary).unwrap_or_default()
@@ -288,10 +463,12 @@ pub(crate) fn run_pipeline(
     }
     if let Some(err) = log_error {
         return Err(Failure::Tool(miette::miette!(
-            "the run log {} is incomplete: {err}",
+            help = "free some space in the log folder (or set `logs: {{ dir: … }}`); stages after the failure were not started",
+            "the run log {} could not be written, so the run was stopped: {err}",
             log.path().display()
         )));
     }
+    drop(lock);
     match summary.exit_code {
         0 => Ok(()),
         code => Err(Failure::Exit(code)),

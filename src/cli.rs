@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "pydeployer", version, about, propagate_version = true)]
 #[command(
-    after_help = "Exit codes: 0 success, 1 a stage failed, 2 invalid pipeline or command line (nothing ran), 130 interrupted."
+    after_help = "Exit codes: 0 success, 1 a stage failed, 2 invalid pipeline or command line (nothing ran), 3 another run holds the project (nothing ran), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM)."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -66,7 +66,17 @@ pub enum Command {
     /// The deploy ledger (archive/deploy_history.json) as a table.
     History(HistoryArgs),
     /// Create the demo's local origin (a small Python app with tests) and run the pipeline.
-    Demo,
+    Demo(LockArgs),
+    /// (internal) Ends the stages' process groups if the run that started it dies.
+    #[command(name = "__watchdog", hide = true)]
+    Watchdog,
+}
+
+#[derive(Debug, Args)]
+pub struct LockArgs {
+    /// When another run of this project is in progress, wait for it instead of failing.
+    #[arg(long)]
+    pub wait: bool,
 }
 
 #[derive(Debug, Args)]
@@ -74,6 +84,8 @@ pub struct RollbackArgs {
     /// Return the branch to the tree of this ledger entry (see `pydeployer history`).
     #[arg(long, value_name = "ID")]
     pub to: Option<u64>,
+    #[command(flatten)]
+    pub lock: LockArgs,
 }
 
 #[derive(Debug, Args)]
@@ -90,6 +102,8 @@ pub struct RunArgs {
     /// Show the plan instead of running it.
     #[arg(long)]
     pub dry_run: bool,
+    #[command(flatten)]
+    pub lock: LockArgs,
 }
 
 #[derive(Debug, Args)]
@@ -100,6 +114,8 @@ pub struct AllArgs {
     /// Show the plan instead of running it.
     #[arg(long)]
     pub dry_run: bool,
+    #[command(flatten)]
+    pub lock: LockArgs,
 }
 
 #[derive(Debug, Args)]

@@ -22,8 +22,12 @@ pub mod exit {
     pub const STAGE_FAILED: i32 = 1;
     /// The pipeline or the command line is invalid; nothing ran.
     pub const INVALID: i32 = 2;
-    /// Interrupted by Ctrl-C.
+    /// Another run holds the workspace (and `--wait` was not given); nothing ran.
+    pub const BUSY: i32 = 3;
+    /// Interrupted by Ctrl-C (SIGINT): 128 + 2, as shells report it.
     pub const INTERRUPTED: i32 = 130;
+    /// Terminated by SIGTERM: 128 + 15.
+    pub const TERMINATED: i32 = 143;
 }
 
 /// A source file the diagnostics can quote.
@@ -202,6 +206,8 @@ pub enum Failure {
     Exit(i32),
     /// pydeployer itself could not do its job (a log or ledger it cannot write, …).
     Tool(miette::Report),
+    /// Another run holds the project's lock; nothing ran.
+    Busy(miette::Report),
 }
 
 impl Failure {
@@ -210,6 +216,7 @@ impl Failure {
             Failure::Invalid(_) => exit::INVALID,
             Failure::Exit(code) => *code,
             Failure::Tool(_) => exit::STAGE_FAILED,
+            Failure::Busy(_) => exit::BUSY,
         }
     }
 }

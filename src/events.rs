@@ -91,6 +91,8 @@ pub enum Outcome {
     NotStarted {
         message: String,
     },
+    /// Was running when the run was interrupted, and was ended.
+    Cancelled,
 }
 
 impl Outcome {
@@ -113,6 +115,7 @@ impl Outcome {
                 format!("timed out after {}", humantime::format_duration(*after))
             }
             Outcome::NotStarted { message } => format!("could not start: {message}"),
+            Outcome::Cancelled => "cancelled".into(),
         }
     }
 }
@@ -157,6 +160,8 @@ pub enum StageResult {
     /// Failed, but `allow_failure: true`.
     FailedAllowed,
     TimedOut,
+    /// Ended early because the run was interrupted.
+    Cancelled,
     Skipped,
 }
 

@@ -10,3 +10,4 @@ pub mod exec;
 pub mod pipeline;
 pub mod plan;
 pub mod report;
+pub mod state;

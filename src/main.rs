@@ -30,7 +30,7 @@ fn main() -> ExitCode {
                     }
                     eprintln!("{summary}");
                 }
-                Failure::Tool(report) => eprintln!("{report:?}"),
+                Failure::Tool(report) | Failure::Busy(report) => eprintln!("{report:?}"),
                 Failure::Exit(_) => {}
             }
             code

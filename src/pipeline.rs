@@ -71,7 +71,10 @@ pub struct Pipeline {
     /// Stages run at once; `None`: the number of available CPUs.
     pub jobs: Option<usize>,
     pub env: BTreeMap<String, String>,
+    /// Names of environment variables whose values are masked in every output.
     pub secrets: Vec<String>,
+    /// Between TERM and KILL when a stage is stopped (timeout, Ctrl-C).
+    pub grace_period: Duration,
     /// In declaration order (`pipeline.yml` first, then `stages.d/` by file name).
     pub stages: Vec<Stage>,
 }
@@ -124,6 +127,11 @@ pub struct Stage {
     pub allow_failure: bool,
     pub when: When,
     pub description: Option<String>,
+    /// Stdin from the terminal; the stage runs alone.
+    pub interactive: bool,
+    /// Secrets this stage needs: they must be set when it runs (and are masked like the
+    /// pipeline's).
+    pub secrets: Vec<String>,
     /// `file:line` where the stage is declared, for messages.
     pub origin: String,
 }
@@ -163,6 +171,16 @@ pub enum Builtin {
     GitPush,
     #[serde(rename = "git/revert")]
     GitRevert,
+}
+
+impl Builtin {
+    /// Runs git on the workspace clone.
+    pub fn is_git(self) -> bool {
+        matches!(
+            self,
+            Builtin::GitClone | Builtin::GitCommit | Builtin::GitPush | Builtin::GitRevert
+        )
+    }
 }
 
 impl Builtin {

@@ -4,6 +4,8 @@
 //! still passed after `--end-of-options` or as positional parameters of a fixed script, never
 //! pasted into a command line.
 
+use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -15,12 +17,66 @@ const FALLBACK_IDENTITY: &str = r"git config user.name >/dev/null || export GIT_
 git config user.email >/dev/null || export GIT_AUTHOR_EMAIL=pydeployer@localhost GIT_COMMITTER_EMAIL=pydeployer@localhost
 ";
 
+/// `GIT_*` variables that only say who commits or how to reach a remote. Every other one
+/// (`GIT_DIR`, `GIT_WORK_TREE`, `GIT_INDEX_FILE`, `GIT_OBJECT_DIRECTORY`, `GIT_CONFIG_*`,
+/// `GIT_EXEC_PATH`, …) can point git at another repository or other programs, and is removed
+/// from pydeployer's own git calls.
+const GIT_KEPT: &[&str] = &[
+    "GIT_AUTHOR_NAME",
+    "GIT_AUTHOR_EMAIL",
+    "GIT_AUTHOR_DATE",
+    "GIT_COMMITTER_NAME",
+    "GIT_COMMITTER_EMAIL",
+    "GIT_COMMITTER_DATE",
+    "GIT_ASKPASS",
+    "GIT_TERMINAL_PROMPT",
+    "GIT_SSH",
+    "GIT_SSH_COMMAND",
+    "GIT_SSH_VARIANT",
+];
+const GIT_KEPT_PREFIXES: &[&str] = &["GIT_TRACE", "GIT_HTTP_", "GIT_SSL_"];
+
+fn kept(key: &str) -> bool {
+    !key.starts_with("GIT_")
+        || GIT_KEPT.contains(&key)
+        || GIT_KEPT_PREFIXES.iter().any(|p| key.starts_with(p))
+}
+
+/// The environment changes that pin pydeployer's own git calls to the workspace clone:
+/// every redirecting `GIT_*` variable of `inherited` (the runner's environment) and of `set`
+/// (the pipeline's `env:`) is removed, and `GIT_DIR`/`GIT_WORK_TREE` name the clone (unless
+/// it is about to be cloned: `cloning` and the folder is empty). `None` means "remove".
+pub fn pinned_environment(
+    repo: Option<&Repo>,
+    cloning: bool,
+    set: &BTreeMap<String, Option<String>>,
+    inherited: impl IntoIterator<Item = (OsString, OsString)>,
+) -> BTreeMap<String, Option<String>> {
+    let mut env: BTreeMap<String, Option<String>> = inherited
+        .into_iter()
+        .filter_map(|(key, _)| key.into_string().ok())
+        .chain(set.keys().cloned())
+        .filter(|key| !kept(key))
+        .map(|key| (key, None))
+        .collect();
+    if let Some(repo) = repo {
+        let about_to_clone = cloning && is_empty_or_missing(&repo.dir);
+        if !about_to_clone {
+            // Also where it is not a clone: git must fail there, not find a repository
+            // further up (the project's own).
+            let git_dir = repo.dir.join(".git");
+            env.insert("GIT_DIR".into(), Some(git_dir.display().to_string()));
+            env.insert("GIT_WORK_TREE".into(), Some(repo.dir.display().to_string()));
+        }
+    }
+    env
+}
+
 /// `git clone` when the workspace is not there yet, `git pull --ff-only` when it is a clone
 /// of the same repository; anything else in its place is an error, never overwritten.
 pub fn clone_or_pull(repo: &Repo) -> Result<Vec<CommandLine>, String> {
     let dir = &repo.dir;
-    let empty = fs::read_dir(dir).map_or(true, |mut entries| entries.next().is_none());
-    if empty {
+    if is_empty_or_missing(dir) {
         let parent = dir.parent().unwrap_or(Path::new("."));
         fs::create_dir_all(parent)
             .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
@@ -101,6 +157,10 @@ pub fn revert(repo: &Repo, to: Option<&str>) -> Vec<CommandLine> {
         vec![CommandLine::new("sh", ["-c", &script, "git/revert", target]).shown_as(shown)];
     commands.extend(push(repo));
     commands
+}
+
+fn is_empty_or_missing(dir: &Path) -> bool {
+    fs::read_dir(dir).map_or(true, |mut entries| entries.next().is_none())
 }
 
 /// The URL of `remote` in the clone at `dir`, read from its config file (no process needed).

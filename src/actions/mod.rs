@@ -3,6 +3,8 @@
 //! Nothing here spawns; `exec::process` does. Values from the YAML only ever become separate
 //! arguments, never text pasted into a shell line.
 
+use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::fmt;
 use std::path::PathBuf;
 
@@ -69,6 +71,35 @@ pub(crate) fn quote(word: &str) -> String {
     } else {
         format!("'{}'", word.replace('\'', r"'\''"))
     }
+}
+
+/// The environment changes for a stage's commands (`None`: remove the variable): the
+/// pipeline's and the stage's `env:`, `PYDEPLOYER_STAGE`, and for the built-in git actions
+/// the variables that pin git to the workspace clone (see [`git::pinned_environment`]).
+pub fn environment(
+    pipeline: &Pipeline,
+    stage: &Stage,
+    inherited: impl IntoIterator<Item = (OsString, OsString)>,
+) -> BTreeMap<String, Option<String>> {
+    let mut env: BTreeMap<String, Option<String>> = pipeline
+        .env
+        .iter()
+        .chain(&stage.env)
+        .map(|(k, v)| (k.clone(), Some(v.clone())))
+        .collect();
+    env.insert("PYDEPLOYER_STAGE".into(), Some(stage.name.to_string()));
+    if let Action::Uses { action, .. } = &stage.action {
+        if action.is_git() {
+            let pinned = git::pinned_environment(
+                pipeline.repo.as_ref(),
+                *action == Builtin::GitClone,
+                &env,
+                inherited,
+            );
+            env.extend(pinned);
+        }
+    }
+    env
 }
 
 /// Shell builtins and keywords that have no program of their own (or behave differently as

@@ -3,10 +3,11 @@
 //! The app's files are embedded in the binary, so the demo needs no network but PyPI (for
 //! the `install` stage's pytest).
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 
-use crate::actions::CommandLine;
+use crate::actions::{CommandLine, git};
 use crate::cli::Cli;
 use crate::error::{Failure, Problem};
 use crate::exec::process;
@@ -36,7 +37,7 @@ const APP: &[(&str, &str)] = &[
     ),
 ];
 
-pub(crate) fn run(cli: &Cli) -> Result<(), Failure> {
+pub(crate) fn run(cli: &Cli, wait: bool) -> Result<(), Failure> {
     let pipeline = super::load(cli)?;
     let repo = pipeline.repo.as_ref().ok_or_else(|| {
         Problem::general("the demo needs `repo:` in the pipeline file")
@@ -68,7 +69,13 @@ pub(crate) fn run(cli: &Cli) -> Result<(), Failure> {
             origin.display()
         );
     }
-    let result = super::run_pipeline(cli, &pipeline, &Selection::default(), None);
+    let request = super::RunRequest {
+        command: "demo",
+        selection: Selection::default(),
+        revert_to: None,
+        wait,
+    };
+    let result = super::run_pipeline(cli, &pipeline, request);
     if result.is_ok() {
         eprintln!(
             "\nNext, try:\n  pydeployer run --only test     # pytest alone, in the workspace\n  pydeployer history             # the deploy ledger\n  pydeployer rollback            # revert the last commit and push it\n  pydeployer plan                # what `run` does, without running it"
@@ -79,8 +86,10 @@ pub(crate) fn run(cli: &Cli) -> Result<(), Failure> {
 
 fn create_origin(origin: &Path, branch: &str) -> std::io::Result<()> {
     fs::create_dir_all(origin)?;
+    // The user's GIT_DIR and friends must not redirect the demo's git calls either.
+    let env = git::pinned_environment(None, false, &BTreeMap::new(), std::env::vars_os());
     let git = |args: &[&str], dir: &Path| {
-        process::capture(&CommandLine::new("git", args.iter().copied()), dir)
+        process::capture(&CommandLine::new("git", args.iter().copied()), dir, &env)
     };
     git(
         &["init", "--quiet", "--bare", "--initial-branch", branch, "."],

@@ -12,12 +12,21 @@ use crate::pipeline::{
 };
 use crate::plan::graph;
 
-const TOP_KEYS: [&str; 9] = [
-    "name", "repo", "logs", "archive", "jobs", "env", "secrets", "stages", "version",
+const TOP_KEYS: [&str; 10] = [
+    "name",
+    "repo",
+    "logs",
+    "archive",
+    "jobs",
+    "env",
+    "secrets",
+    "grace_period",
+    "stages",
+    "version",
 ];
 const REPO_KEYS: [&str; 4] = ["url", "branch", "remote", "dir"];
 const LOGS_KEYS: [&str; 2] = ["dir", "keep"];
-const STAGE_KEYS: [&str; 12] = [
+const STAGE_KEYS: [&str; 13] = [
     "run",
     "uses",
     "with",
@@ -30,6 +39,7 @@ const STAGE_KEYS: [&str; 12] = [
     "when",
     "description",
     "interactive",
+    "secrets",
 ];
 const MAX_RETRIES: i64 = 100;
 const MAX_TIMEOUT: Duration = Duration::from_hours(30 * 24);
@@ -83,6 +93,7 @@ pub(crate) fn validate(
         jobs: None,
         env: BTreeMap::new(),
         secrets: Vec::new(),
+        grace_period: crate::exec::runner::DEFAULT_GRACE,
         stages: Vec::new(),
     };
     let mut declared: Vec<Declared> = Vec::new();
@@ -340,6 +351,33 @@ impl Checker<'_> {
     }
 
     /// `env:` — names as the shell accepts them, values any scalar (`1` means "1").
+    /// `secrets: [NAME, …]`: names of environment variables (their values are masked).
+    fn secrets(&mut self, file: &SourceFile, node: &Node) -> Vec<String> {
+        let mut secrets = Vec::new();
+        let Some(names) = self.string_list(file, node, "`secrets`", "`secrets: [PYPI_TOKEN]`")
+        else {
+            return secrets;
+        };
+        for (name, span) in names {
+            if is_env_name(&name) {
+                secrets.push(name);
+            } else {
+                self.push(
+                    Problem::at(
+                        file,
+                        span,
+                        format!("`{name}` is not a valid environment variable name"),
+                        "invalid name",
+                    )
+                    .with_help(
+                        "`secrets:` lists the names of environment variables, not their values",
+                    ),
+                );
+            }
+        }
+        secrets
+    }
+
     fn env(&mut self, file: &SourceFile, node: &Node) -> BTreeMap<String, String> {
         let mut env = BTreeMap::new();
         let Some(entries) = self.map(file, node, "`env`") else {
@@ -439,20 +477,12 @@ impl Checker<'_> {
                 }
             }
             "env" => pipeline.env = self.env(file, value),
-            "secrets" => {
-                if let Some(names) =
-                    self.string_list(file, value, "`secrets`", "`secrets: [PYPI_TOKEN]`")
+            "secrets" => pipeline.secrets = self.secrets(file, value),
+            "grace_period" => {
+                if let Some(grace) =
+                    self.duration(file, value, "`grace_period`", "`grace_period: 10s`")
                 {
-                    for (name, span) in names {
-                        if is_env_name(&name) {
-                            pipeline.secrets.push(name);
-                        } else {
-                            self.push(
-                                Problem::at(file, span, format!("`{name}` is not a valid environment variable name"), "invalid name")
-                                    .with_help("`secrets:` lists the names of environment variables, not their values"),
-                            );
-                        }
-                    }
+                    pipeline.grace_period = grace;
                 }
             }
             "stages" => {
@@ -583,6 +613,8 @@ impl Checker<'_> {
             allow_failure: false,
             when: When::OnSuccess,
             description: None,
+            interactive: false,
+            secrets: Vec::new(),
             origin: format!("{}:{}", file.name.display(), key.span.line),
         };
         let mut need_spans = Vec::new();
@@ -618,7 +650,9 @@ impl Checker<'_> {
                     stage.workdir =
                         self.path(file, value, "`workdir`", "`workdir: workspace/docs`");
                 }
-                "timeout" => stage.timeout = self.duration(file, value),
+                "timeout" => {
+                    stage.timeout = self.duration(file, value, "`timeout`", "`timeout: 10m`");
+                }
                 "retries" => {
                     stage.retries = self
                         .integer(file, value, "`retries`", (0, MAX_RETRIES), "`retries: 2`")
@@ -631,8 +665,9 @@ impl Checker<'_> {
                         .unwrap_or(false);
                 }
                 "interactive" => {
-                    self.boolean(file, value, "`interactive`");
+                    stage.interactive = self.boolean(file, value, "`interactive`").unwrap_or(false);
                 }
+                "secrets" => stage.secrets = self.secrets(file, value),
                 "when" => {
                     if let Some(text) = self.string(file, value, "`when`", "`when: manual`") {
                         match When::from_name(&text) {
@@ -848,7 +883,15 @@ impl Checker<'_> {
         (self.problems.len() == before).then_some(with)
     }
 
-    fn duration(&mut self, file: &SourceFile, node: &Node) -> Option<Duration> {
+    /// A humantime duration, above zero and at most 30 days; `what` names the key
+    /// (`` `timeout` ``) and `example` shows one (`` `timeout: 10m` ``).
+    fn duration(
+        &mut self,
+        file: &SourceFile,
+        node: &Node,
+        what: &str,
+        example: &str,
+    ) -> Option<Duration> {
         let help = "write a duration with its unit, e.g. `90s`, `10m`, `1h 30m`";
         match &node.value {
             Value::Str(text) => match humantime::parse_duration(text) {
@@ -857,7 +900,7 @@ impl Checker<'_> {
                         Problem::at(
                             file,
                             node.span,
-                            "`timeout` must be longer than zero",
+                            format!("{what} must be longer than zero"),
                             "zero",
                         )
                         .with_help(help),
@@ -866,8 +909,13 @@ impl Checker<'_> {
                 }
                 Ok(d) if d > MAX_TIMEOUT => {
                     self.push(
-                        Problem::at(file, node.span, "`timeout` is at most 30 days", "too long")
-                            .with_help("leave `timeout` out for no limit"),
+                        Problem::at(
+                            file,
+                            node.span,
+                            format!("{what} is at most 30 days"),
+                            "too long",
+                        )
+                        .with_help(format!("leave {what} out for the default")),
                     );
                     None
                 }
@@ -890,7 +938,7 @@ impl Checker<'_> {
                     Problem::at(
                         file,
                         node.span,
-                        format!("`timeout` needs a unit: `{n}` what?"),
+                        format!("{what} needs a unit: `{n}` what?"),
                         "no unit",
                     )
                     .with_help(format!("write `{n}s` for seconds or `{n}m` for minutes")),
@@ -898,7 +946,7 @@ impl Checker<'_> {
                 None
             }
             _ => {
-                self.wrong_type(file, node, "`timeout`", "a duration", "`timeout: 10m`");
+                self.wrong_type(file, node, what, "a duration", example);
                 None
             }
         }

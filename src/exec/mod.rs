@@ -4,3 +4,5 @@ pub mod preflight;
 pub mod process;
 pub mod runner;
 pub mod scheduler;
+pub mod stop;
+pub mod watchdog;

@@ -1,77 +1,203 @@
 //! The one place stage processes are started and stopped.
 //!
-//! Every stage command runs in its own process group, with stdin from `/dev/null` and stdout
-//! and stderr merged into one pipe that is read in bounded chunks, so the runner can end the
-//! whole group (children and grandchildren too) and never holds more than a chunk of output.
+//! Every stage command runs in its own process group, with stdin from `/dev/null` (unless the
+//! stage is interactive) and stdout and stderr merged into one pipe that is read in bounded
+//! chunks, so the runner can end the whole group (children and grandchildren too) and never
+//! holds more than a chunk of output. Each command is also told to die with the thread that
+//! started it (`PR_SET_PDEATHSIG`), so a runner killed with `kill -9` does not leave it running.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read};
+use std::os::fd::AsRawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use crate::actions::CommandLine;
 use crate::events::Outcome;
 
+pub use libc::{SIGINT, SIGKILL, SIGTERM};
+
 /// Output is handed on in pieces of at most this many bytes.
 pub const CHUNK: usize = 64 * 1024;
 
-/// A running stage command.
-pub struct Running {
-    handle: duct::ReaderHandle,
-    /// The process group id (the leader's pid).
-    pgid: i32,
+/// How long the output may stay open after a command's main process exited before the
+/// processes holding it are treated as leaked (cargo-nextest's "leak timeout").
+pub const LEAK_WAIT: Duration = Duration::from_millis(500);
+
+/// Whom to signal to end a command: its process group, or (an interactive stage, which stays
+/// in the terminal's foreground group) its main process alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target {
+    pub id: i32,
+    pub group: bool,
 }
 
-/// Starts `command` in `dir` with `env` added to the runner's environment.
-pub fn spawn(
-    command: &CommandLine,
-    dir: &Path,
-    env: &BTreeMap<String, String>,
-) -> io::Result<Running> {
-    let mut expression = duct::cmd(&command.program, &command.args)
-        .dir(dir)
-        .stdin_null()
+impl Target {
+    /// Sends `signal`; a target that is already gone is fine.
+    pub fn signal(self, signal: i32) {
+        if self.id <= 0 {
+            return;
+        }
+        // SAFETY: kill/killpg have no memory-safety preconditions; a stale id yields ESRCH.
+        unsafe {
+            if self.group {
+                libc::killpg(self.id, signal);
+            } else {
+                libc::kill(self.id, signal);
+            }
+        }
+    }
+}
+
+/// How to start one command of a stage.
+pub struct Spawn<'a> {
+    pub command: &'a CommandLine,
+    pub dir: &'a Path,
+    /// Added to (or, for `None`, removed from) the runner's environment.
+    pub env: &'a BTreeMap<String, Option<String>>,
+    /// Inherit the terminal's stdin and stay in its process group.
+    pub interactive: bool,
+}
+
+/// A running stage command.
+pub struct Running {
+    handle: duct::Handle,
+    output: io::PipeReader,
+    target: Target,
+    interactive: bool,
+}
+
+/// What became of processes that outlived the command's main process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leak {
+    /// They held the output open after the main process exited, and their group was ended.
+    Ended,
+    /// Something outside the process group still held the output after the group was
+    /// ended; it was left running and its output is no longer read.
+    Escaped,
+}
+
+impl Leak {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Leak::Ended => {
+                "leaked processes: its output stayed open after it exited; they were ended"
+            }
+            Leak::Escaped => {
+                "leaked processes: a process that left the stage's process group kept its output open; it was left running"
+            }
+        }
+    }
+}
+
+/// How a command ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ended {
+    pub outcome: Outcome,
+    pub leak: Option<Leak>,
+}
+
+/// Starts one stage command.
+pub fn spawn(spawn: &Spawn<'_>) -> io::Result<Running> {
+    let (reader, writer) = io::pipe()?;
+    let interactive = spawn.interactive;
+    // SAFETY: getpid is always safe.
+    let runner = unsafe { libc::getpid() };
+    let mut expression = duct::cmd(&spawn.command.program, &spawn.command.args)
+        .dir(spawn.dir)
+        // Inner redirections apply last: stderr joins stdout, which is the pipe.
         .stderr_to_stdout()
+        .stdout_file(writer)
         .unchecked()
-        .before_spawn(|cmd| {
-            cmd.process_group(0);
+        .before_spawn(move |cmd| {
+            if !interactive {
+                cmd.process_group(0);
+            }
+            // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
+            // system calls (prctl, getppid, _exit).
+            unsafe {
+                cmd.pre_exec(move || {
+                    die_with_parent(runner);
+                    Ok(())
+                });
+            }
             Ok(())
         });
-    for (key, value) in env {
-        expression = expression.env(key, value);
+    if !interactive {
+        expression = expression.stdin_null();
     }
-    let handle = expression.reader()?;
+    for (key, value) in spawn.env {
+        expression = match value {
+            Some(value) => expression.env(key, value),
+            None => expression.env_remove(key),
+        };
+    }
+    let handle = expression.start()?;
+    // The expression (and its copy of the pipe's write end) is gone: the pipe closes when the
+    // command and whatever inherited its output are done.
+    drop(expression);
     let pid = handle.pids().first().copied().unwrap_or(0);
-    let pgid = i32::try_from(pid).map_err(|_| io::Error::other("process id out of range"))?;
-    Ok(Running { handle, pgid })
+    let id = i32::try_from(pid).map_err(|_| io::Error::other("process id out of range"))?;
+    Ok(Running {
+        handle,
+        output: reader,
+        target: Target {
+            id,
+            group: !interactive,
+        },
+        interactive,
+    })
+}
+
+/// In the child, before exec: die when the thread that started us dies, and if the runner
+/// is already gone (it died between fork and here), die now.
+fn die_with_parent(runner: libc::pid_t) {
+    // SAFETY: prctl(PR_SET_PDEATHSIG), getppid and _exit are async-signal-safe.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        if libc::getppid() != runner {
+            libc::_exit(137);
+        }
+    }
 }
 
 impl Running {
-    pub fn pgid(&self) -> i32 {
-        self.pgid
+    pub fn target(&self) -> Target {
+        self.target
     }
 
     /// Reads output until the pipe closes, handing `sink` whole lines (a line longer than
-    /// [`CHUNK`] arrives in pieces), then waits for the process and says how it ended.
-    pub fn stream(self, mut sink: impl FnMut(Vec<u8>)) -> io::Result<Outcome> {
+    /// [`CHUNK`] arrives in pieces; an interactive stage's output is handed on as it comes, so
+    /// that prompts show), then says how the command ended.
+    ///
+    /// When the main process exits but the output stays open for [`LEAK_WAIT`], the rest of
+    /// its process group is ended (TERM, then KILL) and the leak is reported.
+    pub fn stream(self, mut sink: impl FnMut(Vec<u8>)) -> io::Result<Ended> {
         let mut buf = vec![0u8; CHUNK];
         let mut filled = 0;
+        let mut leak = LeakWatch::default();
         loop {
-            let n = match (&self.handle).read(&mut buf[filled..]) {
+            let wait = leak.next_check();
+            if !readable(&self.output, wait)? {
+                if leak.step(&self.handle, self.target)? {
+                    break;
+                }
+                continue;
+            }
+            let n = match (&self.output).read(&mut buf[filled..]) {
                 Ok(n) => n,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 Err(err) => return Err(err),
             };
             if n == 0 {
-                if filled > 0 {
-                    sink(buf[..filled].to_vec());
-                }
                 break;
             }
             filled += n;
             // Hand on everything up to the last newline; keep the partial line, unless it
             // already fills the buffer (a huge line without newlines goes out in pieces).
             let cut = match memrchr_newline(&buf[..filled]) {
+                _ if self.interactive => filled,
                 Some(last) => last + 1,
                 None if filled == buf.len() => filled,
                 None => continue,
@@ -80,32 +206,137 @@ impl Running {
             buf.copy_within(cut..filled, 0);
             filled -= cut;
         }
-        let output = self
-            .handle
-            .try_wait()?
-            .ok_or_else(|| io::Error::other("the process did not exit after closing its output"))?;
-        let status = output.status;
-        Ok(if status.success() {
+        if filled > 0 {
+            sink(buf[..filled].to_vec());
+        }
+        let status = self.handle.wait()?.status;
+        let outcome = if status.success() {
             Outcome::Passed
         } else {
             Outcome::Failed {
                 code: status.code(),
                 signal: status.signal(),
             }
+        };
+        Ok(Ended {
+            outcome,
+            leak: leak.found,
         })
+    }
+}
+
+/// Where watching for leaked processes stands.
+#[derive(Default)]
+struct LeakWatch {
+    /// When the main process was seen to have exited, and what was done since.
+    phase: Option<(Instant, LeakPhase)>,
+    found: Option<Leak>,
+}
+
+#[derive(Clone, Copy)]
+enum LeakPhase {
+    /// Waiting for the output to close by itself.
+    Waiting,
+    /// TERM sent to the group.
+    Termed,
+    /// KILL sent to the group.
+    Killed,
+}
+
+impl LeakWatch {
+    /// How long to wait for output before looking at the main process again.
+    fn next_check(&self) -> Duration {
+        match self.phase {
+            None => Duration::from_millis(100),
+            Some((since, _)) => LEAK_WAIT.saturating_sub(since.elapsed()),
+        }
+    }
+
+    /// No output arrived in time: check the main process, move on a phase. Returns true when
+    /// the output is given up on.
+    fn step(&mut self, handle: &duct::Handle, target: Target) -> io::Result<bool> {
+        let now = Instant::now();
+        match self.phase {
+            None => {
+                if handle.try_wait()?.is_some() {
+                    self.phase = Some((now, LeakPhase::Waiting));
+                }
+            }
+            Some((since, phase)) if now.duration_since(since) >= LEAK_WAIT => {
+                let group = Target {
+                    group: true,
+                    ..target
+                };
+                let next = match phase {
+                    LeakPhase::Waiting => {
+                        self.found = Some(Leak::Ended);
+                        if target.group {
+                            group.signal(SIGTERM);
+                            LeakPhase::Termed
+                        } else {
+                            // An interactive stage has no group of its own to end.
+                            self.found = Some(Leak::Escaped);
+                            return Ok(true);
+                        }
+                    }
+                    LeakPhase::Termed => {
+                        group.signal(SIGKILL);
+                        LeakPhase::Killed
+                    }
+                    LeakPhase::Killed => {
+                        self.found = Some(Leak::Escaped);
+                        return Ok(true);
+                    }
+                };
+                self.phase = Some((now, next));
+            }
+            Some(_) => {}
+        }
+        Ok(false)
+    }
+}
+
+/// Waits up to `wait` for `pipe` to have data or be closed.
+fn readable(pipe: &io::PipeReader, wait: Duration) -> io::Result<bool> {
+    let mut fds = libc::pollfd {
+        fd: pipe.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let millis = libc::c_int::try_from(wait.as_millis()).unwrap_or(libc::c_int::MAX);
+    loop {
+        // SAFETY: `fds` is one valid pollfd that outlives the call.
+        let ready = unsafe { libc::poll(&raw mut fds, 1, millis) };
+        if ready >= 0 {
+            return Ok(ready > 0);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
     }
 }
 
 /// Runs a short command to completion and returns its trimmed stdout when it succeeds
 /// (pydeployer's own bookkeeping: `git rev-parse`, the demo's setup).
-pub fn capture(command: &CommandLine, dir: &Path) -> io::Result<String> {
-    let output = duct::cmd(&command.program, &command.args)
+pub fn capture(
+    command: &CommandLine,
+    dir: &Path,
+    env: &BTreeMap<String, Option<String>>,
+) -> io::Result<String> {
+    let mut expression = duct::cmd(&command.program, &command.args)
         .dir(dir)
         .stdin_null()
         .stdout_capture()
         .stderr_capture()
-        .unchecked()
-        .run()?;
+        .unchecked();
+    for (key, value) in env {
+        expression = match value {
+            Some(value) => expression.env(key, value),
+            None => expression.env_remove(key),
+        };
+    }
+    let output = expression.run()?;
     if output.status.success() {
         Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
     } else {
@@ -120,38 +351,37 @@ fn memrchr_newline(bytes: &[u8]) -> Option<usize> {
     bytes.iter().rposition(|&b| b == b'\n')
 }
 
-/// Sends `signal` to every process of the group; a group that is already gone is fine.
-pub fn signal_group(pgid: i32, signal: i32) {
-    if pgid > 0 {
-        // SAFETY: killpg has no memory-safety preconditions; a stale pgid only yields ESRCH.
-        unsafe {
-            libc::killpg(pgid, signal);
-        }
-    }
-}
-
-pub use libc::{SIGKILL, SIGTERM};
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn run(script: &str) -> (Vec<Vec<u8>>, Outcome) {
+    fn start(script: &str, interactive: bool) -> Running {
+        let command = CommandLine::new("sh", ["-c", script]);
+        spawn(&Spawn {
+            command: &command,
+            dir: Path::new("."),
+            env: &BTreeMap::new(),
+            interactive,
+        })
+        .unwrap()
+    }
+
+    fn run(script: &str) -> (Vec<Vec<u8>>, Ended) {
         let mut chunks = Vec::new();
-        let running = spawn(
-            &CommandLine::new("sh", ["-c", script]),
-            Path::new("."),
-            &BTreeMap::new(),
-        )
-        .unwrap();
-        let outcome = running.stream(|c| chunks.push(c)).unwrap();
-        (chunks, outcome)
+        let ended = start(script, false).stream(|c| chunks.push(c)).unwrap();
+        (chunks, ended)
+    }
+
+    fn alive(pid: i32) -> bool {
+        // SAFETY: signal 0 only checks that the process exists.
+        unsafe { libc::kill(pid, 0) == 0 }
     }
 
     #[test]
     fn stdout_and_stderr_arrive_as_whole_lines() {
-        let (chunks, outcome) = run("echo one; echo two >&2; printf 'tail'");
-        assert_eq!(outcome, Outcome::Passed);
+        let (chunks, ended) = run("echo one; echo two >&2; printf 'tail'");
+        assert_eq!(ended.outcome, Outcome::Passed);
+        assert_eq!(ended.leak, None);
         let all: Vec<u8> = chunks.concat();
         assert_eq!(all, b"one\ntwo\ntail");
         assert!(
@@ -165,14 +395,14 @@ mod tests {
     #[test]
     fn exit_codes_and_signals_are_reported() {
         assert_eq!(
-            run("exit 3").1,
+            run("exit 3").1.outcome,
             Outcome::Failed {
                 code: Some(3),
                 signal: None
             }
         );
         assert_eq!(
-            run("kill -9 $$").1,
+            run("kill -9 $$").1.outcome,
             Outcome::Failed {
                 code: None,
                 signal: Some(9)
@@ -189,19 +419,73 @@ mod tests {
 
     #[test]
     fn stdin_is_empty() {
-        let (chunks, outcome) = run("cat; echo done");
-        assert_eq!(outcome, Outcome::Passed);
+        let (chunks, ended) = run("cat; echo done");
+        assert_eq!(ended.outcome, Outcome::Passed);
         assert_eq!(chunks.concat(), b"done\n");
     }
 
     #[test]
-    fn a_missing_program_is_an_error_not_a_panic() {
+    fn a_background_child_holding_the_output_is_ended_and_reported() {
+        let (chunks, ended) = run("sleep 30 & echo $!; echo started");
+        assert_eq!(ended.outcome, Outcome::Passed);
+        assert_eq!(ended.leak, Some(Leak::Ended));
+        let text = String::from_utf8(chunks.concat()).unwrap();
+        let pid: i32 = text.lines().next().unwrap().parse().unwrap();
+        // The group was sent TERM; the sleep is gone or a zombie about to be reaped by init.
+        std::thread::sleep(Duration::from_millis(200));
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         assert!(
-            spawn(
-                &CommandLine::new("no-such-program-pydeployer", Vec::<String>::new()),
-                Path::new("."),
-                &BTreeMap::new()
-            )
+            !alive(pid) || state.contains(") Z"),
+            "{pid} still runs: {state}"
+        );
+    }
+
+    #[test]
+    fn a_background_child_with_its_own_output_is_not_a_leak() {
+        let (_, ended) = run("sleep 1 >/dev/null 2>&1 & echo started");
+        assert_eq!(ended.outcome, Outcome::Passed);
+        assert_eq!(ended.leak, None);
+    }
+
+    #[test]
+    fn interactive_output_is_handed_on_without_waiting_for_a_newline() {
+        let mut chunks = Vec::new();
+        let running = start("printf 'name? '; sleep 0.3; echo", true);
+        assert!(!running.target().group);
+        running.stream(|c| chunks.push(c)).unwrap();
+        assert_eq!(chunks.first().map(Vec::as_slice), Some(&b"name? "[..]));
+    }
+
+    #[test]
+    fn environment_can_be_removed_as_well_as_set() {
+        let command = CommandLine::new("sh", ["-c", "echo \"${HOME:-none} $EXTRA\""]);
+        let env = BTreeMap::from([
+            ("HOME".to_owned(), None),
+            ("EXTRA".to_owned(), Some("x".to_owned())),
+        ]);
+        let mut chunks = Vec::new();
+        spawn(&Spawn {
+            command: &command,
+            dir: Path::new("."),
+            env: &env,
+            interactive: false,
+        })
+        .unwrap()
+        .stream(|c| chunks.push(c))
+        .unwrap();
+        assert_eq!(chunks.concat(), b"none x\n");
+    }
+
+    #[test]
+    fn a_missing_program_is_an_error_not_a_panic() {
+        let command = CommandLine::new("no-such-program-pydeployer", Vec::<String>::new());
+        assert!(
+            spawn(&Spawn {
+                command: &command,
+                dir: Path::new("."),
+                env: &BTreeMap::new(),
+                interactive: false,
+            })
             .is_err()
         );
     }

@@ -19,10 +19,13 @@ use crate::error::exit;
 use crate::events::{
     Outcome, RunEvent, RunHeader, RunSummary, SkipReason, StageResult, SummaryRow,
 };
-use crate::exec::process::{self, SIGKILL, SIGTERM};
+use crate::exec::process::{self, SIGKILL, SIGTERM, Spawn, Target};
 use crate::exec::scheduler::{Decision, Scheduler, StepPolicy};
+use crate::exec::stop::{Request, Stop};
+use crate::exec::watchdog::Watchdog;
 use crate::pipeline::Pipeline;
 use crate::plan::Plan;
+use crate::report::mask::Masker;
 
 /// How long a stage gets between TERM and KILL.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
@@ -32,13 +35,17 @@ pub struct RunOptions {
     pub context: RunContext,
     /// Between TERM and KILL when a stage times out or the run is interrupted.
     pub grace: Duration,
+    /// Ends the stages' process groups if the runner dies.
+    pub watchdog: Option<Arc<Watchdog>>,
+    /// Hides secrets in the stages' output.
+    pub masker: Masker,
 }
 
 /// Messages from stage threads; never leave this module.
 enum WorkerMsg {
     Spawned {
         step: usize,
-        pgid: i32,
+        target: Target,
     },
     Output {
         step: usize,
@@ -57,7 +64,7 @@ struct Active {
     attempt: u32,
     started: Instant,
     deadline: Option<Instant>,
-    pgid: Option<i32>,
+    target: Option<Target>,
     /// Where ending it stands, once the runner decided to (timeout or interrupt).
     ending: Ending,
     timed_out: bool,
@@ -82,14 +89,14 @@ struct Tally {
 }
 
 /// Runs every step of `plan`, reporting each event to `report`; returns the summary (also
-/// reported as the last event). `interrupted` is polled: once set, running stages are ended
-/// and nothing new starts.
+/// reported as the last event). `stop` is polled: once it asks, running stages are ended
+/// (TERM, then KILL; at once on a second signal) and nothing new starts.
 pub fn execute(
     pipeline: &Pipeline,
     plan: &Plan,
     header: RunHeader,
     options: &RunOptions,
-    interrupted: &AtomicBool,
+    stop: &Stop,
     report: impl FnMut(&RunEvent),
 ) -> RunSummary {
     let log = header.log.clone();
@@ -105,6 +112,7 @@ pub fn execute(
                 allow_failure: stage.allow_failure,
                 retries: stage.retries,
                 needs_manual: step.needs_manual.clone(),
+                exclusive: stage.interactive,
             }
         })
         .collect();
@@ -118,20 +126,15 @@ pub fn execute(
         scheduler: Scheduler::new(policies, options.jobs),
         active: BTreeMap::new(),
         tally: vec![Tally::default(); plan.steps.len()],
-        cancelled: false,
+        stopped: None,
+        killed: false,
         tx,
     };
     (run.report)(&RunEvent::RunStarted(header));
 
     loop {
-        if !run.cancelled && interrupted.load(Ordering::Relaxed) {
-            run.cancelled = true;
-            let now = Instant::now();
-            for a in run.active.values_mut() {
-                end_attempt(a, now, options.grace);
-            }
-        }
-        if !run.cancelled {
+        run.obey(stop.request());
+        if run.stopped.is_none() {
             while let Some(decision) = run.scheduler.next_decision() {
                 match decision {
                     Decision::Start { step, attempt } => run.start(step, attempt),
@@ -139,16 +142,18 @@ pub fn execute(
                 }
             }
         }
-        if run.active.is_empty() && (run.cancelled || run.scheduler.is_done()) {
+        if run.active.is_empty() && (run.stopped.is_some() || run.scheduler.is_done()) {
             break;
         }
         let wake = next_wake(&run.active);
         match rx.recv_timeout(wake.saturating_duration_since(Instant::now())) {
-            Ok(WorkerMsg::Spawned { step, pgid }) => {
+            Ok(WorkerMsg::Spawned { step, target }) => {
                 if let Some(a) = run.active.get_mut(&step) {
-                    a.pgid = Some(pgid);
-                    if a.ending != Ending::No {
-                        process::signal_group(pgid, SIGTERM);
+                    a.target = Some(target);
+                    match a.ending {
+                        Ending::No => {}
+                        Ending::Termed(_) => target.signal(SIGTERM),
+                        Ending::Killed(_) => target.signal(SIGKILL),
                     }
                 }
             }
@@ -190,11 +195,41 @@ struct Run<'a, F: FnMut(&RunEvent)> {
     scheduler: Scheduler,
     active: BTreeMap<usize, Active>,
     tally: Vec<Tally>,
-    cancelled: bool,
+    /// The run was told to stop, and will exit with this code.
+    stopped: Option<i32>,
+    /// The running stages were killed without a grace period (a second Ctrl-C).
+    killed: bool,
     tx: SyncSender<WorkerMsg>,
 }
 
 impl<F: FnMut(&RunEvent)> Run<'_, F> {
+    /// Acts on a request to stop: the first ends the running stages politely, a second
+    /// kills them now.
+    fn obey(&mut self, request: Request) {
+        let now = Instant::now();
+        let grace = self.options.grace;
+        match request {
+            Request::Stop { exit_code } if self.stopped.is_none() => {
+                self.stopped = Some(exit_code);
+                for a in self.active.values_mut() {
+                    end_attempt(a, now, grace);
+                }
+            }
+            Request::Kill { exit_code } if !self.killed => {
+                self.stopped.get_or_insert(exit_code);
+                self.killed = true;
+                for a in self.active.values_mut() {
+                    a.stop.store(true, Ordering::Relaxed);
+                    a.ending = Ending::Killed(now + grace);
+                    if let Some(target) = a.target {
+                        target.signal(SIGKILL);
+                    }
+                }
+            }
+            Request::None | Request::Stop { .. } | Request::Kill { .. } => {}
+        }
+    }
+
     fn start(&mut self, step: usize, attempt: u32) {
         let (pipeline, options) = (self.pipeline, self.options);
         let stage = &pipeline.stages[self.plan.steps[step].stage];
@@ -218,23 +253,23 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
                 started: now,
                 // A timeout too far away to represent is no timeout.
                 deadline: stage.timeout.and_then(|t| now.checked_add(t)),
-                pgid: None,
+                target: None,
                 ending: Ending::No,
                 timed_out: false,
                 stop: Arc::clone(&stop),
             },
         );
-        let mut env = pipeline.env.clone();
-        env.extend(stage.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-        env.insert("PYDEPLOYER_STAGE".into(), stage.name.to_string());
         let work = Work {
             step,
             commands,
             junit: actions::junit_report(stage, &options.context),
             dir: pipeline.workdir(stage),
-            env,
+            env: actions::environment(pipeline, stage, std::env::vars_os()),
+            interactive: stage.interactive,
             stop,
             start: self.start,
+            watchdog: options.watchdog.clone(),
+            masker: options.masker.clone(),
         };
         spawn_worker(work, self.tx.clone());
     }
@@ -263,26 +298,25 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
             Outcome::TimedOut {
                 after: stage.timeout.unwrap_or_default(),
             }
+        } else if self.stopped.is_some() && !outcome.passed() {
+            Outcome::Cancelled
         } else {
             outcome
         };
         let passed = outcome.passed();
-        let will_retry = !self.cancelled && self.scheduler.finished(step, passed);
+        let will_retry = self.stopped.is_none() && self.scheduler.finished(step, passed);
         let t = &mut self.tally[step];
         t.attempts = a.attempt;
         t.duration += duration;
         if !will_retry {
             let result = match (&outcome, passed, stage.allow_failure) {
                 (_, true, _) => StageResult::Passed,
+                (Outcome::Cancelled, _, _) => StageResult::Cancelled,
                 (_, false, true) => StageResult::FailedAllowed,
                 (Outcome::TimedOut { .. }, _, _) => StageResult::TimedOut,
                 _ => StageResult::Failed,
             };
-            let mut detail = if self.cancelled && !passed {
-                "cancelled".to_owned()
-            } else {
-                outcome.describe()
-            };
+            let mut detail = outcome.describe();
             if let Some(note) = &note {
                 detail = format!("{detail}: {note}");
             }
@@ -311,8 +345,8 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
                     end_attempt(a, now, grace);
                 }
                 Ending::Termed(at) if at <= now => {
-                    if let Some(pgid) = a.pgid {
-                        process::signal_group(pgid, SIGKILL);
+                    if let Some(target) = a.target {
+                        target.signal(SIGKILL);
                     }
                     a.ending = Ending::Killed(now + grace);
                 }
@@ -348,8 +382,8 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
                 detail,
             });
         }
-        let exit_code = if self.cancelled {
-            exit::INTERRUPTED
+        let exit_code = if let Some(code) = self.stopped {
+            code
         } else if self.scheduler.failed() {
             exit::STAGE_FAILED
         } else {
@@ -370,8 +404,8 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
 fn end_attempt(a: &mut Active, now: Instant, grace: Duration) {
     a.stop.store(true, Ordering::Relaxed);
     a.ending = Ending::Termed(now + grace);
-    if let Some(pgid) = a.pgid {
-        process::signal_group(pgid, SIGTERM);
+    if let Some(target) = a.target {
+        target.signal(SIGTERM);
     }
 }
 
@@ -395,9 +429,12 @@ struct Work {
     /// pytest's JUnit report, summarised into the stage's note.
     junit: Option<PathBuf>,
     dir: PathBuf,
-    env: BTreeMap<String, String>,
+    env: BTreeMap<String, Option<String>>,
+    interactive: bool,
     stop: Arc<AtomicBool>,
     start: Instant,
+    watchdog: Option<Arc<Watchdog>>,
+    masker: Masker,
 }
 
 fn spawn_worker(work: Work, tx: SyncSender<WorkerMsg>) {
@@ -406,11 +443,17 @@ fn spawn_worker(work: Work, tx: SyncSender<WorkerMsg>) {
     let spawned = thread::Builder::new()
         .name(format!("stage-{step}"))
         .spawn(move || {
-            let outcome = run_commands(&work, &tx);
-            let note = work.junit.as_deref().and_then(|path| {
+            let (outcome, leak) = run_commands(&work, &tx);
+            let counts = work.junit.as_deref().and_then(|path| {
                 let counts = junit::parse(&std::fs::read_to_string(path).ok()?)?;
                 Some(counts.describe())
             });
+            let notes: Vec<&str> = [counts.as_deref(), leak.map(process::Leak::describe)]
+                .into_iter()
+                .flatten()
+                .collect();
+            let note =
+                (!notes.is_empty()).then(|| work.masker.mask_str(&notes.join("; ")).into_owned());
             let _ = tx.send(WorkerMsg::Done {
                 step,
                 outcome,
@@ -428,58 +471,81 @@ fn spawn_worker(work: Work, tx: SyncSender<WorkerMsg>) {
     }
 }
 
-fn run_commands(work: &Work, tx: &SyncSender<WorkerMsg>) -> Outcome {
+/// Runs the stage's commands one after the other until one fails; says how the stage ended
+/// and whether processes leaked.
+fn run_commands(work: &Work, tx: &SyncSender<WorkerMsg>) -> (Outcome, Option<process::Leak>) {
     if !work.dir.is_dir() {
-        return Outcome::NotStarted {
-            message: format!("the folder {} does not exist", work.dir.display()),
-        };
+        let message = format!("the folder {} does not exist", work.dir.display());
+        return (Outcome::NotStarted { message }, None);
     }
     let commands = match &work.commands {
         Ok(commands) => commands,
         Err(message) => {
-            return Outcome::NotStarted {
-                message: message.clone(),
-            };
+            let message = work.masker.mask_str(message).into_owned();
+            return (Outcome::NotStarted { message }, None);
         }
     };
+    let mut leak = None;
     for command in commands {
         if work.stop.load(Ordering::Relaxed) {
-            return Outcome::Failed {
+            let outcome = Outcome::Failed {
                 code: None,
                 signal: Some(SIGTERM),
             };
+            return (outcome, leak);
         }
-        let running = match process::spawn(command, &work.dir, &work.env) {
+        let spawned = process::spawn(&Spawn {
+            command,
+            dir: &work.dir,
+            env: &work.env,
+            interactive: work.interactive,
+        });
+        let running = match spawned {
             Ok(running) => running,
             Err(err) => {
-                return Outcome::NotStarted {
-                    message: format!("{}: {err}", command.program),
-                };
+                let message = format!("{}: {err}", command.program);
+                let message = work.masker.mask_str(&message).into_owned();
+                return (Outcome::NotStarted { message }, leak);
             }
         };
+        let target = running.target();
+        if let (Some(watchdog), true) = (&work.watchdog, target.group) {
+            watchdog.watch(target.id);
+        }
         let _ = tx.send(WorkerMsg::Spawned {
             step: work.step,
-            pgid: running.pgid(),
+            target,
         });
-        let outcome = running.stream(|bytes| {
-            let _ = tx.send(WorkerMsg::Output {
-                step: work.step,
-                bytes,
-                elapsed: work.start.elapsed(),
-            });
-        });
-        match outcome {
-            Ok(Outcome::Passed) => {}
-            Ok(Outcome::Failed {
-                code: Some(code), ..
-            }) if command.also_ok.contains(&code) => {}
-            Ok(failed) => return failed,
-            Err(err) => {
-                return Outcome::NotStarted {
-                    message: format!("reading the output of {}: {err}", command.program),
-                };
+        let mut masked = work.masker.stream();
+        let send = |bytes: Vec<u8>| {
+            if !bytes.is_empty() {
+                let _ = tx.send(WorkerMsg::Output {
+                    step: work.step,
+                    bytes,
+                    elapsed: work.start.elapsed(),
+                });
             }
+        };
+        let ended = running.stream(|bytes| send(masked.push(&bytes)));
+        send(masked.finish());
+        if let (Some(watchdog), true) = (&work.watchdog, target.group) {
+            watchdog.unwatch(target.id);
+        }
+        let ended = match ended {
+            Ok(ended) => ended,
+            Err(err) => {
+                let message = format!("reading the output of {}: {err}", command.program);
+                return (Outcome::NotStarted { message }, leak);
+            }
+        };
+        leak = leak.or(ended.leak);
+        match ended.outcome {
+            Outcome::Passed => {}
+            Outcome::Failed {
+                code: Some(code), ..
+            } if command.also_ok.contains(&code) => {}
+            failed => return (failed, leak),
         }
     }
-    Outcome::Passed
+    (Outcome::Passed, leak)
 }

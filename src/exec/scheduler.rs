@@ -20,6 +20,9 @@ pub struct StepPolicy {
     pub retries: u32,
     /// A manual stage it needs that is not part of the run.
     pub needs_manual: Option<StageName>,
+    /// Runs alone (an interactive stage owns the terminal): it starts when nothing else
+    /// runs, and nothing starts beside it.
+    pub exclusive: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +61,8 @@ pub struct Scheduler {
     ready: VecDeque<usize>,
     skips: VecDeque<(usize, SkipReason)>,
     running: usize,
+    /// An exclusive step is running.
+    alone: bool,
     jobs: usize,
     ended: usize,
 }
@@ -82,6 +87,7 @@ impl Scheduler {
             ready: VecDeque::new(),
             skips: VecDeque::new(),
             running: 0,
+            alone: false,
             jobs: jobs.max(1),
             ended: 0,
         };
@@ -99,12 +105,18 @@ impl Scheduler {
         if let Some((step, reason)) = self.skips.pop_front() {
             return Some(Decision::Skip { step, reason });
         }
-        if self.running >= self.jobs {
+        if self.running >= self.jobs || self.alone {
+            return None;
+        }
+        let &next = self.ready.front()?;
+        let exclusive = self.policies[next].exclusive;
+        if exclusive && self.running > 0 {
             return None;
         }
         let step = self.ready.pop_front()?;
         self.state[step] = State::Running;
         self.running += 1;
+        self.alone = exclusive;
         self.attempts[step] += 1;
         Some(Decision::Start {
             step,
@@ -116,6 +128,7 @@ impl Scheduler {
     pub fn finished(&mut self, step: usize, passed: bool) -> bool {
         debug_assert_eq!(self.state[step], State::Running);
         self.running -= 1;
+        self.alone = false;
         let policy = &self.policies[step];
         if !passed && self.attempts[step] <= policy.retries {
             self.state[step] = State::Ready;
@@ -217,6 +230,7 @@ mod tests {
             allow_failure: false,
             retries: 0,
             needs_manual: None,
+            exclusive: false,
         }
     }
 
@@ -264,6 +278,26 @@ mod tests {
         assert_eq!(log[..2], ["start a #1", "start b #1"]);
         assert_eq!(log[2], "pass a");
         assert_eq!(log[3], "start c #1");
+    }
+
+    #[test]
+    fn an_exclusive_step_runs_alone() {
+        let mut alone = step("ask", &[]);
+        alone.exclusive = true;
+        let s = Scheduler::new(vec![step("a", &[]), alone, step("c", &[])], 3);
+        let log = drive(s, &["a", "ask", "c"], |_, _| true);
+        // `a` starts; `ask` waits for it (and `c` waits behind `ask`), then runs by itself.
+        assert_eq!(
+            log,
+            [
+                "start a #1",
+                "pass a",
+                "start ask #1",
+                "pass ask",
+                "start c #1",
+                "pass c"
+            ]
+        );
     }
 
     #[test]

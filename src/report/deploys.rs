@@ -1,16 +1,17 @@
 //! Watching a run's deploy and rollback stages and writing each one to the ledger.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::path::PathBuf;
 
 use chrono::{DateTime, Local};
 
-use crate::actions::CommandLine;
-use crate::events::RunEvent;
+use crate::actions::{CommandLine, git};
+use crate::events::{Outcome, RunEvent};
 use crate::exec::process;
 use crate::pipeline::{Action, Builtin, Pipeline, Repo, StageName};
 use crate::report::ledger::{Kind, Ledger, NewEntry, Status};
+use crate::report::mask::Masker;
 
 /// Records one ledger entry per `git/push` or `git/revert` stage that ends.
 pub struct DeployRecorder {
@@ -20,12 +21,14 @@ pub struct DeployRecorder {
     /// Per watched stage in progress: when it started and the remote head before it.
     started: HashMap<StageName, (DateTime<Local>, Option<String>)>,
     log: Option<PathBuf>,
+    /// Credentials in the repository URL never reach the ledger.
+    masker: Masker,
     /// The first write that failed; the run goes on, the caller reports it.
     pub error: Option<io::Error>,
 }
 
 impl DeployRecorder {
-    pub fn new(ledger: Ledger, pipeline: &Pipeline, log: Option<PathBuf>) -> Self {
+    pub fn new(ledger: Ledger, pipeline: &Pipeline, log: Option<PathBuf>, masker: Masker) -> Self {
         let watched = pipeline
             .stages
             .iter()
@@ -47,6 +50,7 @@ impl DeployRecorder {
             watched,
             started: HashMap::new(),
             log,
+            masker,
             error: None,
         }
     }
@@ -74,14 +78,14 @@ impl DeployRecorder {
                 };
                 let entry = NewEntry {
                     kind: *kind,
-                    status: if outcome.passed() {
-                        Status::Success
-                    } else {
-                        Status::Failed
+                    status: match outcome {
+                        Outcome::Passed => Status::Success,
+                        Outcome::Cancelled => Status::Cancelled,
+                        _ => Status::Failed,
                     },
                     started_at,
                     finished_at: Local::now(),
-                    repo: repo.url.clone(),
+                    repo: self.masker.mask_str(&repo.url).into_owned(),
                     remote: repo.remote.clone(),
                     branch: repo.branch.clone(),
                     commit: rev_parse(repo, "HEAD"),
@@ -102,7 +106,8 @@ fn rev_parse(repo: &Repo, what: &str) -> Option<String> {
         "git",
         ["rev-parse", "--verify", "--quiet", "--end-of-options", what],
     );
-    process::capture(&command, &repo.dir)
+    let env = git::pinned_environment(Some(repo), false, &BTreeMap::new(), std::env::vars_os());
+    process::capture(&command, &repo.dir, &env)
         .ok()
         .filter(|s| !s.is_empty())
 }

@@ -62,6 +62,8 @@ pub enum Kind {
 pub enum Status {
     Success,
     Failed,
+    /// The run was interrupted while the stage ran.
+    Cancelled,
 }
 
 impl Kind {
@@ -75,11 +77,12 @@ impl Kind {
 }
 
 impl Status {
-    /// The word stored in the file: `success` or `failed`.
+    /// The word stored in the file: `success`, `failed` or `cancelled`.
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Success => "success",
             Status::Failed => "failed",
+            Status::Cancelled => "cancelled",
         }
     }
 }
@@ -193,6 +196,38 @@ impl Ledger {
         self.entries.iter().find(|entry| entry.id == id)
     }
 
+    /// Before a run that may deploy, while holding the run lock: removes temporary files an
+    /// earlier run left when it was killed mid-write (only this process could be writing
+    /// one now), then proves that the folder takes a write the size of the next rewrite, so
+    /// a full or read-only disk is found before anything is pushed, not after.
+    pub fn prepare_for_run(&self) -> io::Result<()> {
+        let parent = parent_folder(&self.path);
+        fs::create_dir_all(parent)?;
+        let prefix = temp_prefix(&self.path);
+        for entry in fs::read_dir(parent)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(&prefix) && name.ends_with(".tmp") && entry.file_type()?.is_file() {
+                fs::remove_file(entry.path())?;
+            }
+        }
+        let size = fs::metadata(&self.path).map_or(0, |m| m.len()) + 4096;
+        let mut probe = tempfile::Builder::new()
+            .prefix(&prefix)
+            .suffix(".tmp")
+            .tempfile_in(parent)?;
+        let block = [b' '; 4096];
+        let mut left = usize::try_from(size).unwrap_or(usize::MAX);
+        while left > 0 {
+            let n = left.min(block.len());
+            probe.write_all(&block[..n])?;
+            left -= n;
+        }
+        probe.as_file().sync_all()?;
+        probe.close()
+    }
+
     /// Records `entry` under the next id and rewrites the file atomically.
     ///
     /// The file is read again first, and what is on disk is the base: entries another run
@@ -266,25 +301,33 @@ fn read_entries(path: &Path) -> Result<Vec<Entry>, LedgerError> {
     })
 }
 
-/// Replaces the file at `path` with `entries`, through a synced temporary file and a rename.
-fn write_atomically(path: &Path, entries: &[Entry]) -> io::Result<()> {
-    let parent = match path.parent() {
+fn parent_folder(path: &Path) -> &Path {
+    match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
-    };
+    }
+}
+
+/// Temporary files are named after the ledger, so one left by a power cut says what it was
+/// (and the next run can remove it).
+fn temp_prefix(path: &Path) -> String {
+    format!(
+        ".{}.",
+        path.file_name()
+            .map_or_else(|| "ledger".into(), |name| name.to_string_lossy())
+    )
+}
+
+/// Replaces the file at `path` with `entries`, through a synced temporary file and a rename.
+fn write_atomically(path: &Path, entries: &[Entry]) -> io::Result<()> {
+    let parent = parent_folder(path);
     fs::create_dir_all(parent)?;
 
     let mut json = serde_json::to_vec_pretty(entries)?;
     json.push(b'\n');
 
-    // Named after the ledger, so a temporary file left by a power cut says what it was.
-    let prefix = format!(
-        ".{}.",
-        path.file_name()
-            .map_or_else(|| "ledger".into(), |name| name.to_string_lossy())
-    );
     let mut temp = tempfile::Builder::new()
-        .prefix(&prefix)
+        .prefix(&temp_prefix(path))
         .suffix(".tmp")
         .tempfile_in(parent)?;
     // The temporary file is created private; the rewrite should not change who can read it.

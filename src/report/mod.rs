@@ -6,5 +6,6 @@ pub mod deploys;
 mod fixtures;
 pub mod ledger;
 pub mod logfile;
+pub mod mask;
 pub mod summary;
 pub mod terminal;

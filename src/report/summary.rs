@@ -29,6 +29,7 @@ pub fn finish_text(outcome: &Outcome, duration: Duration) -> String {
     match outcome {
         // Their description already says how long or that nothing ran.
         Outcome::TimedOut { .. } | Outcome::NotStarted { .. } => outcome.describe(),
+        Outcome::Cancelled => format!("{} after {}", outcome.describe(), format_duration(duration)),
         Outcome::Passed | Outcome::Failed { .. } => {
             format!("{} in {}", outcome.describe(), format_duration(duration))
         }
@@ -57,6 +58,7 @@ pub fn result_label(result: &StageResult) -> &'static str {
         StageResult::Failed => "failed",
         StageResult::FailedAllowed => "failed (allowed)",
         StageResult::TimedOut => "timed out",
+        StageResult::Cancelled => "cancelled",
         StageResult::Skipped => "skipped",
     }
 }
@@ -118,6 +120,7 @@ fn totals_line_with(summary: &RunSummary, paint: &impl Fn(&StageResult, &str) ->
         (StageResult::Failed, "failed"),
         (StageResult::FailedAllowed, "allowed to fail"),
         (StageResult::TimedOut, "timed out"),
+        (StageResult::Cancelled, "cancelled"),
         (StageResult::Skipped, "skipped"),
     ];
     let counts: Vec<String> = kinds

@@ -381,7 +381,7 @@ fn result_color(result: &StageResult) -> Color {
     match result {
         StageResult::Passed => Color::Green,
         StageResult::Failed | StageResult::TimedOut => Color::Red,
-        StageResult::FailedAllowed | StageResult::Skipped => Color::Yellow,
+        StageResult::FailedAllowed | StageResult::Cancelled | StageResult::Skipped => Color::Yellow,
     }
 }
 

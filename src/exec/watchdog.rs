@@ -1,0 +1,111 @@
+//! A small second process that ends the stages if the runner dies without doing so.
+//!
+//! `PR_SET_PDEATHSIG` kills each stage's main process when the runner dies, but not the rest
+//! of its process group (a test server, a background job). The watchdog is pydeployer itself,
+//! started as `pydeployer __watchdog` in a process group of its own (so Ctrl-C on the terminal
+//! does not reach it). The runner tells it on its stdin which groups are running; when that
+//! pipe closes without a final `done` line (the runner was killed, even with `kill -9`), it
+//! sends TERM to every group still listed, and KILL a grace period later.
+
+use std::collections::BTreeSet;
+use std::io::{self, BufRead, Write};
+use std::os::unix::process::CommandExt;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::exec::process::{SIGKILL, SIGTERM, Target};
+
+/// Between the watchdog's TERM and KILL.
+const GRACE: Duration = Duration::from_secs(2);
+
+/// The runner's end of the watchdog.
+pub struct Watchdog {
+    to_watchdog: Mutex<Option<io::PipeWriter>>,
+    handle: duct::Handle,
+}
+
+impl Watchdog {
+    /// Starts `pydeployer __watchdog` (this same executable).
+    pub fn start() -> io::Result<Watchdog> {
+        let exe = std::env::current_exe()?;
+        let (reader, writer) = io::pipe()?;
+        let expression = duct::cmd(exe, ["__watchdog"])
+            .stdin_file(reader)
+            .stdout_null()
+            .stderr_null()
+            .unchecked()
+            .before_spawn(|cmd| {
+                cmd.process_group(0);
+                Ok(())
+            });
+        let handle = expression.start()?;
+        drop(expression);
+        Ok(Watchdog {
+            to_watchdog: Mutex::new(Some(writer)),
+            handle,
+        })
+    }
+
+    /// A stage's process group started.
+    pub fn watch(&self, pgid: i32) {
+        self.send(&format!("+{pgid}\n"));
+    }
+
+    /// A stage's process group was ended or has finished.
+    pub fn unwatch(&self, pgid: i32) {
+        self.send(&format!("-{pgid}\n"));
+    }
+
+    /// The run is over: the watchdog exits without touching anything. (A stage given up on,
+    /// still held open by a process outside its group, is left alone too.)
+    pub fn finish(&self) {
+        self.send("done\n");
+        if let Ok(mut writer) = self.to_watchdog.lock() {
+            writer.take();
+        }
+        let _ = self.handle.wait();
+    }
+
+    fn send(&self, line: &str) {
+        // A watchdog that died cannot be helped; the stages still die with the runner's
+        // threads (PR_SET_PDEATHSIG), which is the most that is left to do.
+        if let Ok(mut writer) = self.to_watchdog.lock() {
+            if let Some(w) = writer.as_mut() {
+                let _ = w.write_all(line.as_bytes());
+            }
+        }
+    }
+}
+
+/// The watchdog process's main loop; returns its exit code.
+pub fn serve(input: impl BufRead) -> i32 {
+    let mut groups = BTreeSet::new();
+    for line in input.lines() {
+        let Ok(line) = line else { break };
+        if line == "done" {
+            return 0;
+        }
+        let (sign, pgid) = line.split_at(line.len().min(1));
+        let Ok(pgid) = pgid.parse::<i32>() else {
+            continue;
+        };
+        match sign {
+            "+" => groups.insert(pgid),
+            "-" => groups.remove(&pgid),
+            _ => false,
+        };
+    }
+    // The runner is gone without saying done: end what it left.
+    let targets = groups.into_iter().map(|id| Target { id, group: true });
+    let targets: Vec<Target> = targets.collect();
+    for target in &targets {
+        target.signal(SIGTERM);
+    }
+    if !targets.is_empty() {
+        std::thread::sleep(GRACE);
+        for target in &targets {
+            target.signal(SIGKILL);
+        }
+    }
+    0
+}

@@ -1,0 +1,222 @@
+//! `.pydeployer/` in the project root: the run lock and the runs' scratch folders.
+//!
+//! One run at a time per project: `run`, `all`, `rollback` and `demo` hold an exclusive
+//! `flock` on `.pydeployer/lock` for the whole run. The lock belongs to the open file, which
+//! is close-on-exec (no stage inherits it), and the kernel releases it when the process dies,
+//! however it dies: a lock left by a killed run never blocks the next one. The file itself
+//! stays; its text only says who holds it.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Local};
+use serde::{Deserialize, Serialize};
+
+/// The folder, once checked.
+#[derive(Debug)]
+pub struct StateDir {
+    path: PathBuf,
+}
+
+/// The run lock; released when dropped (or when the process dies).
+#[derive(Debug)]
+pub struct RunLock {
+    _file: File,
+}
+
+/// Who holds the lock, as written in the lock file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Holder {
+    pub pid: u32,
+    pub started_at: DateTime<Local>,
+    pub command: String,
+}
+
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum LockError {
+    #[error("another run holds {path}{}", describe(.holder.as_ref()))]
+    Busy {
+        path: PathBuf,
+        holder: Option<Holder>,
+    },
+    #[error("cannot use {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn describe(holder: Option<&Holder>) -> String {
+    match holder {
+        Some(h) => format!(
+            " (`pydeployer {}`, pid {}, started {})",
+            h.command,
+            h.pid,
+            h.started_at.format("%Y-%m-%d %H:%M:%S")
+        ),
+        None => String::new(),
+    }
+}
+
+impl StateDir {
+    /// `.pydeployer/` under `root`, created if needed (with a `.gitignore` so that git does
+    /// not list it). A symbolic link in its place is refused rather than followed.
+    pub fn open(root: &Path) -> Result<StateDir, LockError> {
+        let path = root.join(".pydeployer");
+        let io_error = |source| LockError::Io {
+            path: path.clone(),
+            source,
+        };
+        match fs::create_dir(&path) {
+            Ok(()) => {}
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(err) => return Err(io_error(err)),
+        }
+        let meta = fs::symlink_metadata(&path).map_err(io_error)?;
+        if !meta.is_dir() {
+            return Err(io_error(io::Error::other(
+                "it is not a folder (a symbolic link or a file is in its place); remove it",
+            )));
+        }
+        match create_new(&path.join(".gitignore")) {
+            Ok(mut file) => file.write_all(b"*\n").map_err(io_error)?,
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(err) => return Err(io_error(err)),
+        }
+        Ok(StateDir { path })
+    }
+
+    /// Takes the run lock. When another run holds it: an error naming that run, or with
+    /// `wait`, `waiting(holder)` is called once and the lock is awaited.
+    pub fn lock(
+        &self,
+        command: &str,
+        wait: bool,
+        waiting: impl FnOnce(Option<&Holder>),
+    ) -> Result<RunLock, LockError> {
+        let path = self.path.join("lock");
+        let io_error = |source| LockError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(io_error)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let holder = read_holder(&mut file);
+                if !wait {
+                    return Err(LockError::Busy { path, holder });
+                }
+                waiting(holder.as_ref());
+                file.lock().map_err(io_error)?;
+            }
+            Err(fs::TryLockError::Error(err)) => return Err(io_error(err)),
+        }
+        let holder = Holder {
+            pid: std::process::id(),
+            started_at: Local::now(),
+            command: command.to_owned(),
+        };
+        let mut text = serde_json::to_vec(&holder).map_err(|e| io_error(e.into()))?;
+        text.push(b'\n');
+        file.set_len(0).map_err(io_error)?;
+        file.rewind().map_err(io_error)?;
+        file.write_all(&text).map_err(io_error)?;
+        Ok(RunLock { _file: file })
+    }
+
+    /// A fresh scratch folder for one run, under `.pydeployer/tmp/`. Call it holding the
+    /// lock: every other folder there was left by a run that was killed, and is removed.
+    pub fn scratch(&self, _lock: &RunLock) -> io::Result<tempfile::TempDir> {
+        let tmp = self.path.join("tmp");
+        fs::create_dir_all(&tmp)?;
+        for entry in fs::read_dir(&tmp)? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                fs::remove_dir_all(entry.path())?;
+            } else {
+                fs::remove_file(entry.path())?;
+            }
+        }
+        tempfile::Builder::new().prefix("run-").tempdir_in(&tmp)
+    }
+}
+
+fn read_holder(file: &mut File) -> Option<Holder> {
+    let mut text = String::new();
+    file.read_to_string(&mut text).ok()?;
+    serde_json::from_str(text.trim()).ok()
+}
+
+/// Creates a file that must not exist yet; a symbolic link in its place is an error, never
+/// followed.
+pub fn create_new(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_lock_is_refused_naming_the_holder_and_free_after_the_first_is_dropped() {
+        let root = tempfile::tempdir().unwrap();
+        let state = StateDir::open(root.path()).unwrap();
+        let first = state.lock("run", false, |_| {}).unwrap();
+        match state.lock("all", false, |_| {}) {
+            Err(LockError::Busy {
+                holder: Some(holder),
+                ..
+            }) => {
+                assert_eq!(holder.pid, std::process::id());
+                assert_eq!(holder.command, "run");
+            }
+            other => panic!("expected busy, got {other:?}"),
+        }
+        drop(first);
+        assert!(state.lock("all", false, |_| {}).is_ok());
+    }
+
+    #[test]
+    fn the_folder_ignores_itself_and_a_symlink_in_its_place_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        StateDir::open(root.path()).unwrap();
+        assert_eq!(
+            fs::read_to_string(root.path().join(".pydeployer/.gitignore")).unwrap(),
+            "*\n"
+        );
+        let other = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(other.path(), other.path().join("link")).unwrap();
+        let root2 = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(other.path(), root2.path().join(".pydeployer")).unwrap();
+        assert!(StateDir::open(root2.path()).is_err());
+        assert!(!other.path().join(".gitignore").exists());
+    }
+
+    #[test]
+    fn scratch_removes_what_killed_runs_left() {
+        let root = tempfile::tempdir().unwrap();
+        let state = StateDir::open(root.path()).unwrap();
+        let lock = state.lock("run", false, |_| {}).unwrap();
+        let left = root.path().join(".pydeployer/tmp/run-old");
+        fs::create_dir_all(left.join("inner")).unwrap();
+        let scratch = state.scratch(&lock).unwrap();
+        assert!(!left.exists());
+        assert!(scratch.path().is_dir());
+    }
+}
