@@ -150,12 +150,14 @@ pub fn spawn(spawn: &Spawn<'_>) -> io::Result<Running> {
     })
 }
 
-/// In the child, before exec: die when the thread that started us dies, and if the runner
-/// is already gone (it died between fork and here), die now.
+/// In the child, before exec: be sent TERM when the thread that started us dies, and if the
+/// runner is already gone (it died between fork and here), exit now. TERM rather than KILL
+/// lets a program clean up (git removes its `.lock` files); the watchdog sends KILL to the
+/// whole group a grace period later.
 fn die_with_parent(runner: libc::pid_t) {
     // SAFETY: prctl(PR_SET_PDEATHSIG), getppid and _exit are async-signal-safe.
     unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
         if libc::getppid() != runner {
             libc::_exit(137);
         }

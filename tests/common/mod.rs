@@ -117,3 +117,143 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
         }
     }
 }
+
+impl Project {
+    /// Starts `pydeployer ARGS…` in the project folder without waiting; stdout and stderr
+    /// are piped (read them with `wait_with_output`).
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        std::process::Command::new(assert_cmd::cargo::cargo_bin!("pydeployer"))
+            .current_dir(self.path())
+            .env("NO_COLOR", "1")
+            .env_remove("PYDEPLOYER_STAGE")
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start pydeployer")
+    }
+
+    /// Waits (up to `limit`, a guard against hangs, not a measurement) until `relative`
+    /// exists; panics with `what` otherwise.
+    pub fn wait_for(&self, relative: &str, limit: std::time::Duration) {
+        let start = std::time::Instant::now();
+        while !self.exists(relative) {
+            assert!(start.elapsed() < limit, "{relative} never appeared");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    /// The pid written in the file `relative`.
+    pub fn pid(&self, relative: &str) -> i32 {
+        let start = std::time::Instant::now();
+        loop {
+            let text = fs::read_to_string(self.join(relative)).unwrap_or_default();
+            if let Ok(pid) = text.trim().parse() {
+                return pid;
+            }
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(30),
+                "{relative} holds no pid"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+}
+
+/// Whether the process runs (a zombie waiting for its parent to reap it does not).
+pub fn alive(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+        Err(_) => false,
+    }
+}
+
+/// Waits (up to `limit`, a guard against hangs) until the process is gone.
+pub fn gone_within(pid: i32, limit: std::time::Duration) -> bool {
+    let start = std::time::Instant::now();
+    while alive(pid) {
+        if start.elapsed() > limit {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    true
+}
+
+/// Sends `signal` to `pid`.
+pub fn signal(pid: u32, signal: i32) {
+    let pid = i32::try_from(pid).expect("pid");
+    // SAFETY: kill has no memory-safety preconditions.
+    let rc = unsafe { libc::kill(pid, signal) };
+    assert_eq!(rc, 0, "kill {pid}");
+}
+
+/// Waits for the child (up to `limit`, a guard against hangs) and returns (code or
+/// 128 + signal, stdout, stderr).
+pub fn finish(child: std::process::Child, limit: std::time::Duration) -> (i32, String, String) {
+    use std::os::unix::process::ExitStatusExt;
+    let pid = child.id();
+    let watchdog = std::thread::spawn(move || {
+        let start = std::time::Instant::now();
+        while start.elapsed() < limit {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            if !alive(i32::try_from(pid).unwrap_or(0)) {
+                return;
+            }
+        }
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(i32::try_from(pid).unwrap_or(0), libc::SIGKILL) };
+    });
+    let output = child.wait_with_output().expect("wait");
+    let _ = watchdog.join();
+    let code = output
+        .status
+        .code()
+        .or(output.status.signal().map(|s| 128 + s))
+        .unwrap_or(-1);
+    (
+        code,
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// `git ARGS…` in `dir` with a fixed identity; panics when it fails; returns stdout.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .args([
+            "-c",
+            "user.name=test",
+            "-c",
+            "user.email=test@example.invalid",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Makes `origin.git` in the project: a bare repository whose `master` holds one commit with
+/// `README`.
+pub fn bare_origin(project: &Project) {
+    project.file("seed/README", "hello\n");
+    let seed = project.join("seed");
+    git(
+        project.path(),
+        &["init", "-q", "--bare", "-b", "master", "origin.git"],
+    );
+    git(&seed, &["init", "-q", "-b", "master"]);
+    git(&seed, &["add", "-A"]);
+    git(&seed, &["commit", "-q", "-m", "first"]);
+    git(&seed, &["remote", "add", "origin", "../origin.git"]);
+    git(&seed, &["push", "-q", "origin", "master"]);
+}

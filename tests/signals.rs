@@ -1,0 +1,349 @@
+//! What real machines do to a run: signals, stdin, leaked processes, two runs at once and
+//! `kill -9` — done for real to the real binary, then checked: nothing lost, nothing left.
+
+mod common;
+use std::fs;
+use std::io::Write;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::{Project, alive, bare_origin, finish, git, gone_within, signal};
+
+/// A guard against hangs, never a measurement: a healthy run is far quicker.
+const LIMIT: Duration = Duration::from_mins(1);
+
+// --- Signals ---------------------------------------------------------------------------
+
+/// A stage that records its pid and its background child's pid, then waits.
+const WAITING: &str = "\
+stages:
+  slow: { run: 'sleep 300 & echo $! > child.pid; echo $$ > main.pid; wait' }
+  after: { run: touch after.ran, needs: [slow] }
+";
+
+#[test]
+fn ctrl_c_ends_the_running_stage_group_reports_cancelled_and_exits_130() {
+    let project = Project::with_pipeline(WAITING);
+    let run = project.spawn(&["run"]);
+    let child = project.pid("child.pid");
+    let main = project.pid("main.pid");
+    signal(run.id(), libc::SIGINT);
+    let (code, _, err) = finish(run, LIMIT);
+    assert_eq!(code, 130, "{err}");
+    assert!(gone_within(main, LIMIT) && gone_within(child, LIMIT));
+    assert!(!project.exists("after.ran"));
+    let log = project.last_log();
+    assert!(log.contains("[slow] cancelled"), "{log}");
+    assert!(log.contains("after") && log.contains("cancelled"), "{log}");
+    assert!(err.contains("cancelled"), "{err}");
+}
+
+#[test]
+fn sigterm_does_the_same_and_exits_143() {
+    let project = Project::with_pipeline(WAITING);
+    let run = project.spawn(&["run"]);
+    let child = project.pid("child.pid");
+    signal(run.id(), libc::SIGTERM);
+    let (code, _, err) = finish(run, LIMIT);
+    assert_eq!(code, 143, "{err}");
+    assert!(gone_within(child, LIMIT));
+    assert!(project.last_log().contains("cancelled"));
+}
+
+#[test]
+fn a_stage_ignoring_term_is_killed_at_once_by_a_second_ctrl_c() {
+    // The grace period is far longer than the hang guard: only the second Ctrl-C can end
+    // the run in time.
+    let project = Project::with_pipeline(concat!(
+        "grace_period: 10m\n",
+        "stages:\n",
+        "  stubborn: { run: 'trap \"\" TERM INT; echo $$ > main.pid; while :; do sleep 0.05; done' }\n",
+    ));
+    let run = project.spawn(&["run"]);
+    let main = project.pid("main.pid");
+    signal(run.id(), libc::SIGINT);
+    // The first signal's TERM is ignored; the stage keeps running.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(alive(main), "the stage should still run after TERM");
+    signal(run.id(), libc::SIGINT);
+    let (code, _, err) = finish(run, LIMIT);
+    assert_eq!(code, 130, "{err}");
+    assert!(gone_within(main, LIMIT));
+}
+
+#[test]
+fn the_grace_period_ends_with_kill_when_term_is_ignored() {
+    let project = Project::with_pipeline(concat!(
+        "grace_period: 200ms\n",
+        "stages:\n",
+        "  stubborn: { run: 'trap \"\" TERM INT; echo $$ > main.pid; while :; do sleep 0.05; done' }\n",
+    ));
+    let run = project.spawn(&["run"]);
+    let main = project.pid("main.pid");
+    signal(run.id(), libc::SIGTERM);
+    let (code, _, err) = finish(run, LIMIT);
+    assert_eq!(code, 143, "{err}");
+    assert!(gone_within(main, LIMIT));
+}
+
+#[test]
+fn a_deploy_stage_cancelled_mid_push_is_recorded_as_cancelled() {
+    let project = Project::with_pipeline(concat!(
+        "repo: { url: origin.git }\n",
+        "stages:\n",
+        "  clone: { uses: git/clone }\n",
+        "  deploy: { uses: git/push, needs: [clone] }\n",
+    ));
+    bare_origin(&project);
+    // A pre-push hook that waits: the deploy is in progress when the signal comes.
+    let (code, _, err) = project.run(&["run", "--only", "clone"]);
+    assert_eq!(code, 0, "{err}");
+    project.file(
+        "workspace/.git/hooks/pre-push",
+        "#!/bin/sh\necho $$ > ../hook.pid\nsleep 300\n",
+    );
+    make_executable(&project.join("workspace/.git/hooks/pre-push"));
+    let run = project.spawn(&["run", "--only", "deploy"]);
+    let hook = project.pid("hook.pid");
+    signal(run.id(), libc::SIGINT);
+    let (code, _, err) = finish(run, LIMIT);
+    assert_eq!(code, 130, "{err}");
+    assert!(gone_within(hook, LIMIT));
+    let ledger: serde_json::Value =
+        serde_json::from_str(&project.read("archive/deploy_history.json")).expect("JSON");
+    assert_eq!(ledger[0]["status"], "cancelled", "{ledger}");
+}
+
+// --- Stdin -----------------------------------------------------------------------------
+
+#[test]
+fn stdin_is_empty_unless_the_stage_is_interactive() {
+    let project = Project::with_pipeline(concat!(
+        "stages:\n",
+        "  quiet: { run: 'read -r line; echo \"quiet got [$line]\" > quiet.txt' }\n",
+        "  asks: { run: 'read -r line; echo \"asks got [$line]\" > asks.txt', interactive: true, needs: [quiet] }\n",
+    ));
+    let output = project
+        .cmd(&["run"])
+        .write_stdin("hello\n")
+        .output()
+        .expect("run");
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(project.read("quiet.txt"), "quiet got []\n");
+    assert_eq!(project.read("asks.txt"), "asks got [hello]\n");
+}
+
+// --- Leaks -----------------------------------------------------------------------------
+
+#[test]
+fn a_stage_that_leaves_a_child_holding_its_output_does_not_hang_the_run() {
+    let project = Project::with_pipeline(concat!(
+        "stages:\n",
+        "  leaky: { run: 'sleep 300 & echo $! > child.pid; echo started' }\n",
+        "  next: { run: touch next.ran, needs: [leaky] }\n",
+    ));
+    let run = project.spawn(&["run"]);
+    let (code, _, err) = finish(run, LIMIT);
+    assert_eq!(code, 0, "{err}");
+    assert!(project.exists("next.ran"));
+    assert!(gone_within(project.pid("child.pid"), LIMIT));
+    assert!(err.contains("leaked processes"), "{err}");
+    assert!(project.last_log().contains("leaked processes"));
+}
+
+// --- One run at a time -----------------------------------------------------------------
+
+const GATED: &str = "\
+stages:
+  gate: { run: 'touch started; while [ ! -e open ]; do sleep 0.02; done' }
+";
+
+#[test]
+fn a_second_run_fails_at_once_naming_the_first_and_can_wait_for_it() {
+    let project = Project::with_pipeline(GATED);
+    let first = project.spawn(&["run"]);
+    project.wait_for("started", LIMIT);
+
+    let (code, _, err) = project.run(&["run"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("another run holds"), "{err}");
+    assert!(err.contains(&format!("pid {}", first.id())), "{err}");
+    assert!(err.contains("started 20"), "{err}");
+    assert!(err.contains("--wait"), "{err}");
+
+    fs::remove_file(project.join("started")).expect("rm");
+    let waiting = project.spawn(&["run", "--wait"]);
+    // It waits for the lock: its stage cannot start while the first run holds it.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !project.exists("started"),
+        "the waiting run started a stage"
+    );
+    fs::write(project.join("open"), "").expect("open the gate");
+    let (code, _, err) = finish(first, LIMIT);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = finish(waiting, LIMIT);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("waiting for another run"), "{err}");
+    assert!(project.exists("started"));
+}
+
+#[test]
+fn plan_and_validate_do_not_need_the_lock() {
+    let project = Project::with_pipeline(GATED);
+    let first = project.spawn(&["run"]);
+    project.wait_for("started", LIMIT);
+    assert_eq!(project.run(&["plan"]).0, 0);
+    assert_eq!(project.run(&["validate"]).0, 0);
+    fs::write(project.join("open"), "").expect("open the gate");
+    assert_eq!(finish(first, LIMIT).0, 0);
+}
+
+// --- kill -9 ---------------------------------------------------------------------------
+
+const DEPLOYING: &str = "\
+repo: { url: origin.git }
+stages:
+  clone: { uses: git/clone }
+  change: { run: 'date +%s%N >> changes.txt', needs: [clone] }
+  build: { uses: git/commit, needs: [change], with: { message: change } }
+  deploy: { uses: git/push, needs: [build] }
+";
+
+#[test]
+fn kill_9_leaves_no_stage_running_and_a_lock_that_does_not_block() {
+    let project = Project::with_pipeline(concat!(
+        "stages:\n",
+        "  slow: { run: 'sleep 300 & echo $! > child.pid; echo $$ > main.pid; echo working; wait' }\n",
+    ));
+    let run = project.spawn(&["run"]);
+    let child = project.pid("child.pid");
+    let main = project.pid("main.pid");
+    signal(run.id(), libc::SIGKILL);
+    let (code, _, _) = finish(run, LIMIT);
+    assert_eq!(code, 128 + libc::SIGKILL);
+    // The main process dies with the runner; the watchdog ends the rest of its group.
+    assert!(
+        gone_within(main, LIMIT),
+        "the stage's main process outlived the runner"
+    );
+    assert!(
+        gone_within(child, LIMIT),
+        "the stage's background child outlived the runner"
+    );
+    // The log written so far is readable.
+    let log = project.last_log();
+    assert!(log.contains("[slow] working"), "{log}");
+    // The lock died with the process.
+    fs::write(
+        project.join("pipeline.yml"),
+        "stages:\n  quick: { run: 'true' }\n",
+    )
+    .expect("write");
+    let (code, _, err) = project.run(&["run"]);
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn kill_9_at_any_moment_keeps_the_ledger_whole_and_leaves_no_litter_that_grows() {
+    let project = Project::with_pipeline(DEPLOYING);
+    bare_origin(&project);
+    let (code, _, err) = project.run(&["run"]);
+    assert_eq!(code, 0, "{err}\n{}", project.last_log());
+    let mut entries = ledger_len(&project);
+    assert_eq!(entries, 1);
+    // Kill runs at spread-out moments: before, during and after the deploy.
+    for delay_ms in [0, 5, 20, 40, 60, 80, 100, 130, 160, 200, 250, 300, 400] {
+        let run = project.spawn(&["run"]);
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(i32::try_from(run.id()).expect("pid"), libc::SIGKILL) };
+        let _ = finish(run, LIMIT);
+        let now = ledger_len(&project);
+        assert!(
+            now >= entries,
+            "the ledger lost entries after a kill at {delay_ms} ms"
+        );
+        entries = now;
+        let litter = litter(&project);
+        assert!(litter.len() <= 2, "temporary files pile up: {litter:?}");
+    }
+    // A normal run afterwards works, cleans up what the killed runs left, and appends.
+    let (code, _, err) = project.run(&["run"]);
+    assert_eq!(code, 0, "{err}\n{}", project.last_log());
+    assert_eq!(ledger_len(&project), entries + 1);
+    assert_eq!(litter(&project), Vec::<String>::new());
+    // Every log is readable text with the header line.
+    for log in project.logs() {
+        let text = String::from_utf8_lossy(&fs::read(&log).expect("read")).into_owned();
+        assert!(
+            text.is_empty() || text.contains("pipeline"),
+            "{}",
+            log.display()
+        );
+    }
+    // The workspace is still a clone of the origin.
+    git(&project.join("workspace"), &["status", "--porcelain"]);
+}
+
+/// The ledger's entry count; it must always parse.
+fn ledger_len(project: &Project) -> usize {
+    let Ok(text) = fs::read_to_string(project.join("archive/deploy_history.json")) else {
+        return 0;
+    };
+    let ledger: serde_json::Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("the ledger does not parse: {e}\n{text}"));
+    ledger.as_array().expect("an array").len()
+}
+
+/// Temporary files of the ledger and scratch folders of runs that were killed.
+fn litter(project: &Project) -> Vec<String> {
+    let mut found = Vec::new();
+    for dir in ["archive", ".pydeployer/tmp"] {
+        if let Ok(entries) = fs::read_dir(project.join(dir)) {
+            for entry in entries {
+                let name = entry
+                    .expect("entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned();
+                let temporary = std::path::Path::new(&name)
+                    .extension()
+                    .is_some_and(|ext| ext == "tmp");
+                if temporary || name.starts_with("run-") {
+                    found.push(format!("{dir}/{name}"));
+                }
+            }
+        }
+    }
+    found
+}
+
+fn make_executable(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).expect("chmod");
+}
+
+#[test]
+fn the_watchdog_itself_ends_groups_when_its_runner_is_gone() {
+    // Drive the hidden watchdog directly: announce a group, close its stdin without `done`.
+    let mut sleeper = std::process::Command::new("sh")
+        .args(["-c", "sleep 300 & wait"])
+        .process_group(0)
+        .spawn()
+        .expect("sh");
+    let pgid = sleeper.id();
+    let mut dog = std::process::Command::new(assert_cmd::cargo::cargo_bin!("pydeployer"))
+        .arg("__watchdog")
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("watchdog");
+    let mut stdin = dog.stdin.take().expect("stdin");
+    writeln!(stdin, "+{pgid}").expect("write");
+    drop(stdin);
+    assert!(dog.wait().expect("wait").success());
+    let status = sleeper.wait().expect("wait");
+    assert!(!status.success(), "the group was not ended");
+}
+
+use std::os::unix::process::CommandExt;
