@@ -366,7 +366,7 @@ pub(crate) fn run_pipeline(
     let started_at = Local::now();
     let mut log = RunLog::create(&pipeline.logs.dir, started_at).map_err(|err| {
         Failure::Tool(miette::miette!(
-            help = "check that the folder is writable and has space, or set `logs: {{ dir: … }}` in pipeline.yml",
+            help = "check that the folder is writable and has space, or set `logs: { dir: … }` in pipeline.yml",
             "cannot create the run log in {}: {err}",
             pipeline.logs.dir.display()
         ))
@@ -463,7 +463,7 @@ pub(crate) fn run_pipeline(
     }
     if let Some(err) = log_error {
         return Err(Failure::Tool(miette::miette!(
-            help = "free some space in the log folder (or set `logs: {{ dir: … }}`); stages after the failure were not started",
+            help = "free some space in the log folder (or set `logs: { dir: … }`); stages after the failure were not started",
             "the run log {} could not be written, so the run was stopped: {err}",
             log.path().display()
         )));

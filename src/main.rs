@@ -1,3 +1,4 @@
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -8,11 +9,14 @@ use pydeployer::error::Failure;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let color = app::use_color(cli.color);
+    // Off a terminal (CI logs, scripts that grep), a message stays on one line.
+    let wrap = std::io::stderr().is_terminal();
     let _ = miette::set_hook(Box::new(move |_| {
         Box::new(
             miette::MietteHandlerOpts::new()
                 .color(color)
                 .unicode(color)
+                .wrap_lines(wrap)
                 .terminal_links(false)
                 .context_lines(1)
                 .build(),

@@ -1,0 +1,201 @@
+//! Storage faults and planted symlinks: a log or ledger folder that cannot be written, a disk
+//! that fills up mid-run (a real, small tmpfs in a private mount namespace), and symbolic
+//! links that try to redirect pydeployer's writes. Nothing may be deployed without its
+//! record, and the ledger must never change.
+
+mod common;
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::process::Command;
+
+use chrono::{Local, TimeDelta};
+use common::{Project, bare_origin, git};
+
+const DEPLOYING: &str = "\
+repo: { url: origin.git }
+stages:
+  clone: { uses: git/clone }
+  noisy: { run: 'seq 1 300000', needs: [clone] }
+  change: { run: 'date +%s%N >> changes.txt', needs: [noisy] }
+  build: { uses: git/commit, needs: [change], with: { message: change } }
+  deploy: { uses: git/push, needs: [build] }
+";
+
+/// A project with a local origin and one deploy already in its ledger.
+fn deployed_once() -> Project {
+    let project = Project::with_pipeline(DEPLOYING);
+    bare_origin(&project);
+    let (code, _, err) = project.run(&["run"]);
+    assert_eq!(code, 0, "{err}");
+    project
+}
+
+fn origin_head(project: &Project) -> String {
+    git(&project.join("origin.git"), &["rev-parse", "master"])
+}
+
+/// Runs `script` with `sh` in a private mount namespace (so it may mount a small tmpfs),
+/// in the project folder, with `$PYDEPLOYER` set to the binary. Returns (status, stdout,
+/// stderr). A machine where this cannot be done fails the test: it must not pass unrun.
+fn in_mount_namespace(project: &Project, script: &str) -> (bool, String, String) {
+    let output = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", script])
+        .current_dir(project.path())
+        .env("PYDEPLOYER", assert_cmd::cargo::cargo_bin!("pydeployer"))
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("unshare (util-linux) is needed for the disk-full tests");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_log_folder_that_cannot_be_created_stops_the_run_before_anything_runs() {
+    let project = Project::with_pipeline("stages:\n  a: { run: touch ran }\n");
+    project.file("logs", "a file where the log folder should be\n");
+    let (code, _, err) = project.run(&["run"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("cannot create the run log"), "{err}");
+    assert!(!project.exists("ran"));
+}
+
+#[test]
+fn a_ledger_folder_that_cannot_be_written_stops_the_run_before_anything_runs() {
+    let project = deployed_once();
+    let head = origin_head(&project);
+    let ledger = project.read("archive/deploy_history.json");
+    // Move the ledger under a path that cannot be a folder.
+    fs::write(
+        project.join("pipeline.yml"),
+        DEPLOYING.replace("repo:", "archive: blocked/history.json\nrepo:"),
+    )
+    .expect("write");
+    project.file("blocked", "a file where the ledger folder should be\n");
+    let (code, _, err) = project.run(&["run"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("deploy ledger"), "{err}");
+    assert_eq!(origin_head(&project), head, "something was deployed");
+    assert_eq!(project.read("archive/deploy_history.json"), ledger);
+}
+
+#[test]
+fn a_log_disk_that_fills_up_mid_run_stops_the_run_before_the_deploy() {
+    let project = deployed_once();
+    let head = origin_head(&project);
+    let ledger = project.read("archive/deploy_history.json");
+    // `noisy` prints ~2 MB; the log folder holds 256 KiB.
+    let (_, out, err) = in_mount_namespace(
+        &project,
+        "mount -t tmpfs -o size=256k tmpfs logs && \"$PYDEPLOYER\" run; echo \"exit=$?\"",
+    );
+    assert!(out.contains("exit=1"), "{out}\n{err}");
+    assert!(err.contains("could not be written"), "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(
+        origin_head(&project),
+        head,
+        "deployed without a complete log"
+    );
+    assert_eq!(project.read("archive/deploy_history.json"), ledger);
+}
+
+#[test]
+fn a_full_ledger_disk_stops_the_run_before_anything_runs_and_keeps_the_ledger() {
+    let project = deployed_once();
+    let head = origin_head(&project);
+    let ledger = project.read("archive/deploy_history.json");
+    fs::write(project.join("ledger.orig"), &ledger).expect("copy");
+    // A 64 KiB disk holding the ledger, then filled up.
+    let (_, out, err) = in_mount_namespace(
+        &project,
+        "mount -t tmpfs -o size=64k tmpfs archive && cp ledger.orig archive/deploy_history.json \
+         && (dd if=/dev/zero of=archive/filler bs=1k count=128 2>/dev/null; true) \
+         && \"$PYDEPLOYER\" run; echo \"exit=$?\"; cmp ledger.orig archive/deploy_history.json && echo same",
+    );
+    assert!(out.contains("exit=1"), "{out}\n{err}");
+    assert!(out.contains("same"), "the ledger changed: {out}");
+    assert!(err.contains("deploy ledger"), "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    assert_eq!(
+        origin_head(&project),
+        head,
+        "deployed without room to record it"
+    );
+    assert_eq!(
+        project.logs().len(),
+        1,
+        "a run started although the ledger could not be written"
+    );
+}
+
+#[test]
+fn symlinks_planted_where_logs_will_be_written_are_not_followed() {
+    let project = Project::with_pipeline("stages:\n  a: { run: echo hello }\n");
+    project.file("victim.txt", "precious\n");
+    fs::create_dir_all(project.join("logs")).expect("mkdir");
+    // The log's name is predictable: plant a link for each of the next seconds.
+    let now = Local::now();
+    for s in 0..20 {
+        let stamp = (now + TimeDelta::seconds(s)).format("%Y-%m-%d_%H-%M-%S");
+        symlink(
+            project.join("victim.txt"),
+            project.join(&format!("logs/{stamp}.log")),
+        )
+        .expect("symlink");
+    }
+    let (code, _, err) = project.run(&["run"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(project.read("victim.txt"), "precious\n");
+    let written: Vec<_> = project
+        .logs()
+        .into_iter()
+        .filter(|p| !p.is_symlink())
+        .collect();
+    assert_eq!(written.len(), 1, "{written:?}");
+    assert!(
+        fs::read_to_string(&written[0])
+            .expect("log")
+            .contains("hello")
+    );
+}
+
+#[test]
+fn a_symlinked_ledger_is_replaced_not_written_through() {
+    let project = deployed_once();
+    project.file("victim.json", "[]\n");
+    fs::remove_file(project.join("archive/deploy_history.json")).expect("rm");
+    symlink(
+        project.join("victim.json"),
+        project.join("archive/deploy_history.json"),
+    )
+    .expect("symlink");
+    let (code, _, err) = project.run(&["run"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(project.read("victim.json"), "[]\n");
+    assert!(!project.join("archive/deploy_history.json").is_symlink());
+}
+
+#[test]
+fn a_symlinked_lock_or_state_folder_is_refused() {
+    let project = Project::with_pipeline("stages:\n  a: { run: touch ran }\n");
+    project.file("victim.txt", "precious\n");
+    fs::create_dir_all(project.join(".pydeployer")).expect("mkdir");
+    symlink(project.join("victim.txt"), project.join(".pydeployer/lock")).expect("symlink");
+    let (code, _, err) = project.run(&["run"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(".pydeployer/lock"), "{err}");
+    assert_eq!(project.read("victim.txt"), "precious\n");
+    assert!(!project.exists("ran"));
+
+    let other = Project::with_pipeline("stages:\n  a: { run: touch ran }\n");
+    let elsewhere = Project::new();
+    symlink(elsewhere.path(), other.join(".pydeployer")).expect("symlink");
+    let (code, _, err) = other.run(&["run"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("not a folder"), "{err}");
+    assert!(elsewhere.tree().is_empty(), "{:?}", elsewhere.tree());
+}
