@@ -22,6 +22,8 @@ pub enum RunEvent {
         attempt: u32,
         /// The command as the user would type it.
         command: String,
+        /// Its stdin is the terminal: its output is shown as it comes, and it runs alone.
+        interactive: bool,
         elapsed: Duration,
     },
     /// Output of a running stage: whole lines (each ending in `\n`), except that a line longer

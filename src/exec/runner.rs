@@ -242,6 +242,7 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
                 Ok(commands) if !commands.is_empty() => actions::display(commands),
                 _ => actions::describe(pipeline, stage),
             },
+            interactive: stage.interactive,
             elapsed: self.start.elapsed(),
         });
         let now = Instant::now();

@@ -47,12 +47,14 @@ pub(crate) fn sample_run(started_at: DateTime<Local>, log: Option<PathBuf>) -> V
             stage: name("lint"),
             attempt: 1,
             command: "ruff check .".into(),
+            interactive: false,
             elapsed: ms(5),
         },
         RunEvent::StageStarted {
             stage: name("test"),
             attempt: 1,
             command: "pytest -v".into(),
+            interactive: false,
             elapsed: ms(10),
         },
         RunEvent::StageOutput {
@@ -92,6 +94,7 @@ pub(crate) fn sample_run(started_at: DateTime<Local>, log: Option<PathBuf>) -> V
             stage: name("test"),
             attempt: 2,
             command: "pytest -v".into(),
+            interactive: false,
             elapsed: ms(720),
         },
         RunEvent::StageFinished {

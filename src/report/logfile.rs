@@ -100,6 +100,7 @@ impl RunLog {
                 attempt,
                 command,
                 elapsed,
+                ..
             } => {
                 let text = if *attempt > 1 {
                     format!("started (attempt {attempt}): {command}")

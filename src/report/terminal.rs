@@ -63,6 +63,8 @@ pub struct Terminal {
     log: Option<PathBuf>,
     /// Whether anything was printed before the summary (which is then set apart by a blank line).
     printed: bool,
+    /// Interactive stages: their output is shown as it comes, prompts included.
+    live: std::collections::HashSet<StageName>,
 }
 
 struct Bars {
@@ -104,6 +106,7 @@ impl Terminal {
             bars,
             log: None,
             printed: false,
+            live: std::collections::HashSet::new(),
         }
     }
 
@@ -114,8 +117,14 @@ impl Terminal {
                 stage,
                 attempt,
                 command,
+                interactive,
                 elapsed,
-            } => self.stage_started(stage, *attempt, command, *elapsed),
+            } => {
+                if *interactive {
+                    self.live.insert(stage.clone());
+                }
+                self.stage_started(stage, *attempt, command, *elapsed);
+            }
             RunEvent::StageOutput {
                 stage,
                 bytes,
@@ -175,6 +184,11 @@ impl Terminal {
 
     fn stage_started(&mut self, stage: &StageName, attempt: u32, command: &str, elapsed: Duration) {
         let verbose = self.options.verbosity == Verbosity::Verbose;
+        if self.bars.is_some() && self.live.contains(stage) {
+            // No spinner redrawing under what the user types.
+            self.print(&format!("{stage} started (interactive)\n"));
+            return;
+        }
         if let Some(bars) = &mut self.bars {
             let bar = bars.multi.add(
                 ProgressBar::new_spinner()
@@ -211,6 +225,22 @@ impl Terminal {
     }
 
     fn stage_output(&mut self, stage: &StageName, bytes: &[u8], _elapsed: Duration) {
+        if self.live.contains(stage) && self.options.verbosity != Verbosity::Quiet {
+            // As it comes (a prompt has no newline yet), sanitised, without a prefix.
+            let mut text = String::with_capacity(bytes.len());
+            for line in bytes.split_inclusive(|b| *b == b'\n') {
+                let (line, newline) = match line.strip_suffix(b"\n") {
+                    Some(line) => (line, true),
+                    None => (line, false),
+                };
+                push_sanitized(&mut text, line);
+                if newline {
+                    text.push('\n');
+                }
+            }
+            self.print(&text);
+            return;
+        }
         if let Some(bar) = self.bars.as_ref().and_then(|bars| bars.running.get(stage)) {
             let line = last_line(bytes);
             if !line.is_empty() {
