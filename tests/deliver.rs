@@ -1,5 +1,7 @@
 //! The delivery stages on real git (a local bare origin) and real pytest.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on what they set up
+
 mod common;
 use std::path::Path;
 use std::process::Command;

@@ -2,6 +2,8 @@
 //! exhaust memory, names and values that try to escape, and a runner environment that tries
 //! to point git somewhere else.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on what they set up
+
 mod common;
 use std::fs;
 use std::path::Path;

@@ -1,5 +1,7 @@
 //! The run logs: one dated file per run, every line timestamped and tagged, 20 kept.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on what they set up
+
 mod common;
 use common::Project;
 

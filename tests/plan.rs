@@ -1,5 +1,7 @@
 //! `pydeployer plan` and `run --dry-run`: the order, the waves, what is left out; nothing runs.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on what they set up
+
 mod common;
 use common::Project;
 

@@ -1,5 +1,7 @@
 //! Running stages: parallelism, failures and their policy, retries, timeouts.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on what they set up
+
 mod common;
 use std::fs;
 

@@ -1,5 +1,7 @@
 //! Which stages a run runs: targets with their needs, `--only`, `--skip`, manual stages.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on what they set up
+
 mod common;
 use common::Project;
 

@@ -1,6 +1,8 @@
 //! What real machines do to a run: signals, stdin, leaked processes, two runs at once and
 //! `kill -9` — done for real to the real binary, then checked: nothing lost, nothing left.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on what they set up
+
 mod common;
 use std::fs;
 use std::io::Write;

@@ -3,6 +3,8 @@
 //! links that try to redirect pydeployer's writes. Nothing may be deployed without its
 //! record, and the ledger must never change.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on what they set up
+
 mod common;
 use std::fs;
 use std::os::unix::fs::symlink;

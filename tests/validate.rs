@@ -1,6 +1,8 @@
 //! `pydeployer validate` and every command's refusal of a bad pipeline: exit 2, the file and
 //! line of each problem, and nothing run.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on what they set up
+
 mod common;
 use std::fmt::Write as _;
 

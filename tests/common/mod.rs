@@ -1,6 +1,6 @@
 //! A project in a temporary folder, and the real `pydeployer` binary run inside it.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs;
 use std::path::{Path, PathBuf};
