@@ -4,7 +4,7 @@
 //! being unique and well-formed, `needs` naming existing stages, the graph being acyclic and
 //! every value being in range.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -86,6 +86,15 @@ impl Pipeline {
 
     /// Where `stage` runs, as things are now: its `workdir`, else the clone once there is
     /// one, else the root.
+    /// Each stage's position in `stages`, by name.
+    pub fn index(&self) -> HashMap<&str, usize> {
+        self.stages
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.as_str(), i))
+            .collect()
+    }
+
     pub fn workdir(&self, stage: &Stage) -> PathBuf {
         if let Some(dir) = &stage.workdir {
             return dir.clone();

@@ -1,6 +1,6 @@
 //! Raw YAML trees → a [`Pipeline`], collecting every problem before giving up.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -982,6 +982,7 @@ impl Checker<'_> {
     fn needs(&mut self, declared: &[Declared]) {
         let all = std::mem::take(&mut self.declared_names);
         let names: Vec<&str> = all.iter().map(String::as_str).collect();
+        let known: HashSet<&str> = names.iter().copied().collect();
         for d in declared {
             for (need, span) in d.stage.needs.iter().zip(&d.need_spans) {
                 if need == &d.stage.name {
@@ -994,7 +995,7 @@ impl Checker<'_> {
                         )
                         .with_help("remove it from `needs`"),
                     );
-                } else if !names.contains(&need.as_str()) {
+                } else if !known.contains(need.as_str()) {
                     let mut problem = Problem::at(
                         d.file,
                         *span,

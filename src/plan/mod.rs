@@ -41,12 +41,7 @@ impl Plan {
     pub fn build(pipeline: &Pipeline, selection: &Selection) -> Result<Plan, Invalid> {
         let selected = select::select(pipeline, selection)?;
         let chosen: HashSet<usize> = selected.stages.iter().copied().collect();
-        let index_of: HashMap<&StageName, usize> = pipeline
-            .stages
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (&s.name, i))
-            .collect();
+        let index_of = pipeline.index();
 
         // The graph among the selected stages. A need that is not part of the run is
         // replaced by its own needs, transitively: `--skip test` still runs `deploy` after
@@ -61,7 +56,7 @@ impl Plan {
             pipeline.stages[i]
                 .needs
                 .iter()
-                .filter_map(|n| index_of.get(n).copied())
+                .filter_map(|n| index_of.get(n.as_str()).copied())
         };
         let mut needs: Vec<Vec<usize>> = selected
             .stages
@@ -123,7 +118,7 @@ impl Plan {
                 stage,
                 after,
                 needs_manual: if manual_blocks {
-                    select::manual_need(pipeline, stage, &chosen).cloned()
+                    select::manual_need(pipeline, &index_of, stage, &chosen).cloned()
                 } else {
                     None
                 },

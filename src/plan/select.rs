@@ -1,6 +1,6 @@
 //! Which stages a command runs, which it leaves out, and why.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
@@ -58,7 +58,8 @@ pub(crate) struct Selected {
 }
 
 pub(crate) fn select(pipeline: &Pipeline, selection: &Selection) -> Result<Selected, Invalid> {
-    let index_of = |name: &str| pipeline.stages.iter().position(|s| s.name.as_str() == name);
+    let index = pipeline.index();
+    let index_of = |name: &str| index.get(name).copied();
     let mut problems = Vec::new();
     let mut resolve = |names: &[String], flag: &str| -> Vec<usize> {
         names
@@ -128,17 +129,17 @@ pub(crate) fn select(pipeline: &Pipeline, selection: &Selection) -> Result<Selec
     Ok(Selected { stages, left_out })
 }
 
-/// The first manual stage that `stage` needs and that is not selected, if any.
+/// The first manual stage that `stage` needs and that is not selected, if any; `index` is
+/// [`Pipeline::index`].
 pub(crate) fn manual_need<'p>(
     pipeline: &'p Pipeline,
+    index: &HashMap<&str, usize>,
     stage: usize,
     selected: &HashSet<usize>,
 ) -> Option<&'p StageName> {
     pipeline.stages[stage].needs.iter().find(|need| {
-        pipeline
-            .stages
-            .iter()
-            .position(|s| &s.name == *need)
-            .is_some_and(|j| pipeline.stages[j].when == When::Manual && !selected.contains(&j))
+        index
+            .get(need.as_str())
+            .is_some_and(|&j| pipeline.stages[j].when == When::Manual && !selected.contains(&j))
     })
 }
