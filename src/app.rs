@@ -141,9 +141,11 @@ fn plan(cli: &Cli, selection: &Selection) -> Result<(), Failure> {
     let text = match cli.format {
         Format::Text => render::to_text(&pipeline, &plan, jobs),
         Format::Json => {
-            let json = serde_json::to_string_pretty(&render::to_json(&pipeline, &plan, jobs))
-                .unwrap_or_default();
-            json + "\n"
+            // Masked value by value: the JSON escaping of a secret is not the secret.
+            let mut json =
+                serde_json::to_value(render::to_json(&pipeline, &plan, jobs)).unwrap_or_default();
+            mask_json(&masker, &mut json);
+            serde_json::to_string_pretty(&json).unwrap_or_default() + "\n"
         }
     };
     let written = std::io::stdout()
@@ -218,11 +220,19 @@ fn history(cli: &Cli, limit: Option<usize>) -> Result<(), Failure> {
 /// Hides the values of the pipeline's secrets (those that are set) and the credentials in
 /// its repository URL.
 fn masker(pipeline: &Pipeline) -> Masker {
-    let names = pipeline
+    let names: Vec<&String> = pipeline
         .secrets
         .iter()
-        .chain(pipeline.stages.iter().flat_map(|s| &s.secrets));
-    let values = names.filter_map(|name| std::env::var(name).ok());
+        .chain(pipeline.stages.iter().flat_map(|s| &s.secrets))
+        .collect();
+    // The value a stage sees: from the environment, or set by an `env:` of the pipeline.
+    let from_env = names.iter().filter_map(|name| std::env::var(name).ok());
+    let from_yaml = std::iter::once(&pipeline.env)
+        .chain(pipeline.stages.iter().map(|s| &s.env))
+        .flat_map(|env| env.iter())
+        .filter(|(key, _)| names.contains(key))
+        .map(|(_, value)| value.clone());
+    let values = from_env.chain(from_yaml);
     let credentials = pipeline
         .repo
         .as_ref()
@@ -230,11 +240,16 @@ fn masker(pipeline: &Pipeline) -> Masker {
     Masker::new(values.chain(credentials))
 }
 
-/// Every secret the run needs must be set: the pipeline's, and those of the selected stages.
+/// Every secret the run needs must be set (in the environment, or by the pipeline's `env:`):
+/// the pipeline's, and those of the selected stages.
 fn missing_secrets(pipeline: &Pipeline, plan: &Plan) -> Vec<Problem> {
-    let unset = |name: &str| std::env::var(name).map_or(true, |v| v.trim().is_empty());
+    let unset = |name: &str, stage_env: Option<&std::collections::BTreeMap<String, String>>| {
+        std::env::var(name).map_or(true, |v| v.trim().is_empty())
+            && !pipeline.env.contains_key(name)
+            && !stage_env.is_some_and(|env| env.contains_key(name))
+    };
     let mut problems = Vec::new();
-    for name in pipeline.secrets.iter().filter(|n| unset(n)) {
+    for name in pipeline.secrets.iter().filter(|n| unset(n, None)) {
         problems.push(
             Problem::general(format!(
                 "the secret `{name}` (listed under `secrets:` in {}) is not set",
@@ -247,7 +262,7 @@ fn missing_secrets(pipeline: &Pipeline, plan: &Plan) -> Vec<Problem> {
     }
     for step in &plan.steps {
         let stage = &pipeline.stages[step.stage];
-        for name in stage.secrets.iter().filter(|n| unset(n)) {
+        for name in stage.secrets.iter().filter(|n| unset(n, Some(&stage.env))) {
             problems.push(
                 Problem::general(format!(
                     "stage `{}` ({}) needs the secret `{name}`, which is not set",
@@ -291,6 +306,27 @@ fn masked<'e>(masker: &Masker, event: &'e RunEvent) -> Cow<'e, RunEvent> {
         RunEvent::RunFinished(summary) => mask_summary(masker, summary),
     }
     Cow::Owned(event)
+}
+
+fn mask_json(masker: &Masker, value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::String(text) => {
+            if let Cow::Owned(masked) = masker.mask_str(text) {
+                *text = masked;
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for item in items {
+                mask_json(masker, item);
+            }
+        }
+        serde_json::Value::Object(fields) => {
+            for item in fields.values_mut() {
+                mask_json(masker, item);
+            }
+        }
+        _ => {}
+    }
 }
 
 fn mask_summary(masker: &Masker, summary: &mut RunSummary) {
@@ -358,9 +394,7 @@ pub(crate) fn run_pipeline(
         ))
     })?;
 
-    let stop = Stop::new();
-    let _signals = stop
-        .watch_signals()
+    let (stop, _signals) = Stop::for_run()
         .map_err(|err| Failure::Tool(miette::miette!("cannot watch for Ctrl-C: {err}")))?;
 
     let started_at = Local::now();

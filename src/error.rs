@@ -24,6 +24,8 @@ pub mod exit {
     pub const INVALID: i32 = 2;
     /// Another run holds the workspace (and `--wait` was not given); nothing ran.
     pub const BUSY: i32 = 3;
+    /// The terminal hung up (SIGHUP): 128 + 1.
+    pub const HANGUP: i32 = 129;
     /// Interrupted by Ctrl-C (SIGINT): 128 + 2, as shells report it.
     pub const INTERRUPTED: i32 = 130;
     /// Terminated by SIGTERM: 128 + 15.

@@ -27,7 +27,8 @@ pub enum RunEvent {
         elapsed: Duration,
     },
     /// Output of a running stage: whole lines (each ending in `\n`), except that a line longer
-    /// than the reader's buffer arrives in pieces and the last piece of a stage may lack `\n`.
+    /// than the reader's buffer arrives in pieces, the last piece of a stage may lack `\n`, and
+    /// an interactive stage's output comes as it was read (a prompt without its newline).
     /// stdout and stderr are merged in the order the stage wrote them.
     StageOutput {
         stage: StageName,

@@ -137,16 +137,28 @@ impl StateDir {
     }
 
     /// A fresh scratch folder for one run, under `.pydeployer/tmp/`. Call it holding the
-    /// lock: every other folder there was left by a run that was killed, and is removed.
+    /// lock: every other `run-*` folder there was left by a run that was killed, and is
+    /// removed. A symbolic link in place of `tmp/` is refused, never followed (a cloned
+    /// project could carry one pointing anywhere).
     pub fn scratch(&self, _lock: &RunLock) -> io::Result<tempfile::TempDir> {
         let tmp = self.path.join("tmp");
-        fs::create_dir_all(&tmp)?;
+        match fs::create_dir(&tmp) {
+            Ok(()) => {}
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(err) => return Err(err),
+        }
+        if !fs::symlink_metadata(&tmp)?.is_dir() {
+            return Err(io::Error::other(format!(
+                "{} is not a folder (a symbolic link or a file is in its place); remove it",
+                tmp.display()
+            )));
+        }
         for entry in fs::read_dir(&tmp)? {
             let entry = entry?;
-            if entry.file_type()?.is_dir() {
+            let left_by_a_run = entry.file_name().to_string_lossy().starts_with("run-");
+            // `file_type` does not follow symbolic links: a link is removed, not its target.
+            if left_by_a_run && entry.file_type()?.is_dir() {
                 fs::remove_dir_all(entry.path())?;
-            } else {
-                fs::remove_file(entry.path())?;
             }
         }
         tempfile::Builder::new().prefix("run-").tempdir_in(&tmp)
@@ -206,6 +218,20 @@ mod tests {
         std::os::unix::fs::symlink(other.path(), root2.path().join(".pydeployer")).unwrap();
         assert!(StateDir::open(root2.path()).is_err());
         assert!(!other.path().join(".gitignore").exists());
+    }
+
+    #[test]
+    fn a_symlink_in_place_of_the_scratch_folder_is_refused_and_its_target_kept() {
+        let root = tempfile::tempdir().unwrap();
+        let victim = tempfile::tempdir().unwrap();
+        fs::write(victim.path().join("file.txt"), "x").unwrap();
+        fs::create_dir_all(victim.path().join("run-1")).unwrap();
+        let state = StateDir::open(root.path()).unwrap();
+        std::os::unix::fs::symlink(victim.path(), root.path().join(".pydeployer/tmp")).unwrap();
+        let lock = state.lock("run", false, |_| {}).unwrap();
+        assert!(state.scratch(&lock).is_err());
+        assert!(victim.path().join("file.txt").exists());
+        assert!(victim.path().join("run-1").exists());
     }
 
     #[test]

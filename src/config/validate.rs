@@ -915,7 +915,7 @@ impl Checker<'_> {
                             format!("{what} is at most 30 days"),
                             "too long",
                         )
-                        .with_help(format!("leave {what} out for the default")),
+                        .with_help(format!("leave {what} out for no limit (or the default)")),
                     );
                     None
                 }

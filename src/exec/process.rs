@@ -1,7 +1,8 @@
 //! The one place stage processes are started and stopped.
 //!
-//! Every stage command runs in its own process group, with stdin from `/dev/null` (unless the
-//! stage is interactive) and stdout and stderr merged into one pipe that is read in bounded
+//! Every stage command runs in its own process group, with stdin from `/dev/null` (an
+//! interactive stage gets the terminal, and its group is made the terminal's foreground group
+//! while it runs) and stdout and stderr merged into one pipe that is read in bounded
 //! chunks, so the runner can end the whole group (children and grandchildren too) and never
 //! holds more than a chunk of output. Each command is also told to die with the thread that
 //! started it (`PR_SET_PDEATHSIG`), so a runner killed with `kill -9` does not leave it running.
@@ -25,8 +26,10 @@ pub const CHUNK: usize = 64 * 1024;
 /// processes holding it are treated as leaked (cargo-nextest's "leak timeout").
 pub const LEAK_WAIT: Duration = Duration::from_millis(500);
 
-/// Whom to signal to end a command: its process group, or (an interactive stage, which stays
-/// in the terminal's foreground group) its main process alone.
+/// How often the main process is looked at while its output keeps coming.
+const CHECK_EVERY: Duration = Duration::from_millis(100);
+
+/// Whom to signal to end a command: its process group (or a single process).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Target {
     pub id: i32,
@@ -48,6 +51,31 @@ impl Target {
             }
         }
     }
+
+    /// Whether a process of the group still runs (zombies waiting to be reaped do not count).
+    pub fn has_members(self) -> bool {
+        // SAFETY: signal 0 only checks for existence.
+        if self.id <= 0 || unsafe { libc::killpg(self.id, 0) } != 0 {
+            return false;
+        }
+        // Something answers; make sure it is not only zombies (slow path, rarely taken).
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return true;
+        };
+        entries.flatten().any(|entry| {
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                return false;
+            };
+            // pid (comm) state ppid pgrp …; comm may hold spaces and parentheses.
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                return false;
+            };
+            let mut fields = rest.split_whitespace();
+            let state = fields.next().unwrap_or("Z");
+            let pgrp = fields.nth(1).and_then(|f| f.parse::<i32>().ok());
+            pgrp == Some(self.id) && !matches!(state, "Z" | "X")
+        })
+    }
 }
 
 /// How to start one command of a stage.
@@ -66,12 +94,15 @@ pub struct Running {
     output: io::PipeReader,
     target: Target,
     interactive: bool,
+    /// Its group was made the terminal's foreground group; ours is given back when it ends.
+    foreground: bool,
 }
 
 /// What became of processes that outlived the command's main process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Leak {
-    /// They held the output open after the main process exited, and their group was ended.
+    /// They outlived the main process (holding its output open, or not), and their group was
+    /// ended.
     Ended,
     /// Something outside the process group still held the output after the group was
     /// ended; it was left running and its output is no longer read.
@@ -81,9 +112,7 @@ pub enum Leak {
 impl Leak {
     pub fn describe(self) -> &'static str {
         match self {
-            Leak::Ended => {
-                "leaked processes: its output stayed open after it exited; they were ended"
-            }
+            Leak::Ended => "leaked processes: they outlived the stage's command and were ended",
             Leak::Escaped => {
                 "leaked processes: a process that left the stage's process group kept its output open; it was left running"
             }
@@ -102,8 +131,9 @@ pub struct Ended {
 pub fn spawn(spawn: &Spawn<'_>) -> io::Result<Running> {
     let (reader, writer) = io::pipe()?;
     let interactive = spawn.interactive;
-    // SAFETY: getpid is always safe.
+    // SAFETY: getpid and isatty are always safe.
     let runner = unsafe { libc::getpid() };
+    let terminal = interactive && unsafe { libc::isatty(libc::STDIN_FILENO) } == 1;
     let mut expression = duct::cmd(&spawn.command.program, &spawn.command.args)
         .dir(spawn.dir)
         // Inner redirections apply last: stderr joins stdout, which is the pipe.
@@ -111,14 +141,15 @@ pub fn spawn(spawn: &Spawn<'_>) -> io::Result<Running> {
         .stdout_file(writer)
         .unchecked()
         .before_spawn(move |cmd| {
-            if !interactive {
-                cmd.process_group(0);
-            }
+            cmd.process_group(0);
             // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
-            // system calls (prctl, getppid, _exit).
+            // system calls (prctl, getppid, _exit, sigprocmask, tcsetpgrp).
             unsafe {
                 cmd.pre_exec(move || {
                     die_with_parent(runner);
+                    if terminal {
+                        take_terminal(libc::getpid());
+                    }
                     Ok(())
                 });
             }
@@ -139,15 +170,42 @@ pub fn spawn(spawn: &Spawn<'_>) -> io::Result<Running> {
     drop(expression);
     let pid = handle.pids().first().copied().unwrap_or(0);
     let id = i32::try_from(pid).map_err(|_| io::Error::other("process id out of range"))?;
+    if terminal {
+        // Also from this side, as shells do: whichever runs first, the group gets the terminal.
+        take_terminal(id);
+    }
     Ok(Running {
         handle,
         output: reader,
-        target: Target {
-            id,
-            group: !interactive,
-        },
+        target: Target { id, group: true },
         interactive,
+        foreground: terminal,
     })
+}
+
+/// Makes `pgid` the foreground process group of the terminal on stdin. SIGTTOU, which a
+/// background group asking this gets, is blocked in the calling thread meanwhile.
+fn take_terminal(pgid: libc::pid_t) {
+    // SAFETY: sigemptyset/sigaddset/pthread_sigmask/tcsetpgrp get valid pointers to a local
+    // set; all are async-signal-safe (this also runs between fork and exec).
+    unsafe {
+        let mut block: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&raw mut block);
+        libc::sigaddset(&raw mut block, libc::SIGTTOU);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &raw const block, &raw mut old);
+        libc::tcsetpgrp(libc::STDIN_FILENO, pgid);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &raw const old, std::ptr::null_mut());
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.foreground {
+            // SAFETY: getpgrp is always safe.
+            take_terminal(unsafe { libc::getpgrp() });
+        }
+    }
 }
 
 /// In the child, before exec: be sent TERM when the thread that started us dies, and if the
@@ -173,24 +231,37 @@ impl Running {
     /// [`CHUNK`] arrives in pieces; an interactive stage's output is handed on as it comes, so
     /// that prompts show), then says how the command ended.
     ///
-    /// When the main process exits but the output stays open for [`LEAK_WAIT`], the rest of
-    /// its process group is ended (TERM, then KILL) and the leak is reported.
+    /// Leaks: when the main process has exited but the output stays open for [`LEAK_WAIT`]
+    /// (whether or not something still writes to it), the rest of its process group is ended
+    /// (TERM, then KILL); and processes of the group that outlive the main process without
+    /// holding the output are ended too. Either way the leak is reported.
     pub fn stream(self, mut sink: impl FnMut(Vec<u8>)) -> io::Result<Ended> {
         let mut buf = vec![0u8; CHUNK];
         let mut filled = 0;
         let mut leak = LeakWatch::default();
+        let mut next_check = Instant::now() + CHECK_EVERY;
         loop {
-            let wait = leak.next_check();
-            if !readable(&self.output, wait)? {
-                if leak.step(&self.handle, self.target)? {
+            let now = Instant::now();
+            if now >= next_check || leak.due(now) {
+                if leak.step(&self.handle, self.target, now)? {
                     break;
                 }
+                next_check = now + CHECK_EVERY;
+            }
+            let wait = leak
+                .next_deadline(next_check)
+                .saturating_duration_since(now);
+            if !readable(&self.output, wait)? {
                 continue;
             }
             let n = match (&self.output).read(&mut buf[filled..]) {
                 Ok(n) => n,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(err) => return Err(err),
+                Err(err) => {
+                    // Nothing more can be read: end the command rather than leave it running.
+                    self.target.signal(SIGKILL);
+                    return Err(err);
+                }
             };
             if n == 0 {
                 break;
@@ -212,6 +283,11 @@ impl Running {
             sink(buf[..filled].to_vec());
         }
         let status = self.handle.wait()?.status;
+        if leak.found.is_none() && self.target.has_members() {
+            // The output closed, but processes of the group outlived the main process (a
+            // background job with its output sent elsewhere): the stage is over, so are they.
+            leak.found = Some(end_group(self.target));
+        }
         let outcome = if status.success() {
             Outcome::Passed
         } else {
@@ -227,10 +303,24 @@ impl Running {
     }
 }
 
+/// TERM to the group, then KILL if it is still there a [`LEAK_WAIT`] later.
+fn end_group(target: Target) -> Leak {
+    target.signal(SIGTERM);
+    let deadline = Instant::now() + LEAK_WAIT;
+    while target.has_members() {
+        if Instant::now() >= deadline {
+            target.signal(SIGKILL);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Leak::Ended
+}
+
 /// Where watching for leaked processes stands.
 #[derive(Default)]
 struct LeakWatch {
-    /// When the main process was seen to have exited, and what was done since.
+    /// Once the main process was seen to have exited: the phase and when it began.
     phase: Option<(Instant, LeakPhase)>,
     found: Option<Leak>,
 }
@@ -246,18 +336,23 @@ enum LeakPhase {
 }
 
 impl LeakWatch {
-    /// How long to wait for output before looking at the main process again.
-    fn next_check(&self) -> Duration {
+    /// Whether the current phase has run its time.
+    fn due(&self, now: Instant) -> bool {
+        self.phase
+            .is_some_and(|(since, _)| now.duration_since(since) >= LEAK_WAIT)
+    }
+
+    /// The next instant something must be looked at: `check`, or the end of the phase.
+    fn next_deadline(&self, check: Instant) -> Instant {
         match self.phase {
-            None => Duration::from_millis(100),
-            Some((since, _)) => LEAK_WAIT.saturating_sub(since.elapsed()),
+            None => check,
+            Some((since, _)) => check.min(since + LEAK_WAIT),
         }
     }
 
-    /// No output arrived in time: check the main process, move on a phase. Returns true when
-    /// the output is given up on.
-    fn step(&mut self, handle: &duct::Handle, target: Target) -> io::Result<bool> {
-        let now = Instant::now();
+    /// Looks at the main process and moves on a phase when one has run its time. Returns
+    /// true when the output is given up on.
+    fn step(&mut self, handle: &duct::Handle, target: Target, now: Instant) -> io::Result<bool> {
         match self.phase {
             None => {
                 if handle.try_wait()?.is_some() {
@@ -265,24 +360,14 @@ impl LeakWatch {
                 }
             }
             Some((since, phase)) if now.duration_since(since) >= LEAK_WAIT => {
-                let group = Target {
-                    group: true,
-                    ..target
-                };
                 let next = match phase {
                     LeakPhase::Waiting => {
                         self.found = Some(Leak::Ended);
-                        if target.group {
-                            group.signal(SIGTERM);
-                            LeakPhase::Termed
-                        } else {
-                            // An interactive stage has no group of its own to end.
-                            self.found = Some(Leak::Escaped);
-                            return Ok(true);
-                        }
+                        target.signal(SIGTERM);
+                        LeakPhase::Termed
                     }
                     LeakPhase::Termed => {
-                        group.signal(SIGKILL);
+                        target.signal(SIGKILL);
                         LeakPhase::Killed
                     }
                     LeakPhase::Killed => {
@@ -443,17 +528,39 @@ mod tests {
     }
 
     #[test]
-    fn a_background_child_with_its_own_output_is_not_a_leak() {
-        let (_, ended) = run("sleep 1 >/dev/null 2>&1 & echo started");
+    fn a_background_child_with_its_own_output_is_ended_too() {
+        let (chunks, ended) = run("sleep 30 >/dev/null 2>&1 & echo $!");
         assert_eq!(ended.outcome, Outcome::Passed);
+        assert_eq!(ended.leak, Some(Leak::Ended));
+        let text = String::from_utf8(chunks.concat()).unwrap();
+        let pid: i32 = text.trim().parse().unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        assert!(
+            !alive(pid) || state.contains(") Z"),
+            "{pid} still runs: {state}"
+        );
+    }
+
+    #[test]
+    fn a_leaked_child_that_keeps_writing_is_found_and_ended() {
+        let (_, ended) = run("(while :; do echo tick; sleep 0.01; done) & exit 0");
+        assert_eq!(ended.outcome, Outcome::Passed);
+        assert_eq!(ended.leak, Some(Leak::Ended));
+    }
+
+    #[test]
+    fn a_command_that_waits_for_its_children_leaks_nothing() {
+        let (chunks, ended) = run("sleep 0.2 & sleep 0.1 & wait; echo done");
         assert_eq!(ended.leak, None);
+        assert_eq!(chunks.concat(), b"done\n");
     }
 
     #[test]
     fn interactive_output_is_handed_on_without_waiting_for_a_newline() {
         let mut chunks = Vec::new();
         let running = start("printf 'name? '; sleep 0.3; echo", true);
-        assert!(!running.target().group);
+        assert!(running.target().group);
         running.stream(|c| chunks.push(c)).unwrap();
         assert_eq!(chunks.first().map(Vec::as_slice), Some(&b"name? "[..]));
     }

@@ -41,19 +41,31 @@ pub struct RunOptions {
     pub masker: Masker,
 }
 
+/// After KILL, how long the output may stay open before the stage is given up on (at least;
+/// the grace period when it is longer). Ending hundreds of processes takes the kernel a moment.
+const GIVE_UP_AFTER_KILL: Duration = Duration::from_secs(2);
+
+/// Which attempt of which step a worker runs: a worker given up on may still report, and must
+/// not be mistaken for the retry that replaced it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Attempt {
+    step: usize,
+    attempt: u32,
+}
+
 /// Messages from stage threads; never leave this module.
 enum WorkerMsg {
     Spawned {
-        step: usize,
+        of: Attempt,
         target: Target,
     },
     Output {
-        step: usize,
+        of: Attempt,
         bytes: Vec<u8>,
         elapsed: Duration,
     },
     Done {
-        step: usize,
+        of: Attempt,
         outcome: Outcome,
         note: Option<String>,
     },
@@ -147,8 +159,8 @@ pub fn execute(
         }
         let wake = next_wake(&run.active);
         match rx.recv_timeout(wake.saturating_duration_since(Instant::now())) {
-            Ok(WorkerMsg::Spawned { step, target }) => {
-                if let Some(a) = run.active.get_mut(&step) {
+            Ok(WorkerMsg::Spawned { of, target }) => match run.current(of) {
+                Some(a) => {
                     a.target = Some(target);
                     match a.ending {
                         Ending::No => {}
@@ -156,31 +168,31 @@ pub fn execute(
                         Ending::Killed(_) => target.signal(SIGKILL),
                     }
                 }
+                // An attempt given up on started another command: it has no business running.
+                None => target.signal(SIGKILL),
+            },
+            Ok(WorkerMsg::Output { of, bytes, elapsed }) => {
+                if run.current(of).is_some() {
+                    let stage = pipeline.stages[plan.steps[of.step].stage].name.clone();
+                    (run.report)(&RunEvent::StageOutput {
+                        stage,
+                        bytes,
+                        elapsed,
+                    });
+                }
             }
-            Ok(WorkerMsg::Output {
-                step,
-                bytes,
-                elapsed,
-            }) => {
-                let stage = pipeline.stages[plan.steps[step].stage].name.clone();
-                (run.report)(&RunEvent::StageOutput {
-                    stage,
-                    bytes,
-                    elapsed,
-                });
+            Ok(WorkerMsg::Done { of, outcome, note }) => {
+                if run.current(of).is_some() {
+                    run.finish(of.step, outcome, note, stop);
+                }
             }
-            Ok(WorkerMsg::Done {
-                step,
-                outcome,
-                note,
-            }) => run.finish(step, outcome, note),
             Err(RecvTimeoutError::Timeout) => {}
             // Unreachable while `run` holds a sender; nothing more can arrive anyway.
             Err(RecvTimeoutError::Disconnected) => break,
         }
         // Deadlines are checked after every message: a stage that never stops printing
         // must not keep its own (or anyone's) timeout from firing.
-        run.enforce_deadlines(Instant::now());
+        run.enforce_deadlines(Instant::now(), stop);
     }
     run.summary(log)
 }
@@ -203,6 +215,13 @@ struct Run<'a, F: FnMut(&RunEvent)> {
 }
 
 impl<F: FnMut(&RunEvent)> Run<'_, F> {
+    /// The attempt in progress, if `of` is it.
+    fn current(&mut self, of: Attempt) -> Option<&mut Active> {
+        self.active
+            .get_mut(&of.step)
+            .filter(|a| a.attempt == of.attempt)
+    }
+
     /// Acts on a request to stop: the first ends the running stages politely, a second
     /// kills them now.
     fn obey(&mut self, request: Request) {
@@ -262,6 +281,7 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
         );
         let work = Work {
             step,
+            attempt,
             commands,
             junit: actions::junit_report(stage, &options.context),
             dir: pipeline.workdir(stage),
@@ -288,12 +308,19 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
     }
 
     /// An attempt ended (or was given up on): tell the scheduler, tally, report.
-    fn finish(&mut self, step: usize, outcome: Outcome, note: Option<String>) {
-        // A worker given up on may still report later; it was already accounted for.
+    fn finish(&mut self, step: usize, outcome: Outcome, note: Option<String>, stop: &Stop) {
         let Some(a) = self.active.remove(&step) else {
             return;
         };
         let stage = &self.pipeline.stages[self.plan.steps[step].stage];
+        // An interactive stage owns the terminal, so Ctrl-C reaches it and not us: its death
+        // by SIGINT is the user's Ctrl-C, and stops the run.
+        if stage.interactive
+            && matches!(outcome, Outcome::Failed { signal: Some(sig), .. } if sig == process::SIGINT)
+        {
+            stop.record(process::SIGINT);
+            self.obey(stop.request());
+        }
         let duration = a.started.elapsed();
         let outcome = if a.timed_out {
             Outcome::TimedOut {
@@ -335,8 +362,8 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
     }
 
     /// TERM at the deadline, KILL after the grace period, and give up on a stage whose
-    /// output a process outside its group still holds open another grace period later.
-    fn enforce_deadlines(&mut self, now: Instant) {
+    /// output a process outside its group still holds open a while later.
+    fn enforce_deadlines(&mut self, now: Instant, stop: &Stop) {
         let grace = self.options.grace;
         let mut abandoned = Vec::new();
         for (&step, a) in &mut self.active {
@@ -349,22 +376,19 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
                     if let Some(target) = a.target {
                         target.signal(SIGKILL);
                     }
-                    a.ending = Ending::Killed(now + grace);
+                    a.ending = Ending::Killed(now + grace.max(GIVE_UP_AFTER_KILL));
                 }
                 Ending::Killed(at) if at <= now => abandoned.push(step),
                 _ => {}
             }
         }
         for step in abandoned {
-            let note = "a process that left the stage's process group kept its output open; it was left running".to_owned();
-            self.finish(
-                step,
-                Outcome::Failed {
-                    code: None,
-                    signal: Some(SIGKILL),
-                },
-                Some(note),
-            );
+            let note = process::Leak::Escaped.describe().to_owned();
+            let outcome = Outcome::Failed {
+                code: None,
+                signal: Some(SIGKILL),
+            };
+            self.finish(step, outcome, Some(note), stop);
         }
     }
 
@@ -426,6 +450,7 @@ fn next_wake(active: &BTreeMap<usize, Active>) -> Instant {
 
 struct Work {
     step: usize,
+    attempt: u32,
     commands: Result<Vec<CommandLine>, String>,
     /// pytest's JUnit report, summarised into the stage's note.
     junit: Option<PathBuf>,
@@ -440,6 +465,10 @@ struct Work {
 
 fn spawn_worker(work: Work, tx: SyncSender<WorkerMsg>) {
     let step = work.step;
+    let of = Attempt {
+        step,
+        attempt: work.attempt,
+    };
     let fallback = tx.clone();
     let spawned = thread::Builder::new()
         .name(format!("stage-{step}"))
@@ -455,15 +484,11 @@ fn spawn_worker(work: Work, tx: SyncSender<WorkerMsg>) {
                 .collect();
             let note =
                 (!notes.is_empty()).then(|| work.masker.mask_str(&notes.join("; ")).into_owned());
-            let _ = tx.send(WorkerMsg::Done {
-                step,
-                outcome,
-                note,
-            });
+            let _ = tx.send(WorkerMsg::Done { of, outcome, note });
         });
     if let Err(err) = spawned {
         let _ = fallback.send(WorkerMsg::Done {
-            step,
+            of,
             outcome: Outcome::NotStarted {
                 message: format!("cannot start a thread: {err}"),
             },
@@ -513,15 +538,16 @@ fn run_commands(work: &Work, tx: &SyncSender<WorkerMsg>) -> (Outcome, Option<pro
         if let (Some(watchdog), true) = (&work.watchdog, target.group) {
             watchdog.watch(target.id);
         }
-        let _ = tx.send(WorkerMsg::Spawned {
+        let of = Attempt {
             step: work.step,
-            target,
-        });
+            attempt: work.attempt,
+        };
+        let _ = tx.send(WorkerMsg::Spawned { of, target });
         let mut masked = work.masker.stream();
         let send = |bytes: Vec<u8>| {
             if !bytes.is_empty() {
                 let _ = tx.send(WorkerMsg::Output {
-                    step: work.step,
+                    of,
                     bytes,
                     elapsed: work.start.elapsed(),
                 });

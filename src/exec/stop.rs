@@ -1,17 +1,24 @@
-//! Why a run stops early: Ctrl-C, SIGTERM, or pydeployer's own failure (a log it cannot
-//! write). Set from signal handlers and from the reporter, polled by the runner.
+//! Why a run stops early: Ctrl-C, SIGTERM, SIGHUP, or pydeployer's own failure (a log it
+//! cannot write). Set from signal handlers and from the reporter, polled by the runner.
+//!
+//! The handlers are installed once per process and stay; outside a run they act as if they
+//! were not there (the signal's default action: pydeployer ends), so that a Ctrl-C between two
+//! runs of the menu, or while waiting for the lock, still ends the program.
 
 use std::io;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
-
-use signal_hook::SigId;
+use std::sync::{Arc, OnceLock};
 
 use crate::error::exit;
 
+/// The signals that stop a run.
+const SIGNALS: [i32; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+
 #[derive(Debug, Default)]
 pub struct Stop {
-    /// INT and TERM signals received so far.
+    /// A run is in progress: signals are counted, not acted on by default.
+    active: AtomicBool,
+    /// Stopping signals received during this run.
     signals: AtomicUsize,
     /// The first of them.
     first: AtomicI32,
@@ -31,28 +38,30 @@ pub enum Request {
     Kill { exit_code: i32 },
 }
 
-impl Stop {
-    pub fn new() -> Arc<Self> {
-        Arc::new(Stop::default())
-    }
+/// The process's one `Stop`, which the signal handlers update.
+static PROCESS: OnceLock<Arc<Stop>> = OnceLock::new();
+/// Whether installing the handlers worked (done once).
+static INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
 
-    /// Counts SIGINT and SIGTERM from now until the returned guard is dropped.
-    pub fn watch_signals(self: &Arc<Self>) -> io::Result<SignalGuard> {
-        let mut ids = Vec::new();
-        for signal in [libc::SIGINT, libc::SIGTERM] {
-            let stop = Arc::clone(self);
-            // SAFETY: the handler only touches atomics, which is async-signal-safe.
-            let id = unsafe {
-                signal_hook::low_level::register(signal, move || {
-                    let _ =
-                        stop.first
-                            .compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst);
-                    stop.signals.fetch_add(1, Ordering::SeqCst);
-                })
-            }?;
-            ids.push(id);
+impl Stop {
+    /// The process's `Stop`, reset for a new run, with INT, TERM and HUP counted until the
+    /// returned guard is dropped.
+    pub fn for_run() -> io::Result<(Arc<Stop>, RunGuard)> {
+        let stop = Arc::clone(PROCESS.get_or_init(|| Arc::new(Stop::default())));
+        let installed = INSTALLED.get_or_init(|| install(&stop).map_err(|e| e.to_string()));
+        if let Err(err) = installed {
+            return Err(io::Error::other(err.clone()));
         }
-        Ok(SignalGuard { ids })
+        stop.signals.store(0, Ordering::SeqCst);
+        stop.first.store(0, Ordering::SeqCst);
+        stop.failed.store(false, Ordering::SeqCst);
+        stop.active.store(true, Ordering::SeqCst);
+        Ok((
+            Arc::clone(&stop),
+            RunGuard {
+                stop: Arc::clone(&stop),
+            },
+        ))
     }
 
     /// The run must stop because pydeployer itself cannot go on.
@@ -60,10 +69,21 @@ impl Stop {
         self.failed.store(true, Ordering::SeqCst);
     }
 
+    /// Counts `signal` as received (also when an interactive stage got the user's Ctrl-C
+    /// instead of us).
+    pub fn record(&self, signal: i32) {
+        let _ = self
+            .first
+            .compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst);
+        self.signals.fetch_add(1, Ordering::SeqCst);
+    }
+
     pub fn request(&self) -> Request {
         let signals = self.signals.load(Ordering::SeqCst);
+        // 128 + the signal, as shells report a process it ended.
         let exit_code = match self.first.load(Ordering::SeqCst) {
             libc::SIGTERM => exit::TERMINATED,
+            libc::SIGHUP => exit::HANGUP,
             _ => exit::INTERRUPTED,
         };
         match signals {
@@ -75,26 +95,34 @@ impl Stop {
             _ => Request::Kill { exit_code },
         }
     }
+}
 
-    #[cfg(test)]
-    pub fn signal(&self, signal: i32) {
-        let _ = self
-            .first
-            .compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst);
-        self.signals.fetch_add(1, Ordering::SeqCst);
+fn install(stop: &Arc<Stop>) -> io::Result<()> {
+    for signal in SIGNALS {
+        let stop = Arc::clone(stop);
+        // SAFETY: the handler only touches atomics, or ends the process with the signal's
+        // default action (signal-hook's emulation is made for use in a handler).
+        unsafe {
+            signal_hook::low_level::register(signal, move || {
+                if stop.active.load(Ordering::SeqCst) {
+                    stop.record(signal);
+                } else {
+                    let _ = signal_hook::low_level::emulate_default_handler(signal);
+                }
+            })
+        }?;
     }
+    Ok(())
 }
 
-/// Restores the signals' previous handling when dropped.
-pub struct SignalGuard {
-    ids: Vec<SigId>,
+/// Marks the end of the run: signals take their default action again.
+pub struct RunGuard {
+    stop: Arc<Stop>,
 }
 
-impl Drop for SignalGuard {
+impl Drop for RunGuard {
     fn drop(&mut self) {
-        for id in self.ids.drain(..) {
-            signal_hook::low_level::unregister(id);
-        }
+        self.stop.active.store(false, Ordering::SeqCst);
     }
 }
 
@@ -106,10 +134,17 @@ mod tests {
     fn first_signal_stops_second_kills_and_the_first_decides_the_exit_code() {
         let stop = Stop::default();
         assert_eq!(stop.request(), Request::None);
-        stop.signal(libc::SIGTERM);
+        stop.record(libc::SIGTERM);
         assert_eq!(stop.request(), Request::Stop { exit_code: 143 });
-        stop.signal(libc::SIGINT);
+        stop.record(libc::SIGINT);
         assert_eq!(stop.request(), Request::Kill { exit_code: 143 });
+    }
+
+    #[test]
+    fn a_hangup_exits_129() {
+        let stop = Stop::default();
+        stop.record(libc::SIGHUP);
+        assert_eq!(stop.request(), Request::Stop { exit_code: 129 });
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! started as `pydeployer __watchdog` in a process group of its own (so Ctrl-C on the terminal
 //! does not reach it). The runner tells it on its stdin which groups are running; when that
 //! pipe closes without a final `done` line (the runner was killed, even with `kill -9`), it
-//! sends TERM to every group still listed, and KILL a grace period later.
+//! sends TERM to every group still listed, and KILL two seconds later (a fixed time: the
+//! pipeline's `grace_period` is not known here).
 
 use std::collections::BTreeSet;
 use std::io::{self, BufRead, Write};
@@ -63,7 +64,8 @@ impl Watchdog {
         if let Ok(mut writer) = self.to_watchdog.lock() {
             writer.take();
         }
-        let _ = self.handle.wait();
+        // Not waited for: it exits on its own at once, and the run need not pay for that.
+        let _ = self.handle.try_wait();
     }
 
     fn send(&self, line: &str) {

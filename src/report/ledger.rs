@@ -99,6 +99,9 @@ impl Display for Status {
     }
 }
 
+/// A temporary ledger file this old was left by a run that died mid-write.
+const STALE_TEMP: std::time::Duration = std::time::Duration::from_mins(10);
+
 /// An entry to append: everything but the id, which the ledger assigns.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NewEntry {
@@ -196,9 +199,8 @@ impl Ledger {
         self.entries.iter().find(|entry| entry.id == id)
     }
 
-    /// Before a run that may deploy, while holding the run lock: removes temporary files an
-    /// earlier run left when it was killed mid-write (only this process could be writing
-    /// one now), then proves that the folder takes a write the size of the next rewrite, so
+    /// Before a run that may deploy: removes temporary files an earlier run left when it was
+    /// killed mid-write (those older than ten minutes), then proves that the folder takes a write the size of the next rewrite, so
     /// a full or read-only disk is found before anything is pushed, not after.
     pub fn prepare_for_run(&self) -> io::Result<()> {
         let parent = parent_folder(&self.path);
@@ -208,7 +210,18 @@ impl Ledger {
             let entry = entry?;
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if name.starts_with(&prefix) && name.ends_with(".tmp") && entry.file_type()?.is_file() {
+            // Only old ones: a ledger shared by several projects (each with its own lock) may
+            // have another run's write in progress.
+            let stale = entry
+                .metadata()?
+                .modified()?
+                .elapsed()
+                .is_ok_and(|age| age > STALE_TEMP);
+            if name.starts_with(&prefix)
+                && name.ends_with(".tmp")
+                && entry.file_type()?.is_file()
+                && stale
+            {
                 fs::remove_file(entry.path())?;
             }
         }

@@ -17,6 +17,7 @@ use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::mem;
 use std::ops::Range;
+use std::sync::Arc;
 
 use aho_corasick::{AhoCorasick, MatchKind};
 use base64::Engine as _;
@@ -55,8 +56,9 @@ pub struct Masker {
 
 #[derive(Debug, Clone)]
 enum Matcher {
-    /// Leftmost-longest search over every form of every secret.
-    Patterns(AhoCorasick),
+    /// Leftmost-longest search over every form of every secret (the forms kept too, to tell
+    /// whether the end of a chunk may be the start of one).
+    Patterns(AhoCorasick, Arc<[Vec<u8>]>),
     /// The automaton could not be built (far more secret text than any environment holds): every
     /// line is masked whole rather than any secret being let through.
     Everything,
@@ -79,7 +81,10 @@ impl Masker {
             .match_kind(MatchKind::LeftmostLongest)
             .build(&patterns);
         let matcher = match built {
-            Ok(automaton) => Matcher::Patterns(automaton),
+            Ok(automaton) => Matcher::Patterns(
+                automaton,
+                patterns.into_iter().map(String::into_bytes).collect(),
+            ),
             Err(_) => Matcher::Everything,
         };
         Masker {
@@ -134,12 +139,23 @@ impl Masker {
         }
     }
 
-    /// How many bytes after the last newline may still be the start of a secret.
-    fn max_held(&self) -> usize {
-        match self.matcher {
+    /// How many bytes at the end of `tail` (which holds no newline) may be the start of a
+    /// secret: the longest end of it that begins some pattern. Holding back no more than that
+    /// lets a prompt without a newline (`Password: `) show at once.
+    fn held(&self, tail: &[u8]) -> usize {
+        match &self.matcher {
             None => 0,
-            Some(Matcher::Patterns(_)) => self.longest.saturating_sub(1),
-            Some(Matcher::Everything) => usize::MAX,
+            Some(Matcher::Patterns(_, patterns)) => {
+                let most = tail.len().min(self.longest.saturating_sub(1));
+                (1..=most)
+                    .rev()
+                    .find(|&k| {
+                        let end = &tail[tail.len() - k..];
+                        patterns.iter().any(|p| p.starts_with(end))
+                    })
+                    .unwrap_or(0)
+            }
+            Some(Matcher::Everything) => tail.len(),
         }
     }
 
@@ -147,7 +163,7 @@ impl Masker {
     fn spans<'a>(&'a self, hay: &'a [u8]) -> Spans<'a> {
         match &self.matcher {
             None => Spans::Nothing,
-            Some(Matcher::Patterns(automaton)) => Spans::Patterns(automaton.find_iter(hay)),
+            Some(Matcher::Patterns(automaton, _)) => Spans::Patterns(automaton.find_iter(hay)),
             Some(Matcher::Everything) => Spans::Lines { hay, at: 0 },
         }
     }
@@ -213,7 +229,7 @@ impl MaskStream {
         // than the longest pattern before the end is already complete. Every match that starts
         // before `settled` is therefore the one the whole stream would have there.
         let after_newline = buf.iter().rposition(|b| *b == b'\n').map_or(0, |at| at + 1);
-        let settled = after_newline.max(buf.len().saturating_sub(self.masker.max_held()));
+        let settled = buf.len() - self.masker.held(&buf[after_newline..]);
 
         let mut out = Vec::with_capacity(settled + MASK.len());
         let mut shown = 0;
@@ -661,27 +677,26 @@ mod tests {
     }
 
     #[test]
-    fn stream_holds_no_more_than_it_must() {
+    fn stream_holds_only_what_may_start_a_secret() {
         let masker = Masker::new(["hunter22"]);
-        // The longest form is the padded base64, not the value.
-        let keep = masker.longest - 1;
-        assert!(keep > "hunter22".len());
         let mut stream = masker.stream();
-        // A long line: at most the longest pattern less one byte is held.
-        assert_eq!(stream.push(&[b'x'; 100]), vec![b'x'; 100 - keep]);
-        assert_eq!(stream.held.len(), keep);
-        assert_eq!(stream.push(b"hunt"), b"xxxx");
-        assert_eq!(stream.held.len(), keep);
-        // A chunk ending a line is shown whole, with what was held before it.
-        let mut line = vec![b'x'; keep - 4];
-        line.extend_from_slice(b"*** def\n");
-        assert_eq!(stream.push(b"er22 def\n"), line);
+        // Nothing in a prompt can start a secret: it shows at once.
+        assert_eq!(stream.push(b"Password: "), b"Password: ");
         assert!(stream.held.is_empty());
-        // Nothing before the last newline is held, even when the line after it is short.
-        assert_eq!(stream.push(b"done\nab"), b"done\n");
-        assert_eq!(stream.held, b"ab");
-        // Whatever is held comes back at the end, once.
-        assert_eq!(stream.finish(), b"ab");
+        // The start of the secret is held, and masked with what follows.
+        assert_eq!(stream.push(b"x hunt"), b"x ");
+        assert_eq!(stream.held, b"hunt");
+        assert_eq!(stream.push(b"er22 def\n"), b"*** def\n");
+        assert!(stream.held.is_empty());
+        // A long line of bytes that start no secret is not held at all.
+        assert_eq!(stream.push(&[b' '; 100]), vec![b' '; 100]);
+        // Never more than the longest pattern less one byte.
+        let longest = masker.longest;
+        let mut line = vec![b'a'; 100];
+        line.extend_from_slice(b"hunter2");
+        let _ = stream.push(&line);
+        assert!(stream.held.len() < longest);
+        assert_eq!(stream.finish(), b"hunter2");
         assert!(stream.finish().is_empty());
     }
 
@@ -708,9 +723,9 @@ mod tests {
             b"\xff\xfe***\x80\n"
         );
         let mut stream = masker.stream();
-        assert!(stream.push(b"\xc3").is_empty());
-        assert_eq!(stream.push(b"\xa9\n\xff"), b"\xc3\xa9\n");
-        assert_eq!(stream.finish(), b"\xff");
+        assert_eq!(stream.push(b"\xc3"), b"\xc3");
+        assert_eq!(stream.push(b"\xa9\n\xff"), b"\xa9\n\xff");
+        assert!(stream.finish().is_empty());
     }
 
     #[test]

@@ -225,8 +225,9 @@ impl Terminal {
     }
 
     fn stage_output(&mut self, stage: &StageName, bytes: &[u8], _elapsed: Duration) {
-        if self.live.contains(stage) && self.options.verbosity != Verbosity::Quiet {
-            // As it comes (a prompt has no newline yet), sanitised, without a prefix.
+        if self.live.contains(stage) {
+            // As it comes (a prompt has no newline yet), sanitised, without a prefix; also
+            // with `-q`: the user has to see what they are asked.
             let mut text = String::with_capacity(bytes.len());
             for line in bytes.split_inclusive(|b| *b == b'\n') {
                 let (line, newline) = match line.strip_suffix(b"\n") {
