@@ -41,6 +41,7 @@ tiny here), in MiB.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import json
 import os
@@ -267,22 +268,17 @@ def run_once(argv: list[str], cwd: Path, out: Path, timeout: float) -> Run:
     if runner not in reaped:
         raise RuntimeError(f"sh could not start {argv[0]} in {cwd} (exit {gate.returncode})")
     end, status, maxrss = reaped[runner]
-    reap_strays()
-    return Run(end - start, maxrss, None if timed_out.is_set() else os.waitstatus_to_exitcode(status))
-
-
-def reap_strays() -> None:
-    """Reap what a runner left behind and the kernel handed to us, the subreaper."""
-    try:
+    with contextlib.suppress(ChildProcessError):  # what the runner left behind was handed to us
         while os.waitpid(-1, os.WNOHANG)[0]:
             pass
-    except ChildProcessError:
-        pass
+    return Run(end - start, maxrss, None if timed_out.is_set() else os.waitstatus_to_exitcode(status))
 
 
 def failure(run: Run, timeout: float) -> str | None:
     if run.rc is None:
         return f"TIMEOUT (>{timeout:g} s)"
+    if run.rc and run.rc < 0:
+        return f"FAILED ({signal.Signals(-run.rc).name})"
     return f"FAILED (exit {run.rc})" if run.rc else None
 
 
@@ -313,7 +309,7 @@ def verify_trace(sc: Scenario, trace: Path) -> tuple[bool, str]:
         problems.append(f"{peak} stages at once")
     if problems:
         return False, "; ".join(problems[:2]) + (f" (+{len(problems) - 2} more)" if len(problems) > 2 else "")
-    return True, f"ok: {len(sc.stages)} stages once, max {peak} at once"
+    return True, f"ok: all {len(sc.stages)} ran once, max {peak} at once"
 
 
 @dataclass
@@ -514,7 +510,9 @@ def targets(scs: dict[str, Scenario], results: dict[str, dict[str, Result]]) -> 
         if key not in scs:
             continue
         show = fmt_mb if "RSS" in what else fmt_s
-        if mine is None or limit is None:
+        if (mine_res := get(key)) and mine_res.status != "ok":
+            verdict = f"FAIL: {mine_res.status}"
+        elif mine is None or limit is None:
             verdict = "n/a"
         else:
             verdict = "PASS" if mine <= limit else f"FAIL ({mine / limit:.2f}x the limit)"

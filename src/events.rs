@@ -149,7 +149,7 @@ impl SkipReason {
             SkipReason::NeedsManual { stage } => {
                 format!("needs manual stage `{stage}`, which was not selected")
             }
-            SkipReason::Cancelled => "cancelled".into(),
+            SkipReason::Cancelled => "cancelled before it started".into(),
         }
     }
 }

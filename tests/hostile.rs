@@ -7,12 +7,11 @@
 mod common;
 use std::fs;
 use std::path::Path;
-use std::process::Command as StdCommand;
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use common::Project;
+use common::{Project, git};
 
 /// Guards against a hang (a deadlock would otherwise stall the whole test run); not a
 /// measure of speed.
@@ -74,27 +73,6 @@ fn run_measured(project: &Project, args: &[&str]) -> (i32, String, u64) {
         .next_back()
         .unwrap_or_else(|| panic!("no peak RSS in /usr/bin/time's report: {text:?}\n{stderr}"));
     (output.status.code().unwrap_or(-1), stderr, rss)
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = StdCommand::new("git")
-        .args([
-            "-c",
-            "user.name=test",
-            "-c",
-            "user.email=test@example.invalid",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("git");
-    assert!(
-        out.status.success(),
-        "git {args:?} in {}: {}",
-        dir.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -310,6 +288,74 @@ fn credentials_in_the_repository_url_are_never_shown() {
     let log = project.last_log();
     assert!(!log.contains("tok3n-abcdef"), "the log leaks:\n{log}");
     assert!(log.contains("[clone]"), "{log}");
+}
+
+#[test]
+fn credentials_with_json_special_characters_are_masked_in_the_json_plan() {
+    let project = Project::with_pipeline(concat!(
+        "repo: { url: 'https://u:to\"ken\\abc-zz@127.0.0.1:9/x.git' }\n",
+        "stages:\n",
+        "  clone: { uses: git/clone }\n",
+    ));
+    let (code, out, err) = project.run(&["plan", "--format", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let plan: serde_json::Value = serde_json::from_str(&out).expect("the plan is JSON");
+    let text = plan.to_string();
+    assert!(!text.contains("abc-zz"), "{text}");
+    assert!(text.contains("u:***@"), "{text}");
+}
+
+#[test]
+fn a_secret_given_its_value_in_env_is_masked_too() {
+    let project = Project::with_pipeline(concat!(
+        "secrets: [DEPLOY_KEY]\n",
+        "env: { DEPLOY_KEY: value-from-yaml-123 }\n",
+        "stages:\n",
+        "  show: { run: 'echo \"key=$DEPLOY_KEY\"' }\n",
+    ));
+    let output = project
+        .cmd(&["run", "-v"])
+        .env_remove("DEPLOY_KEY")
+        .timeout(HANG_GUARD)
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{err}");
+    assert!(err.contains("key=***"), "{err}");
+    assert!(!project.last_log().contains("value-from-yaml-123"));
+}
+
+#[test]
+fn a_secret_printed_in_pieces_by_an_interactive_stage_is_masked_and_its_prompt_shown() {
+    // An interactive stage's output is handed on as it is read, so the pieces reach the
+    // masker separately: the stream must hold back the start of the secret, and only that.
+    let project = Project::with_pipeline(concat!(
+        "secrets: [MY_TOKEN]\n",
+        "stages:\n",
+        "  ask:\n",
+        "    interactive: true\n",
+        "    run: 'printf \"Password: \"; read -r x; printf \"%s\" \"${MY_TOKEN%%V*}\"; sleep 0.2; printf \"%s\\n\" \"${MY_TOKEN#*-}\"'\n",
+    ));
+    let output = project
+        .cmd(&["run"])
+        .env("MY_TOKEN", "s3cr3t-Value_42")
+        .write_stdin("typed\n")
+        .timeout(HANG_GUARD)
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{err}");
+    assert!(err.contains("Password: "), "{err}");
+    assert!(err.contains("***"), "{err}");
+    assert!(
+        !err.contains("s3cr3t") && !err.contains("Value_42"),
+        "{err}"
+    );
+    let log = project.last_log();
+    assert!(
+        !log.contains("s3cr3t") && !log.contains("Value_42"),
+        "{log}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -36,7 +36,11 @@ fn ctrl_c_ends_the_running_stage_group_reports_cancelled_and_exits_130() {
     assert!(!project.exists("after.ran"));
     let log = project.last_log();
     assert!(log.contains("[slow] cancelled"), "{log}");
-    assert!(log.contains("after") && log.contains("cancelled"), "{log}");
+    assert!(
+        log.contains("[after] skipped: cancelled before it started"),
+        "{log}"
+    );
+    assert!(!log.contains("leaked"), "{log}");
     assert!(err.contains("cancelled"), "{err}");
 }
 
@@ -151,6 +155,105 @@ fn a_stage_that_leaves_a_child_holding_its_output_does_not_hang_the_run() {
     assert!(gone_within(project.pid("child.pid"), LIMIT));
     assert!(err.contains("leaked processes"), "{err}");
     assert!(project.last_log().contains("leaked processes"));
+}
+
+#[test]
+fn a_leaked_child_that_keeps_writing_is_ended_too() {
+    let project = Project::with_pipeline(concat!(
+        "stages:\n",
+        "  chatty: { run: '(while :; do echo tick; sleep 0.01; done) & echo $! > child.pid' }\n",
+    ));
+    let (code, _, err) = finish(project.spawn(&["run"]), LIMIT);
+    assert_eq!(code, 0, "{err}");
+    assert!(gone_within(project.pid("child.pid"), LIMIT));
+    assert!(err.contains("leaked processes"), "{err}");
+}
+
+#[test]
+fn a_background_job_without_the_output_is_ended_with_the_stage() {
+    let project = Project::with_pipeline(concat!(
+        "stages:\n",
+        "  daemon: { run: 'sleep 300 >/dev/null 2>&1 & echo $! > child.pid' }\n",
+    ));
+    let (code, _, err) = finish(project.spawn(&["run"]), LIMIT);
+    assert_eq!(code, 0, "{err}");
+    assert!(gone_within(project.pid("child.pid"), LIMIT));
+    assert!(err.contains("leaked processes"), "{err}");
+}
+
+#[test]
+fn a_retry_is_not_confused_with_the_attempt_given_up_on() {
+    // Attempt 1 leaves a process outside its group holding the output and times out; it is
+    // given up on. Attempt 2 succeeds, and must be reported as it is.
+    let project = Project::with_pipeline(concat!(
+        "grace_period: 100ms\n",
+        "stages:\n",
+        "  flaky:\n",
+        "    timeout: 1s\n",
+        "    retries: 1\n",
+        "    run: |\n",
+        "      if [ ! -e first ]; then touch first; setsid sleep 4 & echo $! > escaped.pid; sleep 100; fi\n",
+        "      echo second attempt done\n",
+    ));
+    let (code, _, err) = finish(project.spawn(&["run"]), LIMIT);
+    assert_eq!(code, 0, "{err}");
+    let log = project.last_log();
+    assert!(log.contains("left running"), "{log}");
+    assert!(log.contains("[flaky] second attempt done"), "{log}");
+    assert!(log.contains("passed"), "{log}");
+    // The escaped process is ours to clean up in a test.
+    signal(
+        u32::try_from(project.pid("escaped.pid")).expect("pid"),
+        libc::SIGKILL,
+    );
+}
+
+// --- Interactive stages in a real terminal ---------------------------------------------
+
+/// Runs `pydeployer ARGS` in a pseudo-terminal (util-linux `script`), typing `input` once the
+/// file `ready` exists; returns (exit code, what the terminal showed).
+fn in_terminal(project: &Project, args: &str, input: &[u8]) -> (i32, String) {
+    let bin = assert_cmd::cargo::cargo_bin!("pydeployer");
+    let mut child = std::process::Command::new("script")
+        .args(["-qfec", &format!("{} {args}", bin.display()), "/dev/null"])
+        .current_dir(project.path())
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script (util-linux) is needed for the terminal tests");
+    let mut stdin = child.stdin.take().expect("stdin");
+    project.wait_for("ready", LIMIT);
+    stdin.write_all(input).expect("type");
+    let (code, out, err) = finish(child, LIMIT);
+    drop(stdin);
+    (code, format!("{out}{err}"))
+}
+
+#[test]
+fn an_interactive_stage_owns_the_terminal_and_sees_what_is_typed() {
+    let project = Project::with_pipeline(concat!(
+        "stages:\n",
+        "  ask: { run: 'printf \"name? \"; touch ready; read -r n; echo \"hi $n\"', interactive: true }\n",
+    ));
+    let (code, screen) = in_terminal(&project, "run", b"alice\n");
+    assert_eq!(code, 0, "{screen}");
+    assert!(screen.contains("name? "), "{screen}");
+    assert!(screen.contains("hi alice"), "{screen}");
+}
+
+#[test]
+fn ctrl_c_typed_into_an_interactive_stage_stops_the_run() {
+    let project = Project::with_pipeline(concat!(
+        "stages:\n",
+        "  ask: { run: 'touch ready; read -r n; echo got it', interactive: true }\n",
+        "  after: { run: touch after.ran, needs: [ask] }\n",
+    ));
+    let (code, screen) = in_terminal(&project, "run", b"\x03");
+    assert_eq!(code, 130, "{screen}");
+    assert!(!project.exists("after.ran"));
+    assert!(project.last_log().contains("cancelled"));
 }
 
 // --- One run at a time -----------------------------------------------------------------
@@ -270,11 +373,17 @@ fn kill_9_at_any_moment_keeps_the_ledger_whole_and_leaves_no_litter_that_grows()
         let litter = litter(&project);
         assert!(litter.len() <= 2, "temporary files pile up: {litter:?}");
     }
-    // A normal run afterwards works, cleans up what the killed runs left, and appends.
+    // A normal run afterwards works, cleans up the scratch folders the killed runs left,
+    // and appends. (A temporary ledger file is removed once it is ten minutes old.)
     let (code, _, err) = project.run(&["run"]);
     assert_eq!(code, 0, "{err}\n{}", project.last_log());
     assert_eq!(ledger_len(&project), entries + 1);
-    assert_eq!(litter(&project), Vec::<String>::new());
+    let litter = litter(&project);
+    assert!(
+        !litter.iter().any(|l| l.starts_with(".pydeployer")),
+        "{litter:?}"
+    );
+    assert!(litter.len() <= 2, "{litter:?}");
     // Every log is readable text with the header line.
     for log in project.logs() {
         let text = String::from_utf8_lossy(&fs::read(&log).expect("read")).into_owned();

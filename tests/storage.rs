@@ -201,3 +201,19 @@ fn a_symlinked_lock_or_state_folder_is_refused() {
     assert!(err.contains("not a folder"), "{err}");
     assert!(elsewhere.tree().is_empty(), "{:?}", elsewhere.tree());
 }
+
+#[test]
+fn a_symlinked_scratch_folder_is_refused_and_its_target_kept() {
+    let project = Project::with_pipeline("stages:\n  a: { run: touch ran }\n");
+    let victim = Project::new();
+    victim
+        .file("precious.txt", "x\n")
+        .file("run-1/inside.txt", "y\n");
+    fs::create_dir_all(project.join(".pydeployer")).expect("mkdir");
+    symlink(victim.path(), project.join(".pydeployer/tmp")).expect("symlink");
+    let (code, _, err) = project.run(&["run"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("not a folder"), "{err}");
+    assert!(victim.exists("precious.txt") && victim.exists("run-1/inside.txt"));
+    assert!(!project.exists("ran"));
+}

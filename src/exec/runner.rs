@@ -299,7 +299,11 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
         let name = self.pipeline.stages[self.plan.steps[step].stage]
             .name
             .clone();
-        self.tally[step].result = Some((StageResult::Skipped, reason.describe()));
+        let result = match reason {
+            SkipReason::Cancelled => StageResult::Cancelled,
+            _ => StageResult::Skipped,
+        };
+        self.tally[step].result = Some((result, reason.describe()));
         (self.report)(&RunEvent::StageSkipped {
             stage: name,
             reason,
@@ -393,12 +397,21 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
     }
 
     fn summary(mut self, log: Option<PathBuf>) -> RunSummary {
+        // What a stopped run never got to: each said, in the log and on the terminal too.
+        if self.stopped.is_some() {
+            let never: Vec<usize> = (0..self.plan.steps.len())
+                .filter(|&i| self.tally[i].result.is_none())
+                .collect();
+            for step in never {
+                self.skip(step, SkipReason::Cancelled);
+            }
+        }
         let mut rows = Vec::with_capacity(self.plan.steps.len());
         for (step, t) in self.plan.steps.iter().zip(std::mem::take(&mut self.tally)) {
             let stage = &self.pipeline.stages[step.stage];
             let (result, detail) = t
                 .result
-                .unwrap_or_else(|| (StageResult::Skipped, SkipReason::Cancelled.describe()));
+                .unwrap_or_else(|| (StageResult::Cancelled, SkipReason::Cancelled.describe()));
             rows.push(SummaryRow {
                 stage: stage.name.clone(),
                 result,
@@ -474,6 +487,10 @@ fn spawn_worker(work: Work, tx: SyncSender<WorkerMsg>) {
         .name(format!("stage-{step}"))
         .spawn(move || {
             let (outcome, leak) = run_commands(&work, &tx);
+            // A group the runner ended itself (timeout, Ctrl-C) leaked nothing worth a word,
+            // unless something escaped it.
+            let stopped = work.stop.load(Ordering::Relaxed);
+            let leak = leak.filter(|l| !stopped || *l == process::Leak::Escaped);
             let counts = work.junit.as_deref().and_then(|path| {
                 let counts = junit::parse(&std::fs::read_to_string(path).ok()?)?;
                 Some(counts.describe())
