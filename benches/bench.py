@@ -244,8 +244,11 @@ def run_once(argv: list[str], cwd: Path, out: Path, timeout: float) -> Run:
 
     timer = threading.Timer(timeout, kill)
     reaped: dict[int, tuple[float, int, int]] = {}  # pid -> (when, wait status, ru_maxrss KiB)
+    runner = 0
     try:
-        assert gate.stdin and gate.stdout and gate.stdout.readline() == b"ready\n"
+        assert gate.stdin and gate.stdout
+        if gate.stdout.readline() != b"ready\n":
+            raise RuntimeError("the sh in front of the runner did not start")
         timer.start()
         start = time.perf_counter()
         os.write(gate.stdin.fileno(), b"go\n")
