@@ -48,10 +48,44 @@ impl SourceFile {
         }
     }
 
+    /// The text as diagnostics quote it: credentials in URLs hidden (same length, so that
+    /// every span still points where it did).
     fn named(&self) -> NamedSource<Arc<str>> {
-        NamedSource::new(self.name.display().to_string(), Arc::clone(&self.text))
-            .with_language("yaml")
+        let text = match hide_url_credentials(&self.text) {
+            Some(hidden) => Arc::from(hidden),
+            None => Arc::clone(&self.text),
+        };
+        NamedSource::new(self.name.display().to_string(), text).with_language("yaml")
     }
+}
+
+/// `text` with the password (or, without one, the user name) of every `scheme://user:pass@`
+/// replaced by as many `*` bytes; `None` when there is none.
+fn hide_url_credentials(text: &str) -> Option<String> {
+    let mut bytes = text.as_bytes().to_vec();
+    let mut changed = false;
+    let mut from = 0;
+    while let Some(found) = text[from..].find("://") {
+        let start = from + found + 3;
+        let end = text[start..]
+            .find(|c: char| c.is_whitespace() || "/?#\"',}]".contains(c))
+            .map_or(text.len(), |n| start + n);
+        if let Some(at) = text[start..end].rfind('@') {
+            let userinfo = &text[start..start + at];
+            let (hide_from, hide_len) = match userinfo.find(':') {
+                Some(colon) => (start + colon + 1, userinfo.len() - colon - 1),
+                None if userinfo == "git" => (start, 0),
+                None => (start, userinfo.len()),
+            };
+            for b in &mut bytes[hide_from..hide_from + hide_len] {
+                *b = b'*';
+                changed = true;
+            }
+        }
+        from = end.max(start);
+    }
+    // Replacing whole UTF-8 sequences byte by byte with `*` leaves valid UTF-8.
+    changed.then(|| String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// Where a problem is, for machine-readable output.
@@ -247,7 +281,18 @@ pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
 
 #[cfg(test)]
 mod tests {
-    use super::closest;
+    use super::{closest, hide_url_credentials};
+
+    #[test]
+    fn url_credentials_are_hidden_in_quoted_sources_without_moving_spans() {
+        let text = "repo: { url: 'https://me:s3cret@host/x.git' }\nb: https://TOKEN@h/y git@github.com:a/b ssh://git@h/z\n";
+        let hidden = hide_url_credentials(text).unwrap();
+        assert_eq!(hidden.len(), text.len());
+        assert!(hidden.contains("https://me:******@host/x.git"), "{hidden}");
+        assert!(hidden.contains("https://*****@h/y"), "{hidden}");
+        assert!(hidden.contains("ssh://git@h/z"), "{hidden}");
+        assert_eq!(hide_url_credentials("url: https://host/x.git"), None);
+    }
 
     #[test]
     fn suggestions_are_close_or_absent() {
