@@ -343,7 +343,8 @@ class Result:
 
 def check_traced(sc: Scenario, tool: Tool, folder: Path, trace_sh: Path, timeout: float) -> tuple[bool, str]:
     trace = folder / "trace.log"
-    tool.generate(sc, folder, lambda st: f"sh {trace_sh} {trace} {st.name} {st.sleep:g}")
+    script, log_file = shlex.quote(str(trace_sh)), shlex.quote(str(trace))
+    tool.generate(sc, folder, lambda st: f"sh {script} {log_file} {st.name} {st.sleep:g}")
     bad = failure(run_once(tool.argv(sc), folder, folder / "runner.out", timeout), timeout)
     ok, verdict = verify_trace(sc, trace)
     return (False, f"traced run {bad}; {verdict}") if bad else (ok, verdict)
@@ -411,14 +412,17 @@ def find_peer(name: str) -> Tool | None:
 
 def install_peers(wanted: list[str]) -> None:
     if "make" in wanted and find_peer("make") is None:
-        if shutil.which("apt-get") is None:
+        apt, sudo = shutil.which("apt-get"), [] if os.geteuid() == 0 else [shutil.which("sudo") or "sudo"]
+        if apt is None:
             log("GNU make is missing and there is no apt-get: make will be skipped")
         else:
-            sudo = [] if os.geteuid() == 0 else ["sudo"]
-            apt_env = dict(ENV, DEBIAN_FRONTEND="noninteractive")
             log("apt-get update && apt-get install -y make")
             for step in (["update", "-qq"], ["install", "-y", "-qq", "make"]):
-                if subprocess.run([*sudo, "apt-get", *step], env=apt_env).returncode:
+                try:
+                    ok = subprocess.run([*sudo, apt, *step], env=dict(ENV, DEBIAN_FRONTEND="noninteractive")).returncode == 0
+                except OSError:
+                    ok = False
+                if not ok:
                     log("apt-get failed: make will be skipped")
                     break
     missing = [name for name in ("just", "task") if name in wanted and find_peer(name) is None]
@@ -455,7 +459,7 @@ def build_pydeployer() -> str:
 def fmt_s(s: float | None) -> str:
     if s is None:
         return "-"
-    return f"{s * 1000:.2f} ms" if abs(s) < 0.01 else f"{s * 1000:.1f} ms" if abs(s) < 1 else f"{s:.2f} s"
+    return f"{s * 1000:.2f} ms" if abs(s) < 0.01 else f"{s * 1000:.1f} ms" if abs(s) < 1 else f"{s:.3f} s"
 
 
 def fmt_mb(mb: float | None) -> str:

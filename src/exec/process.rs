@@ -4,8 +4,13 @@
 //! interactive stage gets the terminal, and its group is made the terminal's foreground group
 //! while it runs) and stdout and stderr merged into one pipe that is read in bounded
 //! chunks, so the runner can end the whole group (children and grandchildren too) and never
-//! holds more than a chunk of output. Each command is also told to die with the thread that
-//! started it (`PR_SET_PDEATHSIG`), so a runner killed with `kill -9` does not leave it running.
+//! holds more than a chunk of output. The watchdog (see `watchdog.rs`) ends the groups if the
+//! runner dies; without one, each command is told to die with the thread that started it
+//! (`PR_SET_PDEATHSIG`).
+//!
+//! Without such a request (or an interactive stage's terminal), the command is started with
+//! `posix_spawn` (vfork and exec): no copy of the runner's page tables per stage, which is most
+//! of what a stage costs.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read};
@@ -84,8 +89,10 @@ pub struct Spawn<'a> {
     pub dir: &'a Path,
     /// Added to (or, for `None`, removed from) the runner's environment.
     pub env: &'a BTreeMap<String, Option<String>>,
-    /// Inherit the terminal's stdin and stay in its process group.
+    /// Inherit the terminal's stdin, and own the terminal while it runs.
     pub interactive: bool,
+    /// Ask the kernel to TERM the command when the runner dies (when no watchdog does more).
+    pub die_with_runner: bool,
 }
 
 /// A running stage command.
@@ -134,6 +141,7 @@ pub fn spawn(spawn: &Spawn<'_>) -> io::Result<Running> {
     // SAFETY: getpid and isatty are always safe.
     let runner = unsafe { libc::getpid() };
     let terminal = interactive && unsafe { libc::isatty(libc::STDIN_FILENO) } == 1;
+    let die_with_runner = spawn.die_with_runner;
     let mut expression = duct::cmd(&spawn.command.program, &spawn.command.args)
         .dir(spawn.dir)
         // Inner redirections apply last: stderr joins stdout, which is the pipe.
@@ -142,11 +150,16 @@ pub fn spawn(spawn: &Spawn<'_>) -> io::Result<Running> {
         .unchecked()
         .before_spawn(move |cmd| {
             cmd.process_group(0);
+            if !(die_with_runner || terminal) {
+                return Ok(());
+            }
             // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
             // system calls (prctl, getppid, _exit, sigprocmask, tcsetpgrp).
             unsafe {
                 cmd.pre_exec(move || {
-                    die_with_parent(runner);
+                    if die_with_runner {
+                        die_with_parent(runner);
+                    }
                     if terminal {
                         take_terminal(libc::getpid());
                     }
@@ -449,6 +462,7 @@ mod tests {
             dir: Path::new("."),
             env: &BTreeMap::new(),
             interactive,
+            die_with_runner: true,
         })
         .unwrap()
     }
@@ -578,6 +592,7 @@ mod tests {
             dir: Path::new("."),
             env: &env,
             interactive: false,
+            die_with_runner: false,
         })
         .unwrap()
         .stream(|c| chunks.push(c))
@@ -594,6 +609,7 @@ mod tests {
                 dir: Path::new("."),
                 env: &BTreeMap::new(),
                 interactive: false,
+                die_with_runner: false,
             })
             .is_err()
         );

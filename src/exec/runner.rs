@@ -8,8 +8,10 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{RecvTimeoutError, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, channel, sync_channel};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -140,7 +142,7 @@ pub fn execute(
         tally: vec![Tally::default(); plan.steps.len()],
         stopped: None,
         killed: false,
-        tx,
+        pool: Pool::new(tx),
     };
     (run.report)(&RunEvent::RunStarted(header));
 
@@ -211,7 +213,7 @@ struct Run<'a, F: FnMut(&RunEvent)> {
     stopped: Option<i32>,
     /// The running stages were killed without a grace period (a second Ctrl-C).
     killed: bool,
-    tx: SyncSender<WorkerMsg>,
+    pool: Pool,
 }
 
 impl<F: FnMut(&RunEvent)> Run<'_, F> {
@@ -292,7 +294,7 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
             watchdog: options.watchdog.clone(),
             masker: options.masker.clone(),
         };
-        spawn_worker(work, self.tx.clone());
+        self.pool.run(work);
     }
 
     fn skip(&mut self, step: usize, reason: SkipReason) {
@@ -476,41 +478,108 @@ struct Work {
     masker: Masker,
 }
 
-fn spawn_worker(work: Work, tx: SyncSender<WorkerMsg>) {
-    let step = work.step;
-    let of = Attempt {
-        step,
-        attempt: work.attempt,
-    };
-    let fallback = tx.clone();
-    let spawned = thread::Builder::new()
-        .name(format!("stage-{step}"))
-        .spawn(move || {
-            let (outcome, leak) = run_commands(&work, &tx);
-            // A group the runner ended itself (timeout, Ctrl-C) leaked nothing worth a word,
-            // unless something escaped it.
-            let stopped = work.stop.load(Ordering::Relaxed);
-            let leak = leak.filter(|l| !stopped || *l == process::Leak::Escaped);
-            let counts = work.junit.as_deref().and_then(|path| {
-                let counts = junit::parse(&std::fs::read_to_string(path).ok()?)?;
-                Some(counts.describe())
+/// Threads that run stages, kept for the next stage when one ends: starting a thread per
+/// stage costs more than the stage's own process (`/bin/true`) does.
+struct Pool {
+    queue: Sender<Work>,
+    waiting: Arc<Mutex<Receiver<Work>>>,
+    /// Workers idle or about to be: each can take one job from the queue.
+    idle: Arc<AtomicUsize>,
+    tx: SyncSender<WorkerMsg>,
+}
+
+impl Pool {
+    fn new(tx: SyncSender<WorkerMsg>) -> Pool {
+        let (queue, waiting) = channel();
+        Pool {
+            queue,
+            waiting: Arc::new(Mutex::new(waiting)),
+            idle: Arc::new(AtomicUsize::new(0)),
+            tx,
+        }
+    }
+
+    /// Runs `work` on an idle worker, or on a new one when none is idle (a stage given up on
+    /// keeps its worker, so the pool may grow past `jobs`).
+    fn run(&self, work: Work) {
+        let reserved = self
+            .idle
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if reserved {
+            if let Err(unsent) = self.queue.send(work) {
+                // The workers are gone (cannot happen while the pool lives); run it anew.
+                self.spawn(unsent.0);
+            }
+        } else {
+            self.spawn(work);
+        }
+    }
+
+    fn spawn(&self, first: Work) {
+        let of = first.attempt_key();
+        let (tx, waiting, idle) = (
+            self.tx.clone(),
+            Arc::clone(&self.waiting),
+            Arc::clone(&self.idle),
+        );
+        let spawned = thread::Builder::new().name("stage".into()).spawn(move || {
+            let mut work = first;
+            loop {
+                run_work(&work, &tx);
+                idle.fetch_add(1, Ordering::SeqCst);
+                let next = match waiting.lock() {
+                    Ok(queue) => queue.recv(),
+                    Err(_) => return,
+                };
+                match next {
+                    Ok(next) => work = next,
+                    // The run is over.
+                    Err(_) => return,
+                }
+            }
+        });
+        if let Err(err) = spawned {
+            let _ = self.tx.send(WorkerMsg::Done {
+                of,
+                outcome: Outcome::NotStarted {
+                    message: format!("cannot start a thread: {err}"),
+                },
+                note: None,
             });
-            let notes: Vec<&str> = [counts.as_deref(), leak.map(process::Leak::describe)]
-                .into_iter()
-                .flatten()
-                .collect();
-            let note =
-                (!notes.is_empty()).then(|| work.masker.mask_str(&notes.join("; ")).into_owned());
-            let _ = tx.send(WorkerMsg::Done { of, outcome, note });
-        });
-    if let Err(err) = spawned {
-        let _ = fallback.send(WorkerMsg::Done {
-            of,
-            outcome: Outcome::NotStarted {
-                message: format!("cannot start a thread: {err}"),
-            },
-            note: None,
-        });
+        }
+    }
+}
+
+/// One attempt of a stage, on a worker thread: its commands, then its note, then `Done`.
+fn run_work(work: &Work, tx: &SyncSender<WorkerMsg>) {
+    let (outcome, leak) = run_commands(work, tx);
+    // A group the runner ended itself (timeout, Ctrl-C) leaked nothing worth a word, unless
+    // something escaped it.
+    let stopped = work.stop.load(Ordering::Relaxed);
+    let leak = leak.filter(|l| !stopped || *l == process::Leak::Escaped);
+    let counts = work.junit.as_deref().and_then(|path| {
+        let counts = junit::parse(&std::fs::read_to_string(path).ok()?)?;
+        Some(counts.describe())
+    });
+    let notes: Vec<&str> = [counts.as_deref(), leak.map(process::Leak::describe)]
+        .into_iter()
+        .flatten()
+        .collect();
+    let note = (!notes.is_empty()).then(|| work.masker.mask_str(&notes.join("; ")).into_owned());
+    let _ = tx.send(WorkerMsg::Done {
+        of: work.attempt_key(),
+        outcome,
+        note,
+    });
+}
+
+impl Work {
+    fn attempt_key(&self) -> Attempt {
+        Attempt {
+            step: self.step,
+            attempt: self.attempt,
+        }
     }
 }
 
@@ -542,6 +611,7 @@ fn run_commands(work: &Work, tx: &SyncSender<WorkerMsg>) -> (Outcome, Option<pro
             dir: &work.dir,
             env: &work.env,
             interactive: work.interactive,
+            die_with_runner: work.watchdog.is_none(),
         });
         let running = match spawned {
             Ok(running) => running,
@@ -555,10 +625,7 @@ fn run_commands(work: &Work, tx: &SyncSender<WorkerMsg>) -> (Outcome, Option<pro
         if let (Some(watchdog), true) = (&work.watchdog, target.group) {
             watchdog.watch(target.id);
         }
-        let of = Attempt {
-            step: work.step,
-            attempt: work.attempt,
-        };
+        let of = work.attempt_key();
         let _ = tx.send(WorkerMsg::Spawned { of, target });
         let mut masked = work.masker.stream();
         let send = |bytes: Vec<u8>| {
