@@ -3,10 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on what they set up
 
 mod common;
-use std::path::Path;
-use std::process::Command;
 
-use common::Project;
+use common::{Project, git};
 
 const PIPELINE: &str = "\
 name: app
@@ -21,26 +19,6 @@ stages:
 
 const CALC: &str = "def add(a, b):\n    return a + b\n";
 const TESTS: &str = "from calc import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n\n\ndef test_zero():\n    assert add(0, 0) == 0\n";
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=test",
-            "-c",
-            "user.email=test@example.invalid",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
 
 /// A project whose `origin.git` holds a Python project with tests; `seed` is its folder.
 fn project_with_origin(tests: &str) -> Project {

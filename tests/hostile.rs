@@ -448,20 +448,28 @@ fn invalid_utf8_is_shown_replaced_and_logged_raw() {
     );
 }
 
-#[test]
-fn a_100_mb_line_without_newline_streams_in_bounded_memory() {
-    let project = Project::with_pipeline(
-        "stages:\n  long: { run: \"head -c 100000000 /dev/zero | tr '\\\\0' x\" }\n",
-    );
+/// Runs `stage_yaml` (one stage) under `/usr/bin/time`: it must succeed without a panic, the
+/// log must hold at least `min_log` bytes, and the runner's peak memory stay bounded.
+fn assert_streams_in_bounded_memory(stage_yaml: &str, min_log: u64, what: &str) {
+    let project = Project::with_pipeline(&format!("stages:\n  {stage_yaml}\n"));
     let (code, err, rss) = run_measured(&project, &["run"]);
     eprintln!("peak RSS: {rss} KiB");
     assert_eq!(code, 0, "{err}");
     assert!(!err.contains("panicked"), "{err}");
     let len = last_log_len(&project);
-    assert!(len >= 100_000_000, "the log holds {len} bytes");
+    assert!(len >= min_log, "the log holds {len} bytes");
     assert!(
         rss < MAX_RSS_KIB,
-        "peak RSS {rss} KiB for a 100 MB line (limit {MAX_RSS_KIB} KiB)"
+        "peak RSS {rss} KiB for {what} (limit {MAX_RSS_KIB} KiB)"
+    );
+}
+
+#[test]
+fn a_100_mb_line_without_newline_streams_in_bounded_memory() {
+    assert_streams_in_bounded_memory(
+        "long: { run: \"head -c 100000000 /dev/zero | tr '\\\\0' x\" }",
+        100_000_000,
+        "a 100 MB line",
     );
 }
 
@@ -491,19 +499,10 @@ fn carriage_return_progress_is_logged_raw() {
 
 #[test]
 fn hundreds_of_megabytes_on_stdout_and_stderr_at_once_do_not_deadlock_or_grow_memory() {
-    let project = Project::with_pipeline(concat!(
-        "stages:\n",
-        "  flood: { run: 'head -c 300000000 /dev/zero & head -c 300000000 /dev/zero >&2; wait' }\n",
-    ));
-    let (code, err, rss) = run_measured(&project, &["run"]);
-    eprintln!("peak RSS: {rss} KiB");
-    assert_eq!(code, 0, "{err}");
-    assert!(!err.contains("panicked"), "{err}");
-    let len = last_log_len(&project);
-    assert!(len >= 600_000_000, "the log holds {len} bytes");
-    assert!(
-        rss < MAX_RSS_KIB,
-        "peak RSS {rss} KiB for 2 × 300 MB of output (limit {MAX_RSS_KIB} KiB)"
+    assert_streams_in_bounded_memory(
+        "flood: { run: 'head -c 300000000 /dev/zero & head -c 300000000 /dev/zero >&2; wait' }",
+        600_000_000,
+        "2 × 300 MB of output",
     );
 }
 
