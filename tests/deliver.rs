@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Project, git};
+use common::{Project, git, push_seed};
 
 const PIPELINE: &str = "\
 name: app
@@ -27,16 +27,7 @@ fn project_with_origin(tests: &str) -> Project {
         .file("seed/calc.py", CALC)
         .file("seed/test_calc.py", tests)
         .file("seed/.gitignore", "__pycache__/\n.pytest_cache/\n");
-    let seed = project.join("seed");
-    git(
-        project.path(),
-        &["init", "-q", "--bare", "-b", "master", "origin.git"],
-    );
-    git(&seed, &["init", "-q", "-b", "master"]);
-    git(&seed, &["add", "-A"]);
-    git(&seed, &["commit", "-q", "-m", "first"]);
-    git(&seed, &["remote", "add", "origin", "../origin.git"]);
-    git(&seed, &["push", "-q", "origin", "master"]);
+    push_seed(&project);
     project
 }
 

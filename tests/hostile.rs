@@ -407,13 +407,7 @@ fn binary_output_and_nul_bytes_are_logged_raw() {
     let project = Project::with_pipeline(
         "stages:\n  bin: { run: \"head -c 100000 /dev/urandom; printf 'a\\\\0b\\\\n'\" }\n",
     );
-    let output = project
-        .cmd(&["run", "-v"])
-        .output()
-        .expect("run pydeployer");
-    let err = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(0), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
+    let output = run_verbose(&project);
     assert!(
         !output.stderr.contains(&0) && !output.stderr.contains(&0x1b),
         "raw NUL or ESC of random output reached the terminal"
@@ -429,13 +423,8 @@ fn binary_output_and_nul_bytes_are_logged_raw() {
 fn invalid_utf8_is_shown_replaced_and_logged_raw() {
     let project =
         Project::with_pipeline("stages:\n  bad: { run: \"printf '\\\\377\\\\376 bad\\\\n'\" }\n");
-    let output = project
-        .cmd(&["run", "-v"])
-        .output()
-        .expect("run pydeployer");
+    let output = run_verbose(&project);
     let err = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(0), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
     assert!(
         std::str::from_utf8(&output.stderr).is_ok(),
         "the terminal got invalid UTF-8: {err:?}"
@@ -446,6 +435,18 @@ fn invalid_utf8_is_shown_replaced_and_logged_raw() {
         contains(&log, b"[bad] \xff\xfe bad\n"),
         "not raw in the log"
     );
+}
+
+/// `run -v`, which must succeed without a panic.
+fn run_verbose(project: &Project) -> std::process::Output {
+    let output = project
+        .cmd(&["run", "-v"])
+        .output()
+        .expect("run pydeployer");
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    output
 }
 
 /// Runs `stage_yaml` (one stage) under `/usr/bin/time`: it must succeed without a panic, the
@@ -478,13 +479,7 @@ fn carriage_return_progress_is_logged_raw() {
     let project = Project::with_pipeline(
         "stages:\n  progress: { run: \"for i in 1 2 3; do printf '\\\\r%s%%' $i; done\" }\n",
     );
-    let output = project
-        .cmd(&["run", "-v"])
-        .output()
-        .expect("run pydeployer");
-    let err = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(0), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
+    let output = run_verbose(&project);
     assert!(!output.stderr.contains(&b'\r'), "raw \\r on the terminal");
     let log = last_log_bytes(&project);
     for step in [&b"\r1%"[..], b"\r2%", b"\r3%"] {

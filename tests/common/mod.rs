@@ -246,6 +246,12 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
 /// `README`.
 pub fn bare_origin(project: &Project) {
     project.file("seed/README", "hello\n");
+    push_seed(project);
+}
+
+/// Makes `origin.git` in the project from what is in its `seed/` folder: one commit on
+/// `master`.
+pub fn push_seed(project: &Project) {
     let seed = project.join("seed");
     git(
         project.path(),
