@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicUsize;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, channel, sync_channel};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -57,10 +57,6 @@ struct Attempt {
 
 /// Messages from stage threads; never leave this module.
 enum WorkerMsg {
-    Spawned {
-        of: Attempt,
-        target: Target,
-    },
     Output {
         of: Attempt,
         bytes: Vec<u8>,
@@ -78,11 +74,50 @@ struct Active {
     attempt: u32,
     started: Instant,
     deadline: Option<Instant>,
-    target: Option<Target>,
     /// Where ending it stands, once the runner decided to (timeout or interrupt).
     ending: Ending,
     timed_out: bool,
-    stop: Arc<AtomicBool>,
+    control: Arc<Control>,
+}
+
+/// What the runner and the worker running an attempt share, without a message (and the
+/// thread wake-up it costs) per command: the running command's group, and whether the runner
+/// wants it ended. Each side writes its part, then reads the other's, so whichever comes
+/// second sends the signal (both may: a second TERM or KILL is harmless).
+#[derive(Debug, Default)]
+struct Control {
+    /// The running command's process group; 0 before the first starts.
+    pgid: AtomicI32,
+    /// 0: run on; otherwise the signal asked for (TERM, then KILL). No further command starts.
+    ending: AtomicI32,
+}
+
+impl Control {
+    /// Runner: end the attempt with `signal`.
+    fn end(&self, signal: i32) {
+        self.ending.store(signal, Ordering::SeqCst);
+        Control::send(self.pgid.load(Ordering::SeqCst), signal);
+    }
+
+    /// Worker: a command started in group `pgid`.
+    fn started(&self, pgid: i32) {
+        self.pgid.store(pgid, Ordering::SeqCst);
+        Control::send(pgid, self.ending.load(Ordering::SeqCst));
+    }
+
+    fn stopping(&self) -> bool {
+        self.ending.load(Ordering::SeqCst) != 0
+    }
+
+    fn send(pgid: i32, signal: i32) {
+        if pgid > 0 && signal != 0 {
+            Target {
+                id: pgid,
+                group: true,
+            }
+            .signal(signal);
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -161,18 +196,6 @@ pub fn execute(
         }
         let wake = next_wake(&run.active);
         match rx.recv_timeout(wake.saturating_duration_since(Instant::now())) {
-            Ok(WorkerMsg::Spawned { of, target }) => match run.current(of) {
-                Some(a) => {
-                    a.target = Some(target);
-                    match a.ending {
-                        Ending::No => {}
-                        Ending::Termed(_) => target.signal(SIGTERM),
-                        Ending::Killed(_) => target.signal(SIGKILL),
-                    }
-                }
-                // An attempt given up on started another command: it has no business running.
-                None => target.signal(SIGKILL),
-            },
             Ok(WorkerMsg::Output { of, bytes, elapsed }) => {
                 if run.current(of).is_some() {
                     let stage = pipeline.stages[plan.steps[of.step].stage].name.clone();
@@ -240,11 +263,8 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
                 self.stopped.get_or_insert(exit_code);
                 self.killed = true;
                 for a in self.active.values_mut() {
-                    a.stop.store(true, Ordering::Relaxed);
                     a.ending = Ending::Killed(now + grace);
-                    if let Some(target) = a.target {
-                        target.signal(SIGKILL);
-                    }
+                    a.control.end(SIGKILL);
                 }
             }
             Request::None | Request::Stop { .. } | Request::Kill { .. } => {}
@@ -267,7 +287,7 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
             elapsed: self.start.elapsed(),
         });
         let now = Instant::now();
-        let stop = Arc::new(AtomicBool::new(false));
+        let control = Arc::new(Control::default());
         self.active.insert(
             step,
             Active {
@@ -275,10 +295,9 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
                 started: now,
                 // A timeout too far away to represent is no timeout.
                 deadline: stage.timeout.and_then(|t| now.checked_add(t)),
-                target: None,
                 ending: Ending::No,
                 timed_out: false,
-                stop: Arc::clone(&stop),
+                control: Arc::clone(&control),
             },
         );
         let work = Work {
@@ -289,7 +308,7 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
             dir: pipeline.workdir(stage),
             env: actions::environment(pipeline, stage, std::env::vars_os()),
             interactive: stage.interactive,
-            stop,
+            control,
             start: self.start,
             watchdog: options.watchdog.clone(),
             masker: options.masker.clone(),
@@ -379,9 +398,7 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
                     end_attempt(a, now, grace);
                 }
                 Ending::Termed(at) if at <= now => {
-                    if let Some(target) = a.target {
-                        target.signal(SIGKILL);
-                    }
+                    a.control.end(SIGKILL);
                     a.ending = Ending::Killed(now + grace.max(GIVE_UP_AFTER_KILL));
                 }
                 Ending::Killed(at) if at <= now => abandoned.push(step),
@@ -442,11 +459,8 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
 
 /// TERM now, KILL after the grace period; the worker starts no further command.
 fn end_attempt(a: &mut Active, now: Instant, grace: Duration) {
-    a.stop.store(true, Ordering::Relaxed);
     a.ending = Ending::Termed(now + grace);
-    if let Some(target) = a.target {
-        target.signal(SIGTERM);
-    }
+    a.control.end(SIGTERM);
 }
 
 /// The latest instant the loop may sleep until: the next deadline or step of ending a
@@ -472,7 +486,7 @@ struct Work {
     dir: PathBuf,
     env: BTreeMap<String, Option<String>>,
     interactive: bool,
-    stop: Arc<AtomicBool>,
+    control: Arc<Control>,
     start: Instant,
     watchdog: Option<Arc<Watchdog>>,
     masker: Masker,
@@ -556,7 +570,7 @@ fn run_work(work: &Work, tx: &SyncSender<WorkerMsg>) {
     let (outcome, leak) = run_commands(work, tx);
     // A group the runner ended itself (timeout, Ctrl-C) leaked nothing worth a word, unless
     // something escaped it.
-    let stopped = work.stop.load(Ordering::Relaxed);
+    let stopped = work.control.stopping();
     let leak = leak.filter(|l| !stopped || *l == process::Leak::Escaped);
     let counts = work.junit.as_deref().and_then(|path| {
         let counts = junit::parse(&std::fs::read_to_string(path).ok()?)?;
@@ -599,7 +613,7 @@ fn run_commands(work: &Work, tx: &SyncSender<WorkerMsg>) -> (Outcome, Option<pro
     };
     let mut leak = None;
     for command in commands {
-        if work.stop.load(Ordering::Relaxed) {
+        if work.control.stopping() {
             let outcome = Outcome::Failed {
                 code: None,
                 signal: Some(SIGTERM),
@@ -625,8 +639,8 @@ fn run_commands(work: &Work, tx: &SyncSender<WorkerMsg>) -> (Outcome, Option<pro
         if let (Some(watchdog), true) = (&work.watchdog, target.group) {
             watchdog.watch(target.id);
         }
+        work.control.started(target.id);
         let of = work.attempt_key();
-        let _ = tx.send(WorkerMsg::Spawned { of, target });
         let mut masked = work.masker.stream();
         let send = |bytes: Vec<u8>| {
             if !bytes.is_empty() {
