@@ -244,9 +244,10 @@ fn masker(pipeline: &Pipeline) -> Masker {
 /// the pipeline's, and those of the selected stages.
 fn missing_secrets(pipeline: &Pipeline, plan: &Plan) -> Vec<Problem> {
     let unset = |name: &str, stage_env: Option<&std::collections::BTreeMap<String, String>>| {
-        std::env::var(name).map_or(true, |v| v.trim().is_empty())
-            && !pipeline.env.contains_key(name)
-            && !stage_env.is_some_and(|env| env.contains_key(name))
+        let blank = |v: &String| v.trim().is_empty();
+        std::env::var(name).map_or(true, |v| blank(&v))
+            && pipeline.env.get(name).is_none_or(blank)
+            && stage_env.and_then(|env| env.get(name)).is_none_or(blank)
     };
     let mut problems = Vec::new();
     for name in pipeline.secrets.iter().filter(|n| unset(n, None)) {

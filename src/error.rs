@@ -59,6 +59,11 @@ impl SourceFile {
     }
 }
 
+/// `text` with credentials in URLs hidden (see [`hide_url_credentials`]).
+fn hidden(text: String) -> String {
+    hide_url_credentials(&text).unwrap_or(text)
+}
+
 /// `text` with the password (or, without one, the user name) of every `scheme://user:pass@`
 /// replaced by as many `*` bytes; `None` when there is none.
 fn hide_url_credentials(text: &str) -> Option<String> {
@@ -68,7 +73,8 @@ fn hide_url_credentials(text: &str) -> Option<String> {
     while let Some(found) = text[from..].find("://") {
         let start = from + found + 3;
         let end = text[start..]
-            .find(|c: char| c.is_whitespace() || "/?#\"',}]".contains(c))
+            // Quotes and commas may be part of a password; `@` before the host decides.
+            .find(|c: char| c.is_whitespace() || "/?#".contains(c))
             .map_or(text.len(), |n| start + n);
         if let Some(at) = text[start..end].rfind('@') {
             let userinfo = &text[start..start + at];
@@ -121,10 +127,10 @@ impl Problem {
         label: impl Into<String>,
     ) -> Self {
         Problem {
-            message: message.into(),
+            message: hidden(message.into()),
             source_code: Some(file.named()),
             labels: vec![LabeledSpan::new_primary_with_span(
-                Some(label.into()),
+                Some(hidden(label.into())),
                 to_source_span(span),
             )],
             help: None,
@@ -140,7 +146,7 @@ impl Problem {
     /// A problem that is not in a file (the command line, the machine).
     pub fn general(message: impl Into<String>) -> Self {
         Problem {
-            message: message.into(),
+            message: hidden(message.into()),
             source_code: None,
             labels: Vec::new(),
             help: None,
@@ -151,7 +157,7 @@ impl Problem {
 
     #[must_use]
     pub fn with_help(mut self, help: impl Into<String>) -> Self {
-        self.help = Some(help.into());
+        self.help = Some(hidden(help.into()));
         self
     }
 
@@ -159,7 +165,7 @@ impl Problem {
     #[must_use]
     pub fn with_label(mut self, span: Span, label: impl Into<String>) -> Self {
         self.labels.push(LabeledSpan::new_with_span(
-            Some(label.into()),
+            Some(hidden(label.into())),
             to_source_span(span),
         ));
         self
@@ -281,7 +287,7 @@ pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
 
 #[cfg(test)]
 mod tests {
-    use super::{closest, hide_url_credentials};
+    use super::{Problem, closest, hide_url_credentials};
 
     #[test]
     fn url_credentials_are_hidden_in_quoted_sources_without_moving_spans() {
@@ -292,6 +298,14 @@ mod tests {
         assert!(hidden.contains("https://*****@h/y"), "{hidden}");
         assert!(hidden.contains("ssh://git@h/z"), "{hidden}");
         assert_eq!(hide_url_credentials("url: https://host/x.git"), None);
+        // Quotes and commas can be part of a password.
+        let quoted = "url: https://deploy:s3cr,et'x@example.com/x.git";
+        assert_eq!(
+            hide_url_credentials(quoted).unwrap(),
+            "url: https://deploy:*********@example.com/x.git"
+        );
+        let problem = Problem::general("refusing `-https://u:secretpw@h/x.git`");
+        assert!(!problem.message().contains("secretpw"));
     }
 
     #[test]

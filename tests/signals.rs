@@ -214,8 +214,15 @@ fn a_retry_is_not_confused_with_the_attempt_given_up_on() {
 /// file `ready` exists; returns (exit code, what the terminal showed).
 fn in_terminal(project: &Project, args: &str, input: &[u8]) -> (i32, String) {
     let bin = assert_cmd::cargo::cargo_bin!("pydeployer");
+    in_terminal_shell(project, &format!("{} {args}", bin.display()), input)
+}
+
+/// Like [`in_terminal`], with a whole shell command line (`$PYDEPLOYER` is the binary).
+fn in_terminal_shell(project: &Project, command: &str, input: &[u8]) -> (i32, String) {
+    let bin = assert_cmd::cargo::cargo_bin!("pydeployer");
     let mut child = std::process::Command::new("script")
-        .args(["-qfec", &format!("{} {args}", bin.display()), "/dev/null"])
+        .args(["-qfec", command, "/dev/null"])
+        .env("PYDEPLOYER", bin)
         .current_dir(project.path())
         .env("NO_COLOR", "1")
         .stdin(Stdio::piped())
@@ -254,6 +261,67 @@ fn ctrl_c_typed_into_an_interactive_stage_stops_the_run() {
     assert_eq!(code, 130, "{screen}");
     assert!(!project.exists("after.ran"));
     assert!(project.last_log().contains("cancelled"));
+}
+
+#[test]
+fn ctrl_z_in_an_interactive_stage_does_not_stop_the_run() {
+    let project = Project::with_pipeline(concat!(
+        "stages:\n",
+        "  ask: { run: 'touch ready; read -r n; echo \"hi $n\"', interactive: true }\n",
+    ));
+    let (code, screen) = in_terminal(&project, "run", b"\x1aalice\n");
+    assert_eq!(code, 0, "{screen}");
+    assert!(screen.contains("hi alice"), "{screen}");
+}
+
+#[test]
+fn with_tostop_pydeployer_writing_while_the_stage_owns_the_terminal_is_not_stopped() {
+    let project = Project::with_pipeline(concat!(
+        "stages:\n",
+        "  ask: { run: 'echo first line; touch ready; read -r n; echo \"hi $n\"', interactive: true }\n",
+    ));
+    let (code, screen) = in_terminal_shell(&project, "stty tostop; \"$PYDEPLOYER\" run", b"bob\n");
+    assert_eq!(code, 0, "{screen}");
+    assert!(
+        screen.contains("first line") && screen.contains("hi bob"),
+        "{screen}"
+    );
+}
+
+#[test]
+fn an_interactive_stage_is_refused_when_pydeployer_runs_in_the_background() {
+    let project = Project::with_pipeline(concat!(
+        "stages:\n",
+        "  ask: { run: 'read -r n; echo \"hi $n\"', interactive: true }\n",
+    ));
+    // An interactive shell puts a `&` job in a background process group.
+    let (code, screen) = in_terminal_shell(
+        &project,
+        "touch ready; bash --norc -ic '\"$PYDEPLOYER\" run & wait $!; echo \"exit=$?\"'",
+        b"",
+    );
+    assert_eq!(code, 0, "{screen}");
+    assert!(screen.contains("exit=1"), "{screen}");
+    assert!(screen.contains("runs in the background"), "{screen}");
+}
+
+#[test]
+fn a_hangup_ignored_by_whoever_started_pydeployer_stays_ignored() {
+    let project = Project::with_pipeline(GATED);
+    // `nohup`: SIGHUP ignored before exec.
+    let run = std::process::Command::new("sh")
+        .args(["-c", "trap '' HUP; exec \"$PYDEPLOYER\" run"])
+        .env("PYDEPLOYER", assert_cmd::cargo::cargo_bin!("pydeployer"))
+        .current_dir(project.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sh");
+    project.wait_for("started", LIMIT);
+    signal(run.id(), libc::SIGHUP);
+    fs::write(project.join("open"), "").expect("open the gate");
+    let (code, _, err) = finish(run, LIMIT);
+    assert_eq!(code, 0, "{err}");
 }
 
 // --- One run at a time -----------------------------------------------------------------

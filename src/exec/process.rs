@@ -101,8 +101,9 @@ pub struct Running {
     output: io::PipeReader,
     target: Target,
     interactive: bool,
-    /// Its group was made the terminal's foreground group; ours is given back when it ends.
-    foreground: bool,
+    /// Its group was made the terminal's foreground group (and SIGTTOU is ignored meanwhile);
+    /// ours is given back when it ends.
+    foreground: Option<IgnoreTtou>,
 }
 
 /// What became of processes that outlived the command's main process.
@@ -141,6 +142,14 @@ pub fn spawn(spawn: &Spawn<'_>) -> io::Result<Running> {
     // SAFETY: getpid and isatty are always safe.
     let runner = unsafe { libc::getpid() };
     let terminal = interactive && unsafe { libc::isatty(libc::STDIN_FILENO) } == 1;
+    if terminal && !in_foreground() {
+        return Err(io::Error::other(
+            "an interactive stage needs the terminal, and pydeployer runs in the background: run it in the foreground (without `&`)",
+        ));
+    }
+    // While the stage holds the terminal, our own writes to it must not stop us (`stty
+    // tostop`), nor taking it back: SIGTTOU is ignored meanwhile, as shells do.
+    let ttou = terminal.then(IgnoreTtou::new);
     let die_with_runner = spawn.die_with_runner;
     let mut expression = duct::cmd(&spawn.command.program, &spawn.command.args)
         .dir(spawn.dir)
@@ -154,14 +163,18 @@ pub fn spawn(spawn: &Spawn<'_>) -> io::Result<Running> {
                 return Ok(());
             }
             // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
-            // system calls (prctl, getppid, _exit, sigprocmask, tcsetpgrp).
+            // system calls (prctl, getppid, _exit, signal, tcsetpgrp).
             unsafe {
                 cmd.pre_exec(move || {
                     if die_with_runner {
                         die_with_parent(runner);
                     }
                     if terminal {
-                        take_terminal(libc::getpid());
+                        // SIGTTOU is ignored here (inherited): taking the terminal works.
+                        libc::tcsetpgrp(libc::STDIN_FILENO, libc::getpid());
+                        libc::signal(libc::SIGTTOU, libc::SIG_DFL);
+                        // Ctrl-Z would stop the stage with nobody to continue it.
+                        libc::signal(libc::SIGTSTP, libc::SIG_IGN);
                     }
                     Ok(())
                 });
@@ -183,42 +196,73 @@ pub fn spawn(spawn: &Spawn<'_>) -> io::Result<Running> {
     drop(expression);
     let pid = handle.pids().first().copied().unwrap_or(0);
     let id = i32::try_from(pid).map_err(|_| io::Error::other("process id out of range"))?;
-    if terminal {
-        // Also from this side, as shells do: whichever runs first, the group gets the terminal.
-        take_terminal(id);
-    }
     Ok(Running {
         handle,
         output: reader,
         target: Target { id, group: true },
         interactive,
-        foreground: terminal,
+        foreground: ttou,
     })
 }
 
-/// Makes `pgid` the foreground process group of the terminal on stdin. SIGTTOU, which a
-/// background group asking this gets, is blocked in the calling thread meanwhile.
-fn take_terminal(pgid: libc::pid_t) {
-    // SAFETY: sigemptyset/sigaddset/pthread_sigmask/tcsetpgrp get valid pointers to a local
-    // set; all are async-signal-safe (this also runs between fork and exec).
-    unsafe {
-        let mut block: libc::sigset_t = std::mem::zeroed();
-        let mut old: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&raw mut block);
-        libc::sigaddset(&raw mut block, libc::SIGTTOU);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &raw const block, &raw mut old);
-        libc::tcsetpgrp(libc::STDIN_FILENO, pgid);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &raw const old, std::ptr::null_mut());
+/// Whether this process's group is the foreground group of the terminal on stdin.
+fn in_foreground() -> bool {
+    // SAFETY: tcgetpgrp and getpgrp have no memory-safety preconditions.
+    unsafe { libc::tcgetpgrp(libc::STDIN_FILENO) == libc::getpgrp() }
+}
+
+/// SIGTTOU ignored for as long as one of these lives (the last restores the default).
+struct IgnoreTtou;
+
+/// How many [`IgnoreTtou`] live.
+static TTOU_IGNORED: std::sync::Mutex<usize> = std::sync::Mutex::new(0);
+
+impl IgnoreTtou {
+    fn new() -> IgnoreTtou {
+        if let Ok(mut holders) = TTOU_IGNORED.lock() {
+            if *holders == 0 {
+                // SAFETY: installing SIG_IGN has no memory-safety preconditions.
+                unsafe { libc::signal(libc::SIGTTOU, libc::SIG_IGN) };
+            }
+            *holders += 1;
+        }
+        IgnoreTtou
+    }
+}
+
+impl Drop for IgnoreTtou {
+    fn drop(&mut self) {
+        if let Ok(mut holders) = TTOU_IGNORED.lock() {
+            *holders = holders.saturating_sub(1);
+            if *holders == 0 {
+                // SAFETY: as above.
+                unsafe { libc::signal(libc::SIGTTOU, libc::SIG_DFL) };
+            }
+        }
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        if self.foreground {
-            // SAFETY: getpgrp is always safe.
-            take_terminal(unsafe { libc::getpgrp() });
+        if self.foreground.is_some() {
+            // Back to us, unless the stage's group no longer holds it (a retry's does).
+            // SAFETY: tcgetpgrp, tcsetpgrp and getpgrp have no memory-safety preconditions;
+            // SIGTTOU is still ignored (the guard drops after this).
+            unsafe {
+                if libc::tcgetpgrp(libc::STDIN_FILENO) == self.target.id {
+                    libc::tcsetpgrp(libc::STDIN_FILENO, libc::getpgrp());
+                }
+            }
         }
     }
+}
+
+/// Whether the process `pid` is stopped (Ctrl-Z, SIGSTOP, SIGTTIN).
+fn stopped(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['T', 't']))
+    })
 }
 
 /// In the child, before exec: be sent TERM when the thread that started us dies, and if the
@@ -258,6 +302,11 @@ impl Running {
             if now >= next_check || leak.due(now) {
                 if leak.step(&self.handle, self.target, now)? {
                     break;
+                }
+                if self.foreground.is_some() && stopped(self.target.id) {
+                    // Stopped in the foreground (a program's own Ctrl-Z handling): nobody
+                    // else would continue it, and the run would wait for ever.
+                    self.target.signal(libc::SIGCONT);
                 }
                 next_check = now + CHECK_EVERY;
             }

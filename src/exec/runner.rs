@@ -340,9 +340,18 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
         let stage = &self.pipeline.stages[self.plan.steps[step].stage];
         // An interactive stage owns the terminal, so Ctrl-C reaches it and not us: its death
         // by SIGINT is the user's Ctrl-C, and stops the run.
-        if stage.interactive
-            && matches!(outcome, Outcome::Failed { signal: Some(sig), .. } if sig == process::SIGINT)
-        {
+        // (Or it caught the Ctrl-C and exited 130, as programs do.)
+        let ctrl_c = matches!(
+            outcome,
+            Outcome::Failed {
+                signal: Some(process::SIGINT),
+                ..
+            } | Outcome::Failed {
+                code: Some(130),
+                ..
+            }
+        );
+        if stage.interactive && ctrl_c {
             stop.record(process::SIGINT);
             self.obey(stop.request());
         }

@@ -99,6 +99,11 @@ impl Stop {
 
 fn install(stop: &Arc<Stop>) -> io::Result<()> {
     for signal in SIGNALS {
+        if ignored(signal) {
+            // `nohup pydeployer run`, or a `&` job of a script: whoever started us chose to
+            // have this signal ignored, and it stays so.
+            continue;
+        }
         let stop = Arc::clone(stop);
         // SAFETY: the handler only touches atomics, or ends the process with the signal's
         // default action (signal-hook's emulation is made for use in a handler).
@@ -113,6 +118,16 @@ fn install(stop: &Arc<Stop>) -> io::Result<()> {
         }?;
     }
     Ok(())
+}
+
+/// Whether `signal` was ignored when pydeployer started.
+fn ignored(signal: i32) -> bool {
+    // SAFETY: sigaction with a null new action only reads the current one into `old`.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(signal, std::ptr::null(), &raw mut old) == 0
+            && old.sa_sigaction == libc::SIG_IGN
+    }
 }
 
 /// Marks the end of the run: signals take their default action again.

@@ -64,7 +64,8 @@ pub struct Terminal {
     /// Whether anything was printed before the summary (which is then set apart by a blank line).
     printed: bool,
     /// Interactive stages: their output is shown as it comes, prompts included.
-    live: std::collections::HashSet<StageName>,
+    /// (and the end of a character split between two reads, held until the rest comes).
+    live: std::collections::HashMap<StageName, Vec<u8>>,
 }
 
 struct Bars {
@@ -106,7 +107,7 @@ impl Terminal {
             bars,
             log: None,
             printed: false,
-            live: std::collections::HashSet::new(),
+            live: std::collections::HashMap::new(),
         }
     }
 
@@ -121,7 +122,7 @@ impl Terminal {
                 elapsed,
             } => {
                 if *interactive {
-                    self.live.insert(stage.clone());
+                    self.live.insert(stage.clone(), Vec::new());
                 }
                 self.stage_started(stage, *attempt, command, *elapsed);
             }
@@ -184,7 +185,7 @@ impl Terminal {
 
     fn stage_started(&mut self, stage: &StageName, attempt: u32, command: &str, elapsed: Duration) {
         let verbose = self.options.verbosity == Verbosity::Verbose;
-        if self.bars.is_some() && self.live.contains(stage) {
+        if self.bars.is_some() && self.live.contains_key(stage) {
             // No spinner redrawing under what the user types.
             self.print(&format!("{stage} started (interactive)\n"));
             return;
@@ -225,9 +226,12 @@ impl Terminal {
     }
 
     fn stage_output(&mut self, stage: &StageName, bytes: &[u8], _elapsed: Duration) {
-        if self.live.contains(stage) {
+        if let Some(held) = self.live.get_mut(stage) {
             // As it comes (a prompt has no newline yet), sanitised, without a prefix; also
             // with `-q`: the user has to see what they are asked.
+            held.extend_from_slice(bytes);
+            let whole = held.len() - incomplete_utf8_tail(held);
+            let bytes: Vec<u8> = held.drain(..whole).collect();
             let mut text = String::with_capacity(bytes.len());
             for line in bytes.split_inclusive(|b| *b == b'\n') {
                 let (line, newline) = match line.strip_suffix(b"\n") {
@@ -480,6 +484,24 @@ fn truncate_chars(text: String, max: usize) -> String {
     }
 }
 
+/// How many bytes at the end of `bytes` begin a UTF-8 character whose rest has not come yet.
+fn incomplete_utf8_tail(bytes: &[u8]) -> usize {
+    for back in 1..=bytes.len().min(3) {
+        let b = bytes[bytes.len() - back];
+        if b & 0b1100_0000 == 0b1000_0000 {
+            continue; // a continuation byte: the lead is further back
+        }
+        let needed = match b {
+            0xc0..=0xdf => 2,
+            0xe0..=0xef => 3,
+            0xf0..=0xf7 => 4,
+            _ => 1,
+        };
+        return if needed > back { back } else { 0 };
+    }
+    0
+}
+
 /// Makes a stage's bytes safe to show: lossy UTF-8, with every control character but tab
 /// (escape sequences included) and every bidirectional override written out as an escape.
 pub fn sanitize_for_terminal(bytes: &[u8]) -> String {
@@ -669,6 +691,15 @@ mod tests {
             elapsed: Duration::from_secs(1),
         });
         assert_eq!(message(&terminal), format!("{}…", "é".repeat(59)));
+    }
+
+    #[test]
+    fn a_character_split_between_reads_is_held_until_whole() {
+        assert_eq!(incomplete_utf8_tail(b"caf\xc3"), 1);
+        assert_eq!(incomplete_utf8_tail(b"caf\xc3\xa9"), 0);
+        assert_eq!(incomplete_utf8_tail(b"\xe2\x82"), 2);
+        assert_eq!(incomplete_utf8_tail(b"ok\n"), 0);
+        assert_eq!(incomplete_utf8_tail(b""), 0);
     }
 
     #[test]
