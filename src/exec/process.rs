@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Read};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -95,15 +95,32 @@ pub struct Spawn<'a> {
     pub die_with_runner: bool,
 }
 
-/// A running stage command.
+/// A running stage command, driven by whoever polls its file descriptors (the runner's one
+/// loop, or [`Running::stream`]): [`read`](Running::read) when the output is readable,
+/// [`check`](Running::check) when the process fd is readable or a deadline passed, until
+/// [`ended`](Running::ended) says how it ended.
 pub struct Running {
     handle: duct::Handle,
-    output: io::PipeReader,
+    /// The read end of the output pipe; `None` once it closed or was given up on.
+    output: Option<io::PipeReader>,
+    /// Readable once the main process has exited (`pidfd_open`); `None` without one (then
+    /// the process is looked at every [`CHECK_EVERY`]) or once it exited.
+    pidfd: Option<OwnedFd>,
     target: Target,
     interactive: bool,
     /// Its group was made the terminal's foreground group (and SIGTTOU is ignored meanwhile);
     /// ours is given back when it ends.
     foreground: Option<IgnoreTtou>,
+    /// Output read but not handed on yet (the end of a line, or of a secret, to come).
+    buf: Vec<u8>,
+    filled: usize,
+    /// The main process's status, once it exited.
+    status: Option<std::process::ExitStatus>,
+    leak: LeakWatch,
+    /// When the process (and, in the foreground, whether it is stopped) is looked at next.
+    next_check: Instant,
+    /// Processes of the group left after the command ended were sent TERM: KILL them then.
+    pub linger: Option<Target>,
 }
 
 /// What became of processes that outlived the command's main process.
@@ -196,13 +213,42 @@ pub fn spawn(spawn: &Spawn<'_>) -> io::Result<Running> {
     drop(expression);
     let pid = handle.pids().first().copied().unwrap_or(0);
     let id = i32::try_from(pid).map_err(|_| io::Error::other("process id out of range"))?;
+    set_nonblocking(&reader)?;
     Ok(Running {
         handle,
-        output: reader,
+        output: Some(reader),
+        pidfd: pidfd_open(id),
         target: Target { id, group: true },
         interactive,
         foreground: ttou,
+        buf: vec![0u8; CHUNK],
+        filled: 0,
+        status: None,
+        leak: LeakWatch::default(),
+        next_check: Instant::now() + CHECK_EVERY,
+        linger: None,
     })
+}
+
+/// A file descriptor that becomes readable when process `pid` exits; `None` where the kernel
+/// has no `pidfd_open` (the process is then looked at periodically).
+fn pidfd_open(pid: i32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd (or -1).
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let fd = i32::try_from(fd).ok().filter(|&fd| fd >= 0)?;
+    // SAFETY: the fd was just opened and is owned by nothing else.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn set_nonblocking(pipe: &io::PipeReader) -> io::Result<()> {
+    let fd = pipe.as_raw_fd();
+    // SAFETY: fcntl on a valid fd with integer arguments.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    // SAFETY: as above.
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Whether this process's group is the foreground group of the terminal on stdin.
@@ -284,71 +330,116 @@ impl Running {
         self.target
     }
 
-    /// Reads output until the pipe closes, handing `sink` whole lines (a line longer than
-    /// [`CHUNK`] arrives in pieces; an interactive stage's output is handed on as it comes, so
-    /// that prompts show), then says how the command ended.
-    ///
-    /// Leaks: when the main process has exited but the output stays open for [`LEAK_WAIT`]
-    /// (whether or not something still writes to it), the rest of its process group is ended
-    /// (TERM, then KILL); and processes of the group that outlive the main process without
-    /// holding the output are ended too. Either way the leak is reported.
-    pub fn stream(self, mut sink: impl FnMut(Vec<u8>)) -> io::Result<Ended> {
-        let mut buf = vec![0u8; CHUNK];
-        let mut filled = 0;
-        let mut leak = LeakWatch::default();
-        let mut next_check = Instant::now() + CHECK_EVERY;
-        loop {
-            let now = Instant::now();
-            if now >= next_check || leak.due(now) {
-                if leak.step(&self.handle, self.target, now)? {
-                    break;
-                }
-                if self.foreground.is_some() && stopped(self.target.id) {
-                    // Stopped in the foreground (a program's own Ctrl-Z handling): nobody
-                    // else would continue it, and the run would wait for ever.
-                    self.target.signal(libc::SIGCONT);
-                }
-                next_check = now + CHECK_EVERY;
-            }
-            let wait = leak
-                .next_deadline(next_check)
-                .saturating_duration_since(now);
-            if !readable(&self.output, wait)? {
-                continue;
-            }
-            let n = match (&self.output).read(&mut buf[filled..]) {
-                Ok(n) => n,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(err) => {
-                    // Nothing more can be read: end the command rather than leave it running.
-                    self.target.signal(SIGKILL);
-                    return Err(err);
-                }
-            };
-            if n == 0 {
-                break;
-            }
-            filled += n;
-            // Hand on everything up to the last newline; keep the partial line, unless it
-            // already fills the buffer (a huge line without newlines goes out in pieces).
-            let cut = match memrchr_newline(&buf[..filled]) {
-                _ if self.interactive => filled,
-                Some(last) => last + 1,
-                None if filled == buf.len() => filled,
-                None => continue,
-            };
-            sink(buf[..cut].to_vec());
-            buf.copy_within(cut..filled, 0);
-            filled -= cut;
+    /// The output pipe, to poll for reading; `None` once it closed.
+    pub fn output_fd(&self) -> Option<RawFd> {
+        self.output.as_ref().map(AsRawFd::as_raw_fd)
+    }
+
+    /// The process fd, to poll for the main process's exit; `None` once it exited.
+    pub fn exit_fd(&self) -> Option<RawFd> {
+        match self.status {
+            None => self.pidfd.as_ref().map(AsRawFd::as_raw_fd),
+            Some(_) => None,
         }
-        if filled > 0 {
-            sink(buf[..filled].to_vec());
+    }
+
+    /// When [`check`](Running::check) must run at the latest.
+    pub fn deadline(&self) -> Instant {
+        match self.leak.phase {
+            Some((since, _)) => self.next_check.min(since + LEAK_WAIT),
+            None => self.next_check,
         }
-        let status = self.handle.wait()?.status;
-        if leak.found.is_none() && self.target.has_members() {
+    }
+
+    /// Reads what the pipe holds (once), handing `sink` whole lines (a line longer than
+    /// [`CHUNK`] in pieces; an interactive stage's output as it comes, so that prompts show).
+    pub fn read(&mut self, mut sink: impl FnMut(Vec<u8>)) -> io::Result<()> {
+        let Some(output) = &self.output else {
+            return Ok(());
+        };
+        let n = match (&*output).read(&mut self.buf[self.filled..]) {
+            Ok(n) => n,
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
+                ) =>
+            {
+                return Ok(());
+            }
+            Err(err) => {
+                // Nothing more can be read: end the command rather than leave it running.
+                self.target.signal(SIGKILL);
+                self.output = None;
+                return Err(err);
+            }
+        };
+        if n == 0 {
+            self.output = None;
+            if self.filled > 0 {
+                sink(self.buf[..self.filled].to_vec());
+                self.filled = 0;
+            }
+            return Ok(());
+        }
+        self.filled += n;
+        // Hand on everything up to the last newline; keep the partial line, unless it already
+        // fills the buffer (a huge line without newlines goes out in pieces).
+        let filled = self.filled;
+        let cut = match memrchr_newline(&self.buf[..filled]) {
+            _ if self.interactive => filled,
+            Some(last) => last + 1,
+            None if filled == self.buf.len() => filled,
+            None => return Ok(()),
+        };
+        sink(self.buf[..cut].to_vec());
+        self.buf.copy_within(cut..filled, 0);
+        self.filled -= cut;
+        Ok(())
+    }
+
+    /// Looks at the main process (has it exited?), and moves the leak watch on: when it has
+    /// exited but the output stays open for [`LEAK_WAIT`] (whether or not something still
+    /// writes), the rest of its group is ended (TERM, then KILL), and after that the output
+    /// is given up on. Also continues a foreground stage that got stopped.
+    pub fn check(&mut self, now: Instant, mut sink: impl FnMut(Vec<u8>)) -> io::Result<()> {
+        if self.status.is_none() {
+            if let Some(output) = self.handle.try_wait()? {
+                self.status = Some(output.status);
+            }
+        }
+        if self.foreground.is_some() && self.status.is_none() && stopped(self.target.id) {
+            // Stopped in the foreground (a program's own Ctrl-Z handling): nobody else would
+            // continue it, and the run would wait for ever.
+            self.target.signal(libc::SIGCONT);
+        }
+        self.next_check = now + CHECK_EVERY;
+        if self.status.is_some() && self.output.is_some() && self.leak.step(self.target, now) {
+            // Given up on: hand on what was read, read no more.
+            self.output = None;
+            if self.filled > 0 {
+                sink(self.buf[..self.filled].to_vec());
+                self.filled = 0;
+            }
+        }
+        Ok(())
+    }
+
+    /// How the command ended, once the output is closed (or given up on) and the main
+    /// process has exited. Processes of the group that outlived it without holding the output
+    /// are sent TERM, reported as a leak, and left in [`linger`](Running::linger) to KILL a
+    /// [`LEAK_WAIT`] later.
+    pub fn ended(&mut self) -> Option<Ended> {
+        if self.output.is_some() {
+            return None;
+        }
+        let status = self.status?;
+        if self.leak.found.is_none() && self.target.has_members() {
             // The output closed, but processes of the group outlived the main process (a
             // background job with its output sent elsewhere): the stage is over, so are they.
-            leak.found = Some(end_group(self.target));
+            self.target.signal(SIGTERM);
+            self.leak.found = Some(Leak::Ended);
+            self.linger = Some(self.target);
         }
         let outcome = if status.success() {
             Outcome::Passed
@@ -358,16 +449,53 @@ impl Running {
                 signal: status.signal(),
             }
         };
-        Ok(Ended {
+        Some(Ended {
             outcome,
-            leak: leak.found,
+            leak: self.leak.found,
         })
+    }
+
+    /// Drives the command to its end in this thread: reads output until the pipe closes,
+    /// handing `sink` what [`read`](Running::read) does, then says how it ended (processes
+    /// left in the group are ended before this returns).
+    pub fn stream(mut self, mut sink: impl FnMut(Vec<u8>)) -> io::Result<Ended> {
+        loop {
+            if let Some(ended) = self.ended() {
+                if let Some(target) = self.linger.take() {
+                    end_group(target);
+                }
+                return Ok(ended);
+            }
+            let mut fds: Vec<libc::pollfd> = [self.output_fd(), self.exit_fd()]
+                .into_iter()
+                .flatten()
+                .map(|fd| libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                })
+                .collect();
+            let wait = self.deadline().saturating_duration_since(Instant::now());
+            poll(&mut fds, wait)?;
+            if fds
+                .first()
+                .is_some_and(|p| p.revents != 0 && Some(p.fd) == self.output_fd())
+            {
+                self.read(&mut sink)?;
+            }
+            let now = Instant::now();
+            let exited = fds
+                .iter()
+                .any(|p| p.revents != 0 && Some(p.fd) == self.exit_fd());
+            if exited || now >= self.deadline() {
+                self.check(now, &mut sink)?;
+            }
+        }
     }
 }
 
-/// TERM to the group, then KILL if it is still there a [`LEAK_WAIT`] later.
-fn end_group(target: Target) -> Leak {
-    target.signal(SIGTERM);
+/// TERM to the group, then KILL if it is still there a [`LEAK_WAIT`] later (blocking).
+fn end_group(target: Target) {
     let deadline = Instant::now() + LEAK_WAIT;
     while target.has_members() {
         if Instant::now() >= deadline {
@@ -376,13 +504,13 @@ fn end_group(target: Target) -> Leak {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    Leak::Ended
 }
 
 /// Where watching for leaked processes stands.
 #[derive(Default)]
 struct LeakWatch {
-    /// Once the main process was seen to have exited: the phase and when it began.
+    /// Once the main process was seen to have exited with the output still open: the phase
+    /// and when it began.
     phase: Option<(Instant, LeakPhase)>,
     found: Option<Leak>,
 }
@@ -398,29 +526,11 @@ enum LeakPhase {
 }
 
 impl LeakWatch {
-    /// Whether the current phase has run its time.
-    fn due(&self, now: Instant) -> bool {
-        self.phase
-            .is_some_and(|(since, _)| now.duration_since(since) >= LEAK_WAIT)
-    }
-
-    /// The next instant something must be looked at: `check`, or the end of the phase.
-    fn next_deadline(&self, check: Instant) -> Instant {
+    /// The main process has exited and the output is still open: starts the watch, or moves
+    /// it on a phase when one has run its time. Returns true when the output is given up on.
+    fn step(&mut self, target: Target, now: Instant) -> bool {
         match self.phase {
-            None => check,
-            Some((since, _)) => check.min(since + LEAK_WAIT),
-        }
-    }
-
-    /// Looks at the main process and moves on a phase when one has run its time. Returns
-    /// true when the output is given up on.
-    fn step(&mut self, handle: &duct::Handle, target: Target, now: Instant) -> io::Result<bool> {
-        match self.phase {
-            None => {
-                if handle.try_wait()?.is_some() {
-                    self.phase = Some((now, LeakPhase::Waiting));
-                }
-            }
+            None => self.phase = Some((now, LeakPhase::Waiting)),
             Some((since, phase)) if now.duration_since(since) >= LEAK_WAIT => {
                 let next = match phase {
                     LeakPhase::Waiting => {
@@ -434,30 +544,27 @@ impl LeakWatch {
                     }
                     LeakPhase::Killed => {
                         self.found = Some(Leak::Escaped);
-                        return Ok(true);
+                        return true;
                     }
                 };
                 self.phase = Some((now, next));
             }
             Some(_) => {}
         }
-        Ok(false)
+        false
     }
 }
 
-/// Waits up to `wait` for `pipe` to have data or be closed.
-fn readable(pipe: &io::PipeReader, wait: Duration) -> io::Result<bool> {
-    let mut fds = libc::pollfd {
-        fd: pipe.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let millis = libc::c_int::try_from(wait.as_millis()).unwrap_or(libc::c_int::MAX);
+/// Waits up to `wait` for any of `fds` to be ready; their `revents` say which.
+pub fn poll(fds: &mut [libc::pollfd], wait: Duration) -> io::Result<()> {
+    let millis = libc::c_int::try_from(wait.as_millis().max(u128::from(!wait.is_zero())))
+        .unwrap_or(libc::c_int::MAX);
+    let count = libc::nfds_t::try_from(fds.len()).unwrap_or(libc::nfds_t::MAX);
     loop {
-        // SAFETY: `fds` is one valid pollfd that outlives the call.
-        let ready = unsafe { libc::poll(&raw mut fds, 1, millis) };
+        // SAFETY: `fds` is a valid slice of pollfd for the duration of the call.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), count, millis) };
         if ready >= 0 {
-            return Ok(ready > 0);
+            return Ok(());
         }
         let err = io::Error::last_os_error();
         if err.kind() != io::ErrorKind::Interrupted {
