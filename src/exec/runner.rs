@@ -1,18 +1,18 @@
-//! Runs a plan: one thread per running stage, the scheduler's decisions, timeouts, events.
+//! Runs a plan in one thread: the scheduler's decisions, every running command's output and
+//! exit, timeouts, signals, events.
+//!
+//! One loop polls the output pipe and the process fd (pidfd) of every running command, so a
+//! stage costs what make's does: a process, and no thread, channel or wake-up of ours. Each
+//! poll reads at most one chunk per pipe and hands it to `report` before reading more, so a
+//! stage that prints faster than the reporter writes is slowed down instead of filling memory,
+//! and no stage's output can starve another's (or a timeout).
 //!
 //! The runner does not communicate with the outside world except through the `report`
-//! callback it is given: every event goes there, in order, from the calling thread. Worker
-//! threads only talk to the runner through a bounded channel (so a stage that prints faster
-//! than the reporter writes is slowed down instead of filling memory).
+//! callback it is given: every event goes there, in order.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::Mutex;
-use std::sync::atomic::AtomicUsize;
-use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, channel, sync_channel};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::actions::junit;
@@ -21,16 +21,25 @@ use crate::error::exit;
 use crate::events::{
     Outcome, RunEvent, RunHeader, RunSummary, SkipReason, StageResult, SummaryRow,
 };
-use crate::exec::process::{self, SIGKILL, SIGTERM, Spawn, Target};
+use crate::exec::process::{
+    self, Ended, LEAK_WAIT, Leak, Running, SIGKILL, SIGTERM, Spawn, Target,
+};
 use crate::exec::scheduler::{Decision, Scheduler, StepPolicy};
 use crate::exec::stop::{Request, Stop};
 use crate::exec::watchdog::Watchdog;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Pipeline, StageName};
 use crate::plan::Plan;
-use crate::report::mask::Masker;
+use crate::report::mask::{MaskStream, Masker};
 
 /// How long a stage gets between TERM and KILL.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
+
+/// After KILL, how long a stage's main process may take to go before the stage is given up
+/// on (at least; the grace period when it is longer).
+const GIVE_UP_AFTER_KILL: Duration = Duration::from_secs(2);
+
+/// The longest the loop sleeps: signals are noticed at least this often.
+const POLL: Duration = Duration::from_millis(100);
 
 pub struct RunOptions {
     pub jobs: usize,
@@ -43,32 +52,6 @@ pub struct RunOptions {
     pub masker: Masker,
 }
 
-/// After KILL, how long the output may stay open before the stage is given up on (at least;
-/// the grace period when it is longer). Ending hundreds of processes takes the kernel a moment.
-const GIVE_UP_AFTER_KILL: Duration = Duration::from_secs(2);
-
-/// Which attempt of which step a worker runs: a worker given up on may still report, and must
-/// not be mistaken for the retry that replaced it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Attempt {
-    step: usize,
-    attempt: u32,
-}
-
-/// Messages from stage threads; never leave this module.
-enum WorkerMsg {
-    Output {
-        of: Attempt,
-        bytes: Vec<u8>,
-        elapsed: Duration,
-    },
-    Done {
-        of: Attempt,
-        outcome: Outcome,
-        note: Option<String>,
-    },
-}
-
 /// A stage attempt in progress.
 struct Active {
     attempt: u32,
@@ -77,47 +60,26 @@ struct Active {
     /// Where ending it stands, once the runner decided to (timeout or interrupt).
     ending: Ending,
     timed_out: bool,
-    control: Arc<Control>,
+    /// The command running now.
+    running: Option<Current>,
+    /// The commands still to run after it.
+    rest: VecDeque<CommandLine>,
+    dir: PathBuf,
+    env: BTreeMap<String, Option<String>>,
+    interactive: bool,
+    /// pytest's JUnit report, summarised into the stage's note.
+    junit: Option<PathBuf>,
+    masked: MaskStream,
+    leak: Option<Leak>,
 }
 
-/// What the runner and the worker running an attempt share, without a message (and the
-/// thread wake-up it costs) per command: the running command's group, and whether the runner
-/// wants it ended. Each side writes its part, then reads the other's, so whichever comes
-/// second sends the signal (both may: a second TERM or KILL is harmless).
-#[derive(Debug, Default)]
-struct Control {
-    /// The running command's process group; 0 before the first starts.
-    pgid: AtomicI32,
-    /// 0: run on; otherwise the signal asked for (TERM, then KILL). No further command starts.
-    ending: AtomicI32,
-}
-
-impl Control {
-    /// Runner: end the attempt with `signal`.
-    fn end(&self, signal: i32) {
-        self.ending.store(signal, Ordering::SeqCst);
-        Control::send(self.pgid.load(Ordering::SeqCst), signal);
-    }
-
-    /// Worker: a command started in group `pgid`.
-    fn started(&self, pgid: i32) {
-        self.pgid.store(pgid, Ordering::SeqCst);
-        Control::send(pgid, self.ending.load(Ordering::SeqCst));
-    }
-
-    fn stopping(&self) -> bool {
-        self.ending.load(Ordering::SeqCst) != 0
-    }
-
-    fn send(pgid: i32, signal: i32) {
-        if pgid > 0 && signal != 0 {
-            Target {
-                id: pgid,
-                group: true,
-            }
-            .signal(signal);
-        }
-    }
+/// The command a stage is running.
+struct Current {
+    running: Running,
+    /// Its program, for messages.
+    program: String,
+    /// Exit codes other than 0 that mean success.
+    also_ok: Vec<i32>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -125,8 +87,7 @@ enum Ending {
     No,
     /// TERM sent; KILL at this instant.
     Termed(Instant),
-    /// KILL sent; if the output is still open at this instant, a process that left the
-    /// group holds it, and the stage is given up on.
+    /// KILL sent; if the stage has not ended at this instant, it is given up on.
     Killed(Instant),
 }
 
@@ -135,6 +96,13 @@ struct Tally {
     attempts: u32,
     duration: Duration,
     result: Option<(StageResult, String)>,
+}
+
+/// What a polled file descriptor belongs to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Watched {
+    Output(usize),
+    Exit(usize),
 }
 
 /// Runs every step of `plan`, reporting each event to `report`; returns the summary (also
@@ -165,7 +133,6 @@ pub fn execute(
             }
         })
         .collect();
-    let (tx, rx) = sync_channel::<WorkerMsg>(64);
     let mut run = Run {
         pipeline,
         plan,
@@ -177,16 +144,18 @@ pub fn execute(
         tally: vec![Tally::default(); plan.steps.len()],
         stopped: None,
         killed: false,
-        pool: Pool::new(tx),
+        lingering: Vec::new(),
     };
     (run.report)(&RunEvent::RunStarted(header));
 
+    let mut fds: Vec<libc::pollfd> = Vec::new();
+    let mut owners: Vec<Watched> = Vec::new();
     loop {
         run.obey(stop.request());
         if run.stopped.is_none() {
             while let Some(decision) = run.scheduler.next_decision() {
                 match decision {
-                    Decision::Start { step, attempt } => run.start(step, attempt),
+                    Decision::Start { step, attempt } => run.start(step, attempt, stop),
                     Decision::Skip { step, reason } => run.skip(step, reason),
                 }
             }
@@ -194,29 +163,52 @@ pub fn execute(
         if run.active.is_empty() && (run.stopped.is_some() || run.scheduler.is_done()) {
             break;
         }
-        let wake = next_wake(&run.active);
-        match rx.recv_timeout(wake.saturating_duration_since(Instant::now())) {
-            Ok(WorkerMsg::Output { of, bytes, elapsed }) => {
-                if run.current(of).is_some() {
-                    let stage = pipeline.stages[plan.steps[of.step].stage].name.clone();
-                    (run.report)(&RunEvent::StageOutput {
-                        stage,
-                        bytes,
-                        elapsed,
-                    });
+
+        fds.clear();
+        owners.clear();
+        for (&step, a) in &run.active {
+            if let Some(Current { running, .. }) = &a.running {
+                for (fd, owner) in [
+                    (running.output_fd(), Watched::Output(step)),
+                    (running.exit_fd(), Watched::Exit(step)),
+                ] {
+                    if let Some(fd) = fd {
+                        fds.push(libc::pollfd {
+                            fd,
+                            events: libc::POLLIN,
+                            revents: 0,
+                        });
+                        owners.push(owner);
+                    }
                 }
             }
-            Ok(WorkerMsg::Done { of, outcome, note }) => {
-                if run.current(of).is_some() {
-                    run.finish(of.step, outcome, note, stop);
-                }
-            }
-            Err(RecvTimeoutError::Timeout) => {}
-            // Unreachable while `run` holds a sender; nothing more can arrive anyway.
-            Err(RecvTimeoutError::Disconnected) => break,
         }
-        // Deadlines are checked after every message: a stage that never stops printing
-        // must not keep its own (or anyone's) timeout from firing.
+        let wake = run.next_wake();
+        if let Err(err) = process::poll(&mut fds, wake.saturating_duration_since(Instant::now())) {
+            // Cannot wait for anything: stop, rather than spin.
+            eprintln!("pydeployer: cannot wait for the stages: {err}");
+            stop.fail();
+        }
+        let mut exited = Vec::new();
+        for (pollfd, owner) in fds.iter().zip(&owners) {
+            if pollfd.revents == 0 {
+                continue;
+            }
+            match *owner {
+                Watched::Output(step) => {
+                    run.read(step);
+                    // The output closed: the process has most likely exited too; look now
+                    // rather than sleep once more until its process fd says so.
+                    if run.output_closed(step) {
+                        exited.push(step);
+                    }
+                }
+                Watched::Exit(step) => exited.push(step),
+            }
+        }
+        run.check(&exited, Instant::now(), stop);
+        // Deadlines are checked after every poll: a stage that never stops printing must not
+        // keep its own (or anyone's) timeout from firing.
         run.enforce_deadlines(Instant::now(), stop);
     }
     run.summary(log)
@@ -236,15 +228,29 @@ struct Run<'a, F: FnMut(&RunEvent)> {
     stopped: Option<i32>,
     /// The running stages were killed without a grace period (a second Ctrl-C).
     killed: bool,
-    pool: Pool,
+    /// Groups whose command ended while other processes of theirs ran on: they were sent TERM,
+    /// and get KILL at the instant given if still there.
+    lingering: Vec<(Instant, Target)>,
 }
 
 impl<F: FnMut(&RunEvent)> Run<'_, F> {
-    /// The attempt in progress, if `of` is it.
-    fn current(&mut self, of: Attempt) -> Option<&mut Active> {
-        self.active
-            .get_mut(&of.step)
-            .filter(|a| a.attempt == of.attempt)
+    /// The latest instant the loop may sleep until.
+    fn next_wake(&self) -> Instant {
+        let mut wake = Instant::now() + POLL;
+        for a in self.active.values() {
+            let ending = match a.ending {
+                Ending::No => a.deadline,
+                Ending::Termed(at) | Ending::Killed(at) => Some(at),
+            };
+            let command = a.running.as_ref().map(|c| c.running.deadline());
+            for at in [ending, command].into_iter().flatten() {
+                wake = wake.min(at);
+            }
+        }
+        for (at, _) in &self.lingering {
+            wake = wake.min(*at);
+        }
+        wake
     }
 
     /// Acts on a request to stop: the first ends the running stages politely, a second
@@ -263,15 +269,15 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
                 self.stopped.get_or_insert(exit_code);
                 self.killed = true;
                 for a in self.active.values_mut() {
-                    a.ending = Ending::Killed(now + grace);
-                    a.control.end(SIGKILL);
+                    a.ending = Ending::Killed(now + grace.max(GIVE_UP_AFTER_KILL));
+                    signal(a, SIGKILL);
                 }
             }
             Request::None | Request::Stop { .. } | Request::Kill { .. } => {}
         }
     }
 
-    fn start(&mut self, step: usize, attempt: u32) {
+    fn start(&mut self, step: usize, attempt: u32, stop: &Stop) {
         let (pipeline, options) = (self.pipeline, self.options);
         let stage = &pipeline.stages[self.plan.steps[step].stage];
         let commands = actions::commands(pipeline, stage, &options.context);
@@ -287,7 +293,12 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
             elapsed: self.start.elapsed(),
         });
         let now = Instant::now();
-        let control = Arc::new(Control::default());
+        let dir = pipeline.workdir(stage);
+        let not_started = match &commands {
+            Err(message) => Some(options.masker.mask_str(message).into_owned()),
+            Ok(_) if !dir.is_dir() => Some(format!("the folder {} does not exist", dir.display())),
+            Ok(_) => None,
+        };
         self.active.insert(
             step,
             Active {
@@ -297,25 +308,194 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
                 deadline: stage.timeout.and_then(|t| now.checked_add(t)),
                 ending: Ending::No,
                 timed_out: false,
-                control: Arc::clone(&control),
+                running: None,
+                rest: commands.unwrap_or_default().into(),
+                junit: actions::junit_report(stage, &options.context),
+                dir,
+                env: actions::environment(pipeline, stage, std::env::vars_os()),
+                interactive: stage.interactive,
+                masked: options.masker.stream(),
+                leak: None,
             },
         );
-        let work = Work {
-            step,
-            attempt,
-            commands,
-            junit: actions::junit_report(stage, &options.context),
-            dir: pipeline.workdir(stage),
-            env: actions::environment(pipeline, stage, std::env::vars_os()),
-            interactive: stage.interactive,
-            control,
-            start: self.start,
-            watchdog: options.watchdog.clone(),
-            masker: options.masker.clone(),
-        };
-        self.pool.run(work);
+        match not_started {
+            Some(message) => self.complete(step, Outcome::NotStarted { message }, stop),
+            None => self.next_command(step, stop),
+        }
     }
 
+    /// Starts the stage's next command, or completes the stage when there is none left (or
+    /// it is being ended, or the command cannot start).
+    fn next_command(&mut self, step: usize, stop: &Stop) {
+        let Some(a) = self.active.get_mut(&step) else {
+            return;
+        };
+        if a.ending != Ending::No {
+            let outcome = Outcome::Failed {
+                code: None,
+                signal: Some(SIGTERM),
+            };
+            return self.complete(step, outcome, stop);
+        }
+        let Some(command) = a.rest.pop_front() else {
+            return self.complete(step, Outcome::Passed, stop);
+        };
+        let spawned = process::spawn(&Spawn {
+            command: &command,
+            dir: &a.dir,
+            env: &a.env,
+            interactive: a.interactive,
+            die_with_runner: self.options.watchdog.is_none(),
+        });
+        match spawned {
+            Ok(running) => {
+                if let Some(watchdog) = &self.options.watchdog {
+                    watchdog.watch(running.target().id);
+                }
+                a.running = Some(Current {
+                    running,
+                    program: command.program,
+                    also_ok: command.also_ok,
+                });
+            }
+            Err(err) => {
+                let message = format!("{}: {err}", command.program);
+                let message = self.options.masker.mask_str(&message).into_owned();
+                self.complete(step, Outcome::NotStarted { message }, stop);
+            }
+        }
+    }
+
+    fn output_closed(&self, step: usize) -> bool {
+        self.active
+            .get(&step)
+            .and_then(|a| a.running.as_ref())
+            .is_some_and(|c| c.running.output_fd().is_none())
+    }
+
+    /// Output is readable for `step`: reads one chunk and reports what can be shown.
+    fn read(&mut self, step: usize) {
+        let Some(a) = self.active.get_mut(&step) else {
+            return;
+        };
+        let Some(current) = &mut a.running else {
+            return;
+        };
+        let stage = &self.pipeline.stages[self.plan.steps[step].stage].name;
+        let (report, start, masked) = (&mut self.report, self.start, &mut a.masked);
+        let result = current
+            .running
+            .read(|bytes| emit(report, stage, start, &masked.push(&bytes)));
+        if let Err(err) = result {
+            let message = format!("reading the output of {}: {err}", current.program);
+            let _ = a.running.take();
+            self.complete_with_message(step, &message);
+        }
+    }
+
+    /// Looks at the commands whose process fd fired (`exited`) or whose deadline passed, and
+    /// at commands that ended; starts what comes next.
+    fn check(&mut self, exited: &[usize], now: Instant, stop: &Stop) {
+        let steps: Vec<usize> = self.active.keys().copied().collect();
+        for step in steps {
+            let Some(a) = self.active.get_mut(&step) else {
+                continue;
+            };
+            let Some(current) = &mut a.running else {
+                continue;
+            };
+            let running = &mut current.running;
+            let stage = &self.pipeline.stages[self.plan.steps[step].stage].name;
+            if exited.contains(&step) || now >= running.deadline() {
+                let (report, start, masked) = (&mut self.report, self.start, &mut a.masked);
+                let checked = running.check(now, |b| emit(report, stage, start, &masked.push(&b)));
+                if let Err(err) = checked {
+                    let message = format!("waiting for {}: {err}", current.program);
+                    let _ = a.running.take();
+                    self.complete_with_message(step, &message);
+                    continue;
+                }
+            }
+            if let Some(ended) = running.ended() {
+                self.command_ended(step, ended, stop);
+            }
+        }
+        let mut still = Vec::new();
+        for (at, target) in self.lingering.drain(..) {
+            if at > now {
+                still.push((at, target));
+            } else if target.has_members() {
+                target.signal(SIGKILL);
+            }
+        }
+        self.lingering = still;
+    }
+
+    /// A command of the stage ended: the next one starts, or the stage is complete.
+    fn command_ended(&mut self, step: usize, ended: Ended, stop: &Stop) {
+        let Some(a) = self.active.get_mut(&step) else {
+            return;
+        };
+        let Some(Current {
+            mut running,
+            also_ok,
+            ..
+        }) = a.running.take()
+        else {
+            return;
+        };
+        let stage = &self.pipeline.stages[self.plan.steps[step].stage].name;
+        emit(&mut self.report, stage, self.start, &a.masked.finish());
+        let target = running.target();
+        if let Some(watchdog) = &self.options.watchdog {
+            watchdog.unwatch(target.id);
+        }
+        if let Some(lingering) = running.linger.take() {
+            self.lingering.push((Instant::now() + LEAK_WAIT, lingering));
+        }
+        drop(running);
+        a.leak = a.leak.or(ended.leak);
+        match ended.outcome {
+            Outcome::Passed => self.next_command(step, stop),
+            Outcome::Failed {
+                code: Some(code), ..
+            } if also_ok.contains(&code) => self.next_command(step, stop),
+            failed => self.complete(step, failed, stop),
+        }
+    }
+
+    fn complete_with_message(&mut self, step: usize, message: &str) {
+        let message = self.options.masker.mask_str(message).into_owned();
+        // No Stop at hand here, and none needed: a stage that could not be read did not get
+        // a Ctrl-C.
+        self.complete_inner(step, Outcome::NotStarted { message }, None);
+    }
+
+    /// The stage's last command ended (or none could start): its note, then [`finish`].
+    fn complete(&mut self, step: usize, outcome: Outcome, stop: &Stop) {
+        self.complete_inner(step, outcome, Some(stop));
+    }
+
+    fn complete_inner(&mut self, step: usize, outcome: Outcome, stop: Option<&Stop>) {
+        let Some(a) = self.active.get(&step) else {
+            return;
+        };
+        // A group the runner ended itself (timeout, Ctrl-C) leaked nothing worth a word, unless
+        // something escaped it.
+        let stopping = a.ending != Ending::No;
+        let leak = a.leak.filter(|l| !stopping || *l == Leak::Escaped);
+        let counts = a.junit.as_deref().and_then(|path| {
+            let counts = junit::parse(&std::fs::read_to_string(path).ok()?)?;
+            Some(counts.describe())
+        });
+        let notes: Vec<&str> = [counts.as_deref(), leak.map(Leak::describe)]
+            .into_iter()
+            .flatten()
+            .collect();
+        let note = (!notes.is_empty())
+            .then(|| self.options.masker.mask_str(&notes.join("; ")).into_owned());
+        self.finish(step, outcome, note, stop);
+    }
     fn skip(&mut self, step: usize, reason: SkipReason) {
         let name = self.pipeline.stages[self.plan.steps[step].stage]
             .name
@@ -333,7 +513,7 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
     }
 
     /// An attempt ended (or was given up on): tell the scheduler, tally, report.
-    fn finish(&mut self, step: usize, outcome: Outcome, note: Option<String>, stop: &Stop) {
+    fn finish(&mut self, step: usize, outcome: Outcome, note: Option<String>, stop: Option<&Stop>) {
         let Some(a) = self.active.remove(&step) else {
             return;
         };
@@ -351,7 +531,7 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
                 ..
             }
         );
-        if stage.interactive && ctrl_c {
+        if let (true, Some(stop)) = (stage.interactive && ctrl_c, stop) {
             stop.record(process::SIGINT);
             self.obey(stop.request());
         }
@@ -407,7 +587,7 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
                     end_attempt(a, now, grace);
                 }
                 Ending::Termed(at) if at <= now => {
-                    a.control.end(SIGKILL);
+                    signal(a, SIGKILL);
                     a.ending = Ending::Killed(now + grace.max(GIVE_UP_AFTER_KILL));
                 }
                 Ending::Killed(at) if at <= now => abandoned.push(step),
@@ -415,12 +595,18 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
             }
         }
         for step in abandoned {
-            let note = process::Leak::Escaped.describe().to_owned();
+            // Still not ended after KILL: the output is held by a process that left the
+            // group, or the main process does not die (uninterruptible sleep). Its pipe and
+            // process are let go of; the watchdog is told nothing more about it.
+            if let Some(a) = self.active.get_mut(&step) {
+                a.running = None;
+            }
+            let note = Leak::Escaped.describe().to_owned();
             let outcome = Outcome::Failed {
                 code: None,
                 signal: Some(SIGKILL),
             };
-            self.finish(step, outcome, Some(note), stop);
+            self.finish(step, outcome, Some(note), Some(stop));
         }
     }
 
@@ -466,220 +652,26 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
     }
 }
 
-/// TERM now, KILL after the grace period; the worker starts no further command.
+/// TERM now, KILL after the grace period; no further command of the stage starts.
 fn end_attempt(a: &mut Active, now: Instant, grace: Duration) {
     a.ending = Ending::Termed(now + grace);
-    a.control.end(SIGTERM);
+    signal(a, SIGTERM);
 }
 
-/// The latest instant the loop may sleep until: the next deadline or step of ending a
-/// stage, and never more than 100 ms (the interrupt flag is set from a signal handler).
-fn next_wake(active: &BTreeMap<usize, Active>) -> Instant {
-    let poll = Instant::now() + Duration::from_millis(100);
-    let soonest = active
-        .values()
-        .filter_map(|a| match a.ending {
-            Ending::No => a.deadline,
-            Ending::Termed(at) | Ending::Killed(at) => Some(at),
-        })
-        .min();
-    soonest.map_or(poll, |at| at.min(poll))
-}
-
-struct Work {
-    step: usize,
-    attempt: u32,
-    commands: Result<Vec<CommandLine>, String>,
-    /// pytest's JUnit report, summarised into the stage's note.
-    junit: Option<PathBuf>,
-    dir: PathBuf,
-    env: BTreeMap<String, Option<String>>,
-    interactive: bool,
-    control: Arc<Control>,
-    start: Instant,
-    watchdog: Option<Arc<Watchdog>>,
-    masker: Masker,
-}
-
-/// Threads that run stages, kept for the next stage when one ends: starting a thread per
-/// stage costs more than the stage's own process (`/bin/true`) does.
-struct Pool {
-    queue: Sender<Work>,
-    waiting: Arc<Mutex<Receiver<Work>>>,
-    /// Workers idle or about to be: each can take one job from the queue.
-    idle: Arc<AtomicUsize>,
-    tx: SyncSender<WorkerMsg>,
-}
-
-impl Pool {
-    fn new(tx: SyncSender<WorkerMsg>) -> Pool {
-        let (queue, waiting) = channel();
-        Pool {
-            queue,
-            waiting: Arc::new(Mutex::new(waiting)),
-            idle: Arc::new(AtomicUsize::new(0)),
-            tx,
-        }
+/// Sends `sig` to the stage's running command's group, if one runs.
+fn signal(a: &Active, sig: i32) {
+    if let Some(current) = &a.running {
+        current.running.target().signal(sig);
     }
+}
 
-    /// Runs `work` on an idle worker, or on a new one when none is idle (a stage given up on
-    /// keeps its worker, so the pool may grow past `jobs`).
-    fn run(&self, work: Work) {
-        let reserved = self
-            .idle
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok();
-        if reserved {
-            if let Err(unsent) = self.queue.send(work) {
-                // The workers are gone (cannot happen while the pool lives); run it anew.
-                self.spawn(unsent.0);
-            }
-        } else {
-            self.spawn(work);
-        }
-    }
-
-    fn spawn(&self, first: Work) {
-        let of = first.attempt_key();
-        let (tx, waiting, idle) = (
-            self.tx.clone(),
-            Arc::clone(&self.waiting),
-            Arc::clone(&self.idle),
-        );
-        let spawned = thread::Builder::new().name("stage".into()).spawn(move || {
-            let mut work = first;
-            loop {
-                run_work(&work, &tx);
-                idle.fetch_add(1, Ordering::SeqCst);
-                let next = match waiting.lock() {
-                    Ok(queue) => queue.recv(),
-                    Err(_) => return,
-                };
-                match next {
-                    Ok(next) => work = next,
-                    // The run is over.
-                    Err(_) => return,
-                }
-            }
+/// Reports output of `stage` (nothing when `bytes` is empty: the masker held it all back).
+fn emit(report: &mut impl FnMut(&RunEvent), stage: &StageName, start: Instant, bytes: &[u8]) {
+    if !bytes.is_empty() {
+        report(&RunEvent::StageOutput {
+            stage: stage.clone(),
+            bytes: bytes.to_vec(),
+            elapsed: start.elapsed(),
         });
-        if let Err(err) = spawned {
-            let _ = self.tx.send(WorkerMsg::Done {
-                of,
-                outcome: Outcome::NotStarted {
-                    message: format!("cannot start a thread: {err}"),
-                },
-                note: None,
-            });
-        }
     }
-}
-
-/// One attempt of a stage, on a worker thread: its commands, then its note, then `Done`.
-fn run_work(work: &Work, tx: &SyncSender<WorkerMsg>) {
-    let (outcome, leak) = run_commands(work, tx);
-    // A group the runner ended itself (timeout, Ctrl-C) leaked nothing worth a word, unless
-    // something escaped it.
-    let stopped = work.control.stopping();
-    let leak = leak.filter(|l| !stopped || *l == process::Leak::Escaped);
-    let counts = work.junit.as_deref().and_then(|path| {
-        let counts = junit::parse(&std::fs::read_to_string(path).ok()?)?;
-        Some(counts.describe())
-    });
-    let notes: Vec<&str> = [counts.as_deref(), leak.map(process::Leak::describe)]
-        .into_iter()
-        .flatten()
-        .collect();
-    let note = (!notes.is_empty()).then(|| work.masker.mask_str(&notes.join("; ")).into_owned());
-    let _ = tx.send(WorkerMsg::Done {
-        of: work.attempt_key(),
-        outcome,
-        note,
-    });
-}
-
-impl Work {
-    fn attempt_key(&self) -> Attempt {
-        Attempt {
-            step: self.step,
-            attempt: self.attempt,
-        }
-    }
-}
-
-/// Runs the stage's commands one after the other until one fails; says how the stage ended
-/// and whether processes leaked.
-fn run_commands(work: &Work, tx: &SyncSender<WorkerMsg>) -> (Outcome, Option<process::Leak>) {
-    if !work.dir.is_dir() {
-        let message = format!("the folder {} does not exist", work.dir.display());
-        return (Outcome::NotStarted { message }, None);
-    }
-    let commands = match &work.commands {
-        Ok(commands) => commands,
-        Err(message) => {
-            let message = work.masker.mask_str(message).into_owned();
-            return (Outcome::NotStarted { message }, None);
-        }
-    };
-    let mut leak = None;
-    for command in commands {
-        if work.control.stopping() {
-            let outcome = Outcome::Failed {
-                code: None,
-                signal: Some(SIGTERM),
-            };
-            return (outcome, leak);
-        }
-        let spawned = process::spawn(&Spawn {
-            command,
-            dir: &work.dir,
-            env: &work.env,
-            interactive: work.interactive,
-            die_with_runner: work.watchdog.is_none(),
-        });
-        let running = match spawned {
-            Ok(running) => running,
-            Err(err) => {
-                let message = format!("{}: {err}", command.program);
-                let message = work.masker.mask_str(&message).into_owned();
-                return (Outcome::NotStarted { message }, leak);
-            }
-        };
-        let target = running.target();
-        if let (Some(watchdog), true) = (&work.watchdog, target.group) {
-            watchdog.watch(target.id);
-        }
-        work.control.started(target.id);
-        let of = work.attempt_key();
-        let mut masked = work.masker.stream();
-        let send = |bytes: Vec<u8>| {
-            if !bytes.is_empty() {
-                let _ = tx.send(WorkerMsg::Output {
-                    of,
-                    bytes,
-                    elapsed: work.start.elapsed(),
-                });
-            }
-        };
-        let ended = running.stream(|bytes| send(masked.push(&bytes)));
-        send(masked.finish());
-        if let (Some(watchdog), true) = (&work.watchdog, target.group) {
-            watchdog.unwatch(target.id);
-        }
-        let ended = match ended {
-            Ok(ended) => ended,
-            Err(err) => {
-                let message = format!("reading the output of {}: {err}", command.program);
-                return (Outcome::NotStarted { message }, leak);
-            }
-        };
-        leak = leak.or(ended.leak);
-        match ended.outcome {
-            Outcome::Passed => {}
-            Outcome::Failed {
-                code: Some(code), ..
-            } if command.also_ok.contains(&code) => {}
-            failed => return (failed, leak),
-        }
-    }
-    (Outcome::Passed, leak)
 }

@@ -9,7 +9,7 @@
 //! pipeline's `grace_period` is not known here).
 
 use std::collections::BTreeSet;
-use std::io::{self, BufRead, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::process::CommandExt;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -79,11 +79,25 @@ impl Watchdog {
     }
 }
 
+/// While the runner talks, the watchdog reads at most this often: one wake-up per batch of
+/// lines rather than one per stage (a stage should cost no more than its process).
+const BATCH: Duration = Duration::from_millis(50);
+
 /// The watchdog process's main loop; returns its exit code.
-pub fn serve(input: impl BufRead) -> i32 {
+pub fn serve(input: impl Read) -> i32 {
+    let mut input = BufReader::new(input);
     let mut groups = BTreeSet::new();
-    for line in input.lines() {
-        let Ok(line) = line else { break };
+    let mut line = String::new();
+    loop {
+        if input.buffer().is_empty() {
+            std::thread::sleep(BATCH);
+        }
+        line.clear();
+        match input.read_line(&mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let line = line.trim_end();
         if line == "done" {
             return 0;
         }
