@@ -447,7 +447,7 @@ pub(crate) fn run_pipeline(
     });
     // Without a watchdog the stages' main processes still die with the runner
     // (PR_SET_PDEATHSIG); only their background children would outlive a `kill -9`.
-    let watchdog = Watchdog::start().ok().map(Arc::new);
+    let watchdog = Watchdog::start(lock.file()).ok().map(Arc::new);
     let options = RunOptions {
         context: RunContext {
             scratch: scratch.path().to_path_buf(),
@@ -473,6 +473,8 @@ pub(crate) fn run_pipeline(
             recorder.observe(&event);
         }
     });
+    // The lock is released first: the watchdog holds a copy of it, and exits on its own time.
+    lock.release();
     if let Some(watchdog) = &watchdog {
         watchdog.finish();
     }

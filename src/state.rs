@@ -20,10 +20,25 @@ pub struct StateDir {
     path: PathBuf,
 }
 
-/// The run lock; released when dropped (or when the process dies).
+/// The run lock; released when dropped (or when the process dies), or by
+/// [`release`](RunLock::release).
 #[derive(Debug)]
 pub struct RunLock {
-    _file: File,
+    file: File,
+}
+
+impl RunLock {
+    /// The locked file. A process that inherits a copy of it (the watchdog) holds the lock
+    /// too, for as long as it lives: a run killed with `kill -9` stays locked until the
+    /// watchdog has ended its stages, so the next run never meets them.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Releases the lock now, for every process holding a copy of the file.
+    pub fn release(&self) {
+        let _ = self.file.unlock();
+    }
 }
 
 /// Who holds the lock, as written in the lock file.
@@ -115,10 +130,15 @@ impl StateDir {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
                 let holder = read_holder(&mut file);
-                if !wait {
+                // A run that was killed: its watchdog holds the lock while it ends the run's
+                // stages, which takes moments. Waiting for it is not waiting for a run.
+                let cleaning_up = holder.as_ref().is_some_and(|h| !alive(h.pid));
+                if !wait && !cleaning_up {
                     return Err(LockError::Busy { path, holder });
                 }
-                waiting(holder.as_ref());
+                if !cleaning_up {
+                    waiting(holder.as_ref());
+                }
                 file.lock().map_err(io_error)?;
             }
             Err(fs::TryLockError::Error(err)) => return Err(io_error(err)),
@@ -133,7 +153,7 @@ impl StateDir {
         file.set_len(0).map_err(io_error)?;
         file.rewind().map_err(io_error)?;
         file.write_all(&text).map_err(io_error)?;
-        Ok(RunLock { _file: file })
+        Ok(RunLock { file })
     }
 
     /// A fresh scratch folder for one run, under `.pydeployer/tmp/`. Call it holding the
@@ -163,6 +183,15 @@ impl StateDir {
         }
         tempfile::Builder::new().prefix("run-").tempdir_in(&tmp)
     }
+}
+
+/// Whether process `pid` exists.
+fn alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid, 0) == 0 }
 }
 
 fn read_holder(file: &mut File) -> Option<Holder> {

@@ -418,6 +418,26 @@ fn kill_9_leaves_no_stage_running_and_a_lock_that_does_not_block() {
 }
 
 #[test]
+fn the_next_run_after_kill_9_waits_until_the_killed_runs_stages_are_gone() {
+    // The old stage takes a while to stop (its TERM trap sleeps); the new one must not start
+    // beside it, and must not fail as "busy" either.
+    let project = Project::with_pipeline(concat!(
+        "stages:\n",
+        // (Its output goes elsewhere: with the runner gone, a write to the pipe would end it
+        // at once by SIGPIPE, before its trap.)
+        "  old: { run: 'exec >/dev/null 2>&1; trap \"sleep 1; rm -f busy; exit 0\" TERM; touch busy; echo $$ > main.pid; while :; do sleep 0.05; done' }\n",
+        "  new: { run: 'test ! -e busy' }\n",
+    ));
+    let run = project.spawn(&["run", "--only", "old"]);
+    let main = project.pid("main.pid");
+    signal(run.id(), libc::SIGKILL);
+    let _ = finish(run, LIMIT);
+    let (code, _, err) = project.run(&["run", "--only", "new"]);
+    assert_eq!(code, 0, "{err}\n{}", project.last_log());
+    assert!(!alive(main));
+}
+
+#[test]
 fn kill_9_at_any_moment_keeps_the_ledger_whole_and_leaves_no_litter_that_grows() {
     let project = Project::with_pipeline(DEPLOYING);
     bare_origin(&project);

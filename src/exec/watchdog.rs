@@ -9,6 +9,7 @@
 //! pipeline's `grace_period` is not known here).
 
 use std::collections::BTreeSet;
+use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::process::CommandExt;
 use std::sync::Mutex;
@@ -26,13 +27,15 @@ pub struct Watchdog {
 }
 
 impl Watchdog {
-    /// Starts `pydeployer __watchdog` (this same executable).
-    pub fn start() -> io::Result<Watchdog> {
+    /// Starts `pydeployer __watchdog` (this same executable). It gets a copy of the run
+    /// lock's file as its stdout (and never writes to it): that keeps the run locked, should
+    /// the runner die, until the watchdog has ended the stages and exits.
+    pub fn start(lock: &File) -> io::Result<Watchdog> {
         let exe = std::env::current_exe()?;
         let (reader, writer) = io::pipe()?;
         let expression = duct::cmd(exe, ["__watchdog"])
             .stdin_file(reader)
-            .stdout_null()
+            .stdout_file(lock.try_clone()?)
             .stderr_null()
             .unchecked()
             .before_spawn(|cmd| {
@@ -69,8 +72,7 @@ impl Watchdog {
     }
 
     fn send(&self, line: &str) {
-        // A watchdog that died cannot be helped; the stages still die with the runner's
-        // threads (PR_SET_PDEATHSIG), which is the most that is left to do.
+        // A watchdog that died cannot be helped: the run goes on without that safety net.
         if let Ok(mut writer) = self.to_watchdog.lock() {
             if let Some(w) = writer.as_mut() {
                 let _ = w.write_all(line.as_bytes());
@@ -111,17 +113,34 @@ pub fn serve(input: impl Read) -> i32 {
             _ => false,
         };
     }
-    // The runner is gone without saying done: end what it left.
-    let targets = groups.into_iter().map(|id| Target { id, group: true });
-    let targets: Vec<Target> = targets.collect();
+    // The runner is gone without saying done: end what it left, and only then exit (which
+    // releases the run lock this process holds a copy of).
+    let targets: Vec<Target> = groups
+        .into_iter()
+        .map(|id| Target { id, group: true })
+        .collect();
     for target in &targets {
         target.signal(SIGTERM);
     }
-    if !targets.is_empty() {
-        std::thread::sleep(GRACE);
+    if !all_gone_within(&targets, GRACE) {
         for target in &targets {
             target.signal(SIGKILL);
         }
+        all_gone_within(&targets, GRACE);
     }
     0
+}
+
+/// Waits up to `limit` for every group to be gone.
+fn all_gone_within(targets: &[Target], limit: Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if !targets.iter().any(|t| t.has_members()) {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
