@@ -1,6 +1,8 @@
 //! One function per command: load → plan → run → report.
 
 mod demo;
+mod graph;
+pub mod shell;
 
 use std::borrow::Cow;
 use std::io::{IsTerminal, Write};
@@ -80,6 +82,9 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
                 run_pipeline(cli, &load(cli)?, request)
             }
         }
+        Command::Graph(args) => graph::print(cli, args),
+        Command::Completions(args) => shell::completions(args.shell),
+        Command::Man(args) => shell::man(args),
     }
 }
 

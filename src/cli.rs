@@ -2,14 +2,22 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum, ValueHint};
+use clap_complete::ArgValueCandidates;
+
+use crate::app::shell::stage_candidates;
 
 /// Run your CI/CD pipeline on your own machine.
 #[derive(Debug, Parser)]
 #[command(name = "pydeployer", version, about, propagate_version = true)]
-#[command(
-    after_help = "Exit codes: 0 success, 1 a stage failed, 2 invalid pipeline or command line (nothing ran), 3 another run holds the project (nothing ran), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM)."
-)]
+#[command(after_help = "\
+Examples:
+  pydeployer run                  every stage but the manual ones
+  pydeployer plan                 what `run` would do; runs nothing
+  pydeployer run --only test      just the test stage
+  pydeployer graph --format dot | dot -Tsvg > stages.svg
+
+Exit codes: 0 success, 1 a stage failed, 2 invalid pipeline or command line (nothing ran), 3 another run holds the project (nothing ran), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -20,7 +28,8 @@ pub struct Cli {
         long = "file",
         global = true,
         default_value = "pipeline.yml",
-        value_name = "PATH"
+        value_name = "PATH",
+        value_hint = ValueHint::FilePath
     )]
     pub file: PathBuf,
 
@@ -48,28 +57,81 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the pipeline: every stage but the manual ones, or the named ones and what they need.
-    ///
-    /// Examples: `pydeployer run`, `pydeployer run test deploy`, `pydeployer run --only test`,
-    /// `pydeployer run --skip lint`, `pydeployer run --dry-run`.
+    #[command(after_help = "\
+Examples:
+  pydeployer run                  every stage but the manual ones
+  pydeployer run test deploy      those stages and everything they need
+  pydeployer run --only test      exactly that stage, not what it needs
+  pydeployer run --skip lint      all but lint
+  pydeployer run --dry-run        the plan; runs nothing")]
     Run(RunArgs),
     /// The same as `run` with no stage names.
+    #[command(after_help = "\
+Examples:
+  pydeployer all                  every stage but the manual ones
+  pydeployer all --skip deploy    all but deploy")]
     All(AllArgs),
     /// Show what `run` would do (order, parallel waves, commands, what is left out); runs nothing.
+    #[command(after_help = "\
+Examples:
+  pydeployer plan                 the whole run
+  pydeployer plan deploy          deploy and what it needs
+  pydeployer plan --format json   the same as JSON")]
     Plan(SelectArgs),
     /// Load and check the pipeline; report every problem.
+    #[command(after_help = "\
+Examples:
+  pydeployer validate
+  pydeployer validate -f ci/pipeline.yml")]
     Validate,
     /// Revert the last deploy and push the revert (runs the `git/revert` stage alone).
-    ///
-    /// Examples: `pydeployer rollback`, `pydeployer rollback --to 1` (back to the tree of
-    /// ledger entry 1, with revert commits; history is never rewritten).
+    #[command(after_help = "\
+Examples:
+  pydeployer rollback             revert the last commit and push the revert
+  pydeployer rollback --to 1      back to the tree of ledger entry 1, with revert commits;
+                                  history is never rewritten")]
     Rollback(RollbackArgs),
     /// The deploy ledger (archive/deploy_history.json) as a table.
+    #[command(after_help = "\
+Examples:
+  pydeployer history
+  pydeployer history --limit 5 --format json")]
     History(HistoryArgs),
     /// Create the demo's local origin (a small Python app with tests) and run the pipeline.
+    #[command(after_help = "\
+Examples:
+  pydeployer demo
+  pydeployer demo --wait          queue behind a run in progress")]
     Demo(LockArgs),
     /// (internal) Ends the stages' process groups if the run that started it dies.
     #[command(name = "__watchdog", hide = true)]
     Watchdog,
+    /// Print the stage graph as Mermaid (renders in GitHub markdown) or Graphviz dot source.
+    #[command(after_help = "\
+Examples:
+  pydeployer graph > stages.mmd                        Mermaid, for a ```mermaid block
+  pydeployer graph --format dot | dot -Tsvg > stages.svg
+
+Every stage is a node and every `needs` entry an edge; manual stages are dashed,
+on_failure and always stages have their own outline.")]
+    Graph(GraphArgs),
+    /// Print the shell script that makes TAB complete commands, flags and stage names.
+    #[command(after_help = "\
+Examples:
+  echo 'source <(pydeployer completions bash)' >> ~/.bashrc
+  echo 'source <(pydeployer completions zsh)' >> ~/.zshrc
+  pydeployer completions fish > ~/.config/fish/completions/pydeployer.fish
+  pydeployer completions powershell | Out-String | Invoke-Expression
+
+Stage names come from pipeline.yml in the current folder (or the one -f names).")]
+    Completions(CompletionsArgs),
+    /// Print the man page (roff), or write one page per command to a folder.
+    #[command(after_help = "\
+Examples:
+  pydeployer man | man -l -
+  pydeployer man run | man -l -
+  pydeployer man --dir ~/.local/share/man/man1")]
+    Man(ManArgs),
 }
 
 #[derive(Debug, Args)]
@@ -109,7 +171,7 @@ pub struct RunArgs {
 #[derive(Debug, Args)]
 pub struct AllArgs {
     /// Leave this stage out (repeatable).
-    #[arg(long, value_name = "STAGE")]
+    #[arg(long, value_name = "STAGE", add = ArgValueCandidates::new(stage_candidates))]
     pub skip: Vec<String>,
     /// Show the plan instead of running it.
     #[arg(long)]
@@ -121,13 +183,13 @@ pub struct AllArgs {
 #[derive(Debug, Args)]
 pub struct SelectArgs {
     /// Run these stages and everything they need.
-    #[arg(value_name = "STAGE", conflicts_with = "only")]
+    #[arg(value_name = "STAGE", conflicts_with = "only", add = ArgValueCandidates::new(stage_candidates))]
     pub stages: Vec<String>,
     /// Run exactly this stage, not what it needs (repeatable).
-    #[arg(long, value_name = "STAGE")]
+    #[arg(long, value_name = "STAGE", add = ArgValueCandidates::new(stage_candidates))]
     pub only: Vec<String>,
     /// Leave this stage out (repeatable).
-    #[arg(long, value_name = "STAGE")]
+    #[arg(long, value_name = "STAGE", add = ArgValueCandidates::new(stage_candidates))]
     pub skip: Vec<String>,
 }
 
@@ -142,4 +204,56 @@ pub enum Color {
     Auto,
     Always,
     Never,
+}
+
+#[derive(Debug, Args)]
+pub struct GraphArgs {
+    /// The picture's language.
+    #[arg(
+        id = "graph_format",
+        long = "format",
+        value_name = "FORMAT",
+        value_enum,
+        default_value_t = GraphFormat::Mermaid
+    )]
+    pub format: GraphFormat,
+    /// (internal) The global `--format text|json` does not apply to `graph`. Declaring its
+    /// id here keeps clap from adding it (a second `--format`) to this command; the value
+    /// given before `graph`, if any, lands here and is ignored.
+    #[arg(id = "format", long = "output-format", hide = true, value_enum)]
+    pub global_format: Option<Format>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GraphFormat {
+    /// Mermaid `flowchart TD` (GitHub renders it in a ```mermaid block).
+    Mermaid,
+    /// Graphviz dot (`dot -Tsvg`).
+    Dot,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to print the script for.
+    #[arg(value_enum)]
+    pub shell: CompletionShell,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+    Powershell,
+    Elvish,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// The page of this command (`run`, `plan`, …) instead of the main page.
+    #[arg(value_name = "COMMAND")]
+    pub command: Option<String>,
+    /// Write every page (pydeployer.1, pydeployer-run.1, …) to this folder instead.
+    #[arg(long, value_name = "DIR", value_hint = ValueHint::DirPath, conflicts_with = "command")]
+    pub dir: Option<PathBuf>,
 }

@@ -7,6 +7,8 @@ use pydeployer::cli::Cli;
 use pydeployer::error::Failure;
 
 fn main() -> ExitCode {
+    // `PYDEPLOYER_COMPLETE=bash pydeployer -- …`: the shell asks for completions.
+    app::shell::complete_if_asked();
     let cli = Cli::parse();
     let color = app::use_color(cli.color);
     // Off a terminal (CI logs, scripts that grep), a message stays on one line.
