@@ -1,6 +1,8 @@
 //! One function per command: load → plan → run → report.
 
 mod demo;
+pub mod json;
+mod logs;
 
 use std::borrow::Cow;
 use std::io::{IsTerminal, Write};
@@ -80,7 +82,14 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
                 run_pipeline(cli, &load(cli)?, request)
             }
         }
+        Command::Logs(args) => logs::run(cli, args),
     }
+}
+
+/// `{ "valid": false, "file": …, "problems": [...] }` for `--format json` (README, "JSON
+/// output").
+pub fn invalid_json(invalid: &Invalid, file: &std::path::Path) -> String {
+    serde_json::to_string_pretty(&json::InvalidJson::new(invalid, file)).unwrap_or_default()
 }
 
 /// Whether to color output on stderr.
@@ -485,9 +494,10 @@ pub(crate) fn run_pipeline(
     if cli.format == Format::Json {
         let mut summary = summary.clone();
         mask_summary(&masker, &mut summary);
+        let json = json::RunJson::new(&summary, &pipeline.name, started_at).masked(&masker);
         println!(
             "{}",
-            serde_json::to_string_pretty(&summary).unwrap_or_default()
+            serde_json::to_string_pretty(&json).unwrap_or_default()
         );
     }
     if let Err(err) = logfile::prune(&pipeline.logs.dir, pipeline.logs.keep, log.path()) {

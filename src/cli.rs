@@ -28,7 +28,8 @@ pub struct Cli {
     #[arg(short = 'j', long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub jobs: Option<u16>,
 
-    /// Output format of plan, validate and the run summary.
+    /// Output format of plan, validate, history, logs --list and the run summary (see README
+    /// "JSON output").
     #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
     pub format: Format,
 
@@ -64,12 +65,42 @@ pub enum Command {
     /// ledger entry 1, with revert commits; history is never rewritten).
     Rollback(RollbackArgs),
     /// The deploy ledger (archive/deploy_history.json) as a table.
+    ///
+    /// Columns: id, kind, status, branch, short commit, started, duration; oldest first.
+    /// Examples: `pydeployer history`, `pydeployer history --limit 5`,
+    /// `pydeployer history --format json`.
     History(HistoryArgs),
     /// Create the demo's local origin (a small Python app with tests) and run the pipeline.
     Demo(LockArgs),
     /// (internal) Ends the stages' process groups if the run that started it dies.
     #[command(name = "__watchdog", hide = true)]
     Watchdog,
+    /// Show a run's log (default: the newest), one stage's lines, the list of runs, or follow
+    /// the run in progress.
+    ///
+    /// RUN is `-1` (the newest run, the default), `-2` (the one before), …; or the log's name,
+    /// with or without `.log` (`2026-11-22_12-03-04`, `2026-11-22_12-03-04-2`); or the start
+    /// of exactly one log's name (`2026-11-22_12`); or the path of a log file.
+    ///
+    /// Examples: `pydeployer logs`, `pydeployer logs -2 --stage test`, `pydeployer logs --list`,
+    /// `pydeployer logs --list --format json`, `pydeployer logs --follow`.
+    Logs(LogsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Which run: `-1` (newest), `-2`, …, or a log's name (see above).
+    #[arg(value_name = "RUN", allow_negative_numbers = true)]
+    pub run: Option<String>,
+    /// Only this stage's lines (e.g. `--stage test`).
+    #[arg(long, value_name = "STAGE")]
+    pub stage: Option<String>,
+    /// List the runs, oldest first (newest last, as `-1`), with result and duration.
+    #[arg(long, conflicts_with_all = ["run", "stage", "follow"])]
+    pub list: bool,
+    /// Follow the run in progress (or wait for the next) until it ends, like `tail -f`.
+    #[arg(long)]
+    pub follow: bool,
 }
 
 #[derive(Debug, Args)]
