@@ -75,8 +75,7 @@ pub enum Command {
     /// (internal) Ends the stages' process groups if the run that started it dies.
     #[command(name = "__watchdog", hide = true)]
     Watchdog,
-    /// Show a run's log (default: the newest), one stage's lines, the list of runs, or follow
-    /// the run in progress.
+    /// Show a run's log (the newest by default), list the runs, or follow the one in progress.
     ///
     /// RUN is `-1` (the newest run, the default), `-2` (the one before), …; or the log's name,
     /// with or without `.log` (`2026-11-22_12-03-04`, `2026-11-22_12-03-04-2`); or the start

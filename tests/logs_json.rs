@@ -14,7 +14,7 @@ use common::{Project, finish};
 use serde_json::Value;
 
 /// A guard against hangs, not a measurement.
-const HANG_GUARD: Duration = Duration::from_secs(60);
+const HANG_GUARD: Duration = Duration::from_mins(1);
 
 /// Two stages; `check` fails while the file `fail` exists; `count` prints `run-N`.
 const PIPELINE: &str = "\
