@@ -86,12 +86,6 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
     }
 }
 
-/// `{ "valid": false, "file": …, "problems": [...] }` for `--format json` (README, "JSON
-/// output").
-pub fn invalid_json(invalid: &Invalid, file: &std::path::Path) -> String {
-    serde_json::to_string_pretty(&json::InvalidJson::new(invalid, file)).unwrap_or_default()
-}
-
 /// Whether to color output on stderr.
 pub fn use_color(choice: Color) -> bool {
     match choice {

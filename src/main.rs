@@ -28,7 +28,7 @@ fn main() -> ExitCode {
             let code = failure.exit_code();
             match failure {
                 Failure::Invalid(invalid) if cli.format == Format::Json => {
-                    println!("{}", app::invalid_json(&invalid, &cli.file));
+                    println!("{}", app::json::InvalidJson::render(&invalid, &cli.file));
                     eprintln!("{invalid}");
                 }
                 Failure::Invalid(invalid) => {

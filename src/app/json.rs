@@ -38,6 +38,11 @@ pub struct ProblemJson {
 }
 
 impl InvalidJson {
+    /// The document, pretty-printed.
+    pub fn render(invalid: &Invalid, file: &Path) -> String {
+        serde_json::to_string_pretty(&InvalidJson::new(invalid, file)).unwrap_or_default()
+    }
+
     pub fn new(invalid: &Invalid, file: &Path) -> Self {
         InvalidJson {
             valid: false,
