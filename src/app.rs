@@ -2,6 +2,8 @@
 
 mod demo;
 mod graph;
+pub mod json;
+mod logs;
 pub mod shell;
 
 use std::borrow::Cow;
@@ -85,6 +87,7 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
         Command::Graph(args) => graph::print(cli, args),
         Command::Completions(args) => shell::completions(args.shell),
         Command::Man(args) => shell::man(args),
+        Command::Logs(args) => logs::run(cli, args),
     }
 }
 
@@ -492,9 +495,10 @@ pub(crate) fn run_pipeline(
     if cli.format == Format::Json {
         let mut summary = summary.clone();
         mask_summary(&masker, &mut summary);
+        let json = json::RunJson::new(&summary, &pipeline.name, started_at).masked(&masker);
         println!(
             "{}",
-            serde_json::to_string_pretty(&summary).unwrap_or_default()
+            serde_json::to_string_pretty(&json).unwrap_or_default()
         );
     }
     if let Err(err) = logfile::prune(&pipeline.logs.dir, pipeline.logs.keep, log.path()) {

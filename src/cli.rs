@@ -37,7 +37,8 @@ pub struct Cli {
     #[arg(short = 'j', long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub jobs: Option<u16>,
 
-    /// Output format of plan, validate and the run summary.
+    /// Output format of plan, validate, history, logs --list and the run summary (see README
+    /// "JSON output").
     #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
     pub format: Format,
 
@@ -92,6 +93,8 @@ Examples:
                                   history is never rewritten")]
     Rollback(RollbackArgs),
     /// The deploy ledger (archive/deploy_history.json) as a table.
+    ///
+    /// Columns: id, kind, status, branch, short commit, started, duration; oldest first.
     #[command(after_help = "\
 Examples:
   pydeployer history
@@ -132,6 +135,35 @@ Examples:
   pydeployer man run | man -l -
   pydeployer man --dir ~/.local/share/man/man1")]
     Man(ManArgs),
+    /// Show a run's log (the newest by default), list the runs, or follow the one in progress.
+    ///
+    /// RUN is `-1` (the newest run, the default), `-2` (the one before), …; or the log's name,
+    /// with or without `.log` (`2026-11-22_12-03-04`, `2026-11-22_12-03-04-2`); or the start
+    /// of exactly one log's name (`2026-11-22_12`); or the path of a log file.
+    #[command(after_help = "\
+Examples:
+  pydeployer logs                     the newest run's log
+  pydeployer logs -2 --stage test     the test stage's lines of the run before
+  pydeployer logs --list              every run with its result and duration
+  pydeployer logs --list --format json
+  pydeployer logs --follow            the run in progress, as it goes")]
+    Logs(LogsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Which run: `-1` (newest), `-2`, …, or a log's name (see above).
+    #[arg(value_name = "RUN", allow_negative_numbers = true)]
+    pub run: Option<String>,
+    /// Only this stage's lines (e.g. `--stage test`).
+    #[arg(long, value_name = "STAGE")]
+    pub stage: Option<String>,
+    /// List the runs, oldest first (newest last, as `-1`), with result and duration.
+    #[arg(long, conflicts_with_all = ["run", "stage", "follow"])]
+    pub list: bool,
+    /// Follow the run in progress (or wait for the next) until it ends, like `tail -f`.
+    #[arg(long)]
+    pub follow: bool,
 }
 
 #[derive(Debug, Args)]

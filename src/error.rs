@@ -203,6 +203,11 @@ impl Problem {
     pub fn help_text(&self) -> Option<&str> {
         self.help.as_deref()
     }
+
+    /// The related places added by [`with_related`](Problem::with_related).
+    pub fn related_problems(&self) -> &[Problem] {
+        &self.related
+    }
 }
 
 fn to_source_span(span: Span) -> SourceSpan {

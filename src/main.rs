@@ -3,7 +3,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use pydeployer::app;
-use pydeployer::cli::Cli;
+use pydeployer::cli::{Cli, Format};
 use pydeployer::error::Failure;
 
 fn main() -> ExitCode {
@@ -29,6 +29,10 @@ fn main() -> ExitCode {
         Err(failure) => {
             let code = failure.exit_code();
             match failure {
+                Failure::Invalid(invalid) if cli.format == Format::Json => {
+                    println!("{}", app::json::InvalidJson::render(&invalid, &cli.file));
+                    eprintln!("{invalid}");
+                }
                 Failure::Invalid(invalid) => {
                     let summary = invalid.to_string();
                     for problem in invalid.problems {

@@ -203,9 +203,10 @@ fn graph_takes_only_picture_formats() {
     assert_eq!(code, 2);
     assert!(err.contains("[possible values: mermaid, dot]"), "{err}");
     // The global --format, before the command, is refused with a hint too.
+    // (With the global --format json, the problem itself is JSON on stdout.)
     let (code, out, err) = project.run(&["--format", "json", "graph"]);
     assert_eq!(code, 2, "{out}");
-    assert!(err.contains("graph --format dot"), "{err}");
+    assert!(out.contains("graph --format dot"), "{out}\n{err}");
     // …and the other commands still take text|json only.
     let (code, _, err) = project.run(&["plan", "--format", "dot"]);
     assert_eq!(code, 2);

@@ -22,7 +22,7 @@ use super::summary::{attempt_note, finish_text, render_table};
 use crate::events::{RunEvent, RunHeader, RunSummary};
 
 /// The tag of the runner's own lines.
-const RUNNER_TAG: &str = "pydeployer";
+pub(crate) const RUNNER_TAG: &str = "pydeployer";
 
 /// Big enough that one batch of stage output (up to ~64 KiB) is written in one or two calls.
 const BUFFER_SIZE: usize = 64 * 1024;

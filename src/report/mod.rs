@@ -6,6 +6,7 @@ pub mod deploys;
 mod fixtures;
 pub mod ledger;
 pub mod logfile;
+pub mod logread;
 pub mod mask;
 pub mod summary;
 pub mod terminal;
