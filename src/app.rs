@@ -1,6 +1,7 @@
 //! One function per command: load → plan → run → report.
 
 mod demo;
+mod menu;
 
 use std::borrow::Cow;
 use std::io::{IsTerminal, Write};
@@ -39,7 +40,7 @@ pub(crate) struct RunRequest {
 
 /// Runs the command; `Ok` is exit code 0.
 pub fn run(cli: &Cli) -> Result<(), Failure> {
-    match &cli.command {
+    match cli.command.as_ref().unwrap_or(&Command::Menu) {
         Command::Validate => validate(cli),
         Command::Plan(select) => plan(cli, &selection(select)),
         Command::Run(args) if args.dry_run => plan(cli, &selection(&args.select)),
@@ -80,6 +81,7 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
                 run_pipeline(cli, &load(cli)?, request)
             }
         }
+        Command::Menu => menu::run(cli),
     }
 }
 
