@@ -312,12 +312,18 @@ fn print_invalid(invalid: Invalid) {
 /// Runs a dialoguer prompt with Ctrl-C held back: console turns a Ctrl-C typed at the prompt
 /// into a SIGINT, whose default action would end pydeployer with the cursor still hidden.
 /// Held back, it ends the prompt; the cursor is shown again and the caller quits.
+///
+/// console puts the terminal in raw mode only while it waits for a key; for the whole prompt
+/// (its drawing too) the terminal neither echoes keys nor turns Ctrl-C into a signal itself,
+/// so that a key typed while the menu is drawn is read as a key, Ctrl-C included.
 fn ask<T>(term: &Term, prompt: impl FnOnce() -> dialoguer::Result<T>) -> Result<T, NoChoice> {
     // Keys typed while a run was going on must not pick something in the menu.
     // SAFETY: tcflush on our own stdin has no memory-safety preconditions.
     unsafe { libc::tcflush(libc::STDIN_FILENO, libc::TCIFLUSH) };
     let held = HeldInterrupt::new();
+    let quiet = QuietTerminal::new();
     let answer = prompt();
+    drop(quiet);
     let interrupted = held.take();
     drop(held);
     if interrupted {
@@ -333,6 +339,38 @@ fn ask<T>(term: &Term, prompt: impl FnOnce() -> dialoguer::Result<T>) -> Result<
                 eprintln!("the menu could not read the terminal: {err}");
             }
             Err(NoChoice::Quit)
+        }
+    }
+}
+
+/// stdin without echo, line editing or signal keys until dropped (then as it was).
+struct QuietTerminal {
+    original: Option<libc::termios>,
+}
+
+impl QuietTerminal {
+    fn new() -> Self {
+        // SAFETY: tcgetattr fills `termios` (used only when it succeeds); tcsetattr reads it.
+        unsafe {
+            let mut termios: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(libc::STDIN_FILENO, &raw mut termios) != 0 {
+                return QuietTerminal { original: None };
+            }
+            let original = termios;
+            termios.c_lflag &= !(libc::ISIG | libc::ICANON | libc::ECHO);
+            libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &raw const termios);
+            QuietTerminal {
+                original: Some(original),
+            }
+        }
+    }
+}
+
+impl Drop for QuietTerminal {
+    fn drop(&mut self) {
+        if let Some(original) = &self.original {
+            // SAFETY: restores the settings read in `new`.
+            unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, original) };
         }
     }
 }
