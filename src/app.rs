@@ -4,6 +4,7 @@ mod demo;
 mod graph;
 pub mod json;
 mod logs;
+mod menu;
 pub mod shell;
 
 use std::borrow::Cow;
@@ -43,7 +44,7 @@ pub(crate) struct RunRequest {
 
 /// Runs the command; `Ok` is exit code 0.
 pub fn run(cli: &Cli) -> Result<(), Failure> {
-    match &cli.command {
+    match cli.command.as_ref().unwrap_or(&Command::Menu) {
         Command::Validate => validate(cli),
         Command::Plan(select) => plan(cli, &selection(select)),
         Command::Run(args) if args.dry_run => plan(cli, &selection(&args.select)),
@@ -88,6 +89,7 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
         Command::Completions(args) => shell::completions(args.shell),
         Command::Man(args) => shell::man(args),
         Command::Logs(args) => logs::run(cli, args),
+        Command::Menu => menu::run(cli),
     }
 }
 

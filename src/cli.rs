@@ -19,8 +19,9 @@ Examples:
 
 Exit codes: 0 success, 1 a stage failed, 2 invalid pipeline or command line (nothing ran), 3 another run holds the project (nothing ran), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).")]
 pub struct Cli {
+    /// `None`: no command given, which on a terminal opens the menu.
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 
     /// The pipeline file; `stages.d/` next to it adds stages.
     #[arg(
@@ -148,6 +149,17 @@ Examples:
   pydeployer logs --list --format json
   pydeployer logs --follow            the run in progress, as it goes")]
     Logs(LogsArgs),
+    /// Pick stages from a list and run them, one choice after another (also `pydeployer` alone
+    /// on a terminal).
+    ///
+    /// ↑/↓ (or j/k) and Enter pick an entry: a stage runs alone (like `run --only STAGE`), `all`
+    /// runs the pipeline; then the menu comes back. Esc or q quits (exit 0), Ctrl-C at the menu
+    /// quits with 130. Needs a terminal: in scripts and CI use `pydeployer run`.
+    #[command(after_help = "\
+Examples:
+  pydeployer menu
+  pydeployer -f other/pipeline.yml menu")]
+    Menu,
 }
 
 #[derive(Debug, Args)]

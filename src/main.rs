@@ -1,7 +1,7 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use pydeployer::app;
 use pydeployer::cli::{Cli, Format};
 use pydeployer::error::Failure;
@@ -9,7 +9,12 @@ use pydeployer::error::Failure;
 fn main() -> ExitCode {
     // `PYDEPLOYER_COMPLETE=bash pydeployer -- …`: the shell asks for completions.
     app::shell::complete_if_asked();
-    let cli = Cli::parse();
+    // No command opens the menu on a terminal; elsewhere it prints the help (exit 2).
+    let on_terminal = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+    let matches = Cli::command()
+        .arg_required_else_help(!on_terminal)
+        .get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
     let color = app::use_color(cli.color);
     // Off a terminal (CI logs, scripts that grep), a message stays on one line.
     let wrap = std::io::stderr().is_terminal();
