@@ -1,6 +1,7 @@
 //! One function per command: load → plan → run → report.
 
 mod demo;
+mod init;
 
 use std::borrow::Cow;
 use std::io::{IsTerminal, Write};
@@ -80,6 +81,20 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
                 run_pipeline(cli, &load(cli)?, request)
             }
         }
+        Command::Schema(args) => {
+            let kind = if args.stages_file {
+                config::schema::SchemaKind::StagesFile
+            } else {
+                config::schema::SchemaKind::Pipeline
+            };
+            let written = std::io::stdout()
+                .lock()
+                .write_all(config::schema::schema_json(kind).as_bytes());
+            // A closed pipe (`pydeployer schema | head`) is not an error worth a message.
+            let _ = written;
+            Ok(())
+        }
+        Command::Init => init::run(cli),
     }
 }
 
