@@ -2,6 +2,7 @@
 
 mod demo;
 mod graph;
+mod init;
 pub mod json;
 mod logs;
 mod menu;
@@ -90,6 +91,20 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
         Command::Man(args) => shell::man(args),
         Command::Logs(args) => logs::run(cli, args),
         Command::Menu => menu::run(cli),
+        Command::Schema(args) => {
+            let kind = if args.stages_file {
+                config::schema::SchemaKind::StagesFile
+            } else {
+                config::schema::SchemaKind::Pipeline
+            };
+            let written = std::io::stdout()
+                .lock()
+                .write_all(config::schema::schema_json(kind).as_bytes());
+            // A closed pipe (`pydeployer schema | head`) is not an error worth a message.
+            let _ = written;
+            Ok(())
+        }
+        Command::Init => init::run(cli),
     }
 }
 

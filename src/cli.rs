@@ -160,6 +160,32 @@ Examples:
   pydeployer menu
   pydeployer -f other/pipeline.yml menu")]
     Menu,
+    /// Print a JSON Schema (draft-07) of pipeline.yml, or of a stages.d file, for editors.
+    #[command(after_help = "\
+Examples:
+  pydeployer schema > .pydeployer-schema.json                          for pipeline.yml
+  pydeployer schema --stages-file > .pydeployer-stages-schema.json     for stages.d/*.yml
+
+Then point the YAML language server at them (see the README).")]
+    Schema(SchemaArgs),
+    /// Write a commented pipeline.yml and stages.d/ for the project in this folder.
+    ///
+    /// Detects a git remote (`origin`: clone, test, and manual deploy and rollback stages), a
+    /// requirements.txt (a `python/venv` stage) and tests (a `pytest` stage). Refuses to
+    /// overwrite any file (exit 2, nothing written). The folder is the one of `-f`
+    /// (default: this one).
+    #[command(after_help = "\
+Examples:
+  cd my-project && pydeployer init && pydeployer run
+  pydeployer -f services/api/pipeline.yml init")]
+    Init,
+}
+
+#[derive(Debug, Args)]
+pub struct SchemaArgs {
+    /// The schema of a stages.d/*.yml file (stage names as keys) instead of pipeline.yml.
+    #[arg(long)]
+    pub stages_file: bool,
 }
 
 #[derive(Debug, Args)]

@@ -5,6 +5,7 @@
 
 mod load;
 pub mod raw;
+pub mod schema;
 mod validate;
 
 use std::path::Path;
@@ -13,6 +14,7 @@ use crate::error::Invalid;
 use crate::pipeline::Pipeline;
 
 pub use load::STAGES_DIR;
+pub(crate) use validate::is_local_path;
 
 /// Loads and checks the pipeline declared by `pipeline_file` and the `stages.d/` beside it.
 pub fn load(pipeline_file: &Path) -> Result<Pipeline, Invalid> {

@@ -12,7 +12,7 @@ use crate::pipeline::{
 };
 use crate::plan::graph;
 
-const TOP_KEYS: [&str; 10] = [
+pub(crate) const TOP_KEYS: [&str; 10] = [
     "name",
     "repo",
     "logs",
@@ -24,9 +24,9 @@ const TOP_KEYS: [&str; 10] = [
     "stages",
     "version",
 ];
-const REPO_KEYS: [&str; 4] = ["url", "branch", "remote", "dir"];
-const LOGS_KEYS: [&str; 2] = ["dir", "keep"];
-const STAGE_KEYS: [&str; 13] = [
+pub(crate) const REPO_KEYS: [&str; 4] = ["url", "branch", "remote", "dir"];
+pub(crate) const LOGS_KEYS: [&str; 2] = ["dir", "keep"];
+pub(crate) const STAGE_KEYS: [&str; 13] = [
     "run",
     "uses",
     "with",
@@ -1108,7 +1108,7 @@ fn check_url(url: &str) -> Result<(), &'static str> {
 }
 
 /// A path on this machine rather than a URL (`scheme://…` or scp-like `host:path`).
-fn is_local_path(url: &str) -> bool {
+pub(crate) fn is_local_path(url: &str) -> bool {
     if url.contains("://") {
         return false;
     }

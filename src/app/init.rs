@@ -1,0 +1,621 @@
+//! `pydeployer init`: a commented `pipeline.yml` and `stages.d/` for the project in a folder.
+//!
+//! What it writes depends on what it finds there:
+//!
+//! - a git remote `origin`: `repo:` with its URL and branch, a `clone` stage, and `deploy` and
+//!   `rollback` stages that are `manual` (a plain `pydeployer run` never pushes anywhere);
+//!   without one, no `repo:`: the stages run in the folder itself, and nothing deploys;
+//! - `requirements.txt`: an `install` stage (`python/venv`);
+//! - tests (`tests/`, `test/`, `test_*.py`, `*_test.py`): a `test` stage (`pytest`); Python
+//!   code without tests gets one that accepts "no tests collected";
+//! - nothing of this: one placeholder `build` stage to replace.
+//!
+//! Nothing is ever overwritten: if any file it would write exists (or `stages.d/` already holds
+//! stage files), it writes nothing and exits 2. The generated files are validated (in a
+//! temporary folder) before anything is written.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use crate::actions::{CommandLine, git};
+use crate::cli::Cli;
+use crate::config::{self, STAGES_DIR};
+use crate::error::{Failure, Invalid, Problem};
+use crate::exec::process;
+
+/// What `init` found in the folder.
+#[derive(Debug, Default)]
+struct Detected {
+    /// The folder's name: the pipeline's name.
+    name: String,
+    remote: Option<Remote>,
+    /// `requirements.txt` is there.
+    requirements: bool,
+    /// Where the tests were found (`tests/`, `test_calc.py`, …), if anywhere.
+    tests: Option<String>,
+    /// Any sign of Python: `.py` files, `pyproject.toml`, `setup.py`, requirements.
+    python: bool,
+    /// The project configures pytest itself (`pytest.ini`, `[tool.pytest…]`, a root
+    /// `conftest.py`, …), so `init` adds no pytest options.
+    pytest_configured: bool,
+}
+
+#[derive(Debug)]
+struct Remote {
+    url: String,
+    branch: String,
+    /// The URL held a password or token, which was left out of the file.
+    credentials_removed: bool,
+}
+
+pub(crate) fn run(cli: &Cli) -> Result<(), Failure> {
+    let pipeline_file = cli.file.clone();
+    let folder = match pipeline_file.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !folder.is_dir() {
+        return Err(
+            Problem::general(format!("{} is not a folder", folder.display()))
+                .with_help("run `pydeployer init` in the project's folder")
+                .into(),
+        );
+    }
+    let detected = detect(&folder);
+    let file_name = pipeline_file.file_name().map_or_else(
+        || "pipeline.yml".to_owned(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let files = generate(&detected, &file_name);
+
+    let problems = existing(&folder, &files);
+    if !problems.is_empty() {
+        return Err(Invalid { problems }.into());
+    }
+    check(&files)?;
+    write(&folder, &files).map_err(|err| {
+        Failure::Tool(miette::miette!(
+            help = "nothing was left behind; fix the folder's permissions or free some space",
+            "cannot write the pipeline in {}: {err}",
+            folder.display()
+        ))
+    })?;
+
+    let mut out = String::new();
+    for (path, _) in &files {
+        let _ = writeln!(out, "wrote {}", shown(&folder, path).display());
+    }
+    let _ = writeln!(out, "\n{}", summary(&detected));
+    if let Some(remote) = &detected.remote {
+        if remote.credentials_removed {
+            let _ = writeln!(
+                out,
+                "note: the remote's URL holds a password or token; it was left out of {file_name} (git's credential helper or an SSH key should provide it)"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "note: the stages work in a clone in workspace/; add `workspace/`, `logs/` and `archive/` to .gitignore"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nNext: pydeployer validate   # check it\n      pydeployer plan       # what `run` does, without running it\n      pydeployer run        # run it"
+    );
+    let _ = std::io::stdout().lock().write_all(out.as_bytes());
+    Ok(())
+}
+
+/// One line saying what was found.
+fn summary(detected: &Detected) -> String {
+    let mut found = Vec::new();
+    match &detected.remote {
+        Some(remote) => found.push(format!(
+            "git remote origin ({}, branch {})",
+            remote.url, remote.branch
+        )),
+        None => found.push("no git remote (the stages run in this folder)".to_owned()),
+    }
+    if detected.requirements {
+        found.push("requirements.txt".to_owned());
+    }
+    match &detected.tests {
+        Some(tests) => found.push(format!("tests ({tests})")),
+        None if detected.python => found.push("Python code, no tests".to_owned()),
+        None => found.push("no Python project".to_owned()),
+    }
+    format!("found: {}", found.join(", "))
+}
+
+fn detect(folder: &Path) -> Detected {
+    let name = std::path::absolute(folder)
+        .ok()
+        .and_then(|p| {
+            // `absolute` keeps a trailing `.`.
+            let p = if p.ends_with(".") {
+                p.parent()?.to_path_buf()
+            } else {
+                p
+            };
+            p.file_name().map(|n| n.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "pipeline".to_owned());
+    let root_files: Vec<String> = fs::read_dir(folder)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    // pytest's default `python_files`: `test_*.py` and `*_test.py` (case-sensitive, as there).
+    let stem = |name: &str| {
+        Path::new(name)
+            .extension()
+            .is_some_and(|e| e == "py")
+            .then(|| name.trim_end_matches(".py").to_owned())
+    };
+    let is_test_file =
+        |name: &str| stem(name).is_some_and(|s| s.starts_with("test_") || s.ends_with("_test"));
+    let tests = ["tests", "test"]
+        .into_iter()
+        .find(|dir| folder.join(dir).is_dir())
+        .map(|dir| format!("{dir}/"))
+        .or_else(|| {
+            let mut files: Vec<&String> = root_files.iter().filter(|f| is_test_file(f)).collect();
+            files.sort();
+            files.first().map(|f| (*f).clone())
+        });
+    let requirements = folder.join("requirements.txt").is_file();
+    let python = requirements
+        || tests.is_some()
+        || root_files
+            .iter()
+            .any(|f| stem(f).is_some() || f == "pyproject.toml" || f == "setup.cfg");
+    let mentions = |file: &str, section: &str| {
+        fs::read_to_string(folder.join(file)).is_ok_and(|text| text.contains(section))
+    };
+    let pytest_configured = folder.join("pytest.ini").is_file()
+        || folder.join("conftest.py").is_file()
+        || mentions("pyproject.toml", "[tool.pytest")
+        || mentions("setup.cfg", "[tool:pytest]")
+        || mentions("tox.ini", "[pytest]");
+    Detected {
+        name,
+        remote: remote(folder),
+        requirements,
+        tests,
+        python,
+        pytest_configured,
+    }
+}
+
+/// `origin`'s URL and branch, when the folder is in a git work tree that has one.
+fn remote(folder: &Path) -> Option<Remote> {
+    // The user's GIT_DIR and friends must not redirect these calls to another repository.
+    let env = git::pinned_environment(None, false, &BTreeMap::new(), std::env::vars_os());
+    let git = |args: &[&str]| {
+        process::capture(&CommandLine::new("git", args.iter().copied()), folder, &env)
+            .ok()
+            .filter(|out| !out.is_empty())
+    };
+    git(&["rev-parse", "--is-inside-work-tree"]).filter(|out| out == "true")?;
+    let url = git(&["remote", "get-url", "origin"])?;
+    // A relative path is relative to the work tree's top, pipeline.yml's to its folder.
+    let url = match git(&["rev-parse", "--show-toplevel"]) {
+        Some(top)
+            if config::is_local_path(&url)
+                && Path::new(&url).is_relative()
+                && fs::canonicalize(&top).ok() != fs::canonicalize(folder).ok() =>
+        {
+            Path::new(&top).join(&url).display().to_string()
+        }
+        _ => url,
+    };
+    let (url, credentials_removed) = without_password(&url);
+    let branch = git(&[
+        "symbolic-ref",
+        "--quiet",
+        "--short",
+        "refs/remotes/origin/HEAD",
+    ])
+    .and_then(|b| b.strip_prefix("origin/").map(str::to_owned))
+    .or_else(|| git(&["symbolic-ref", "--quiet", "--short", "HEAD"]))
+    .unwrap_or_else(|| "master".to_owned());
+    Some(Remote {
+        url,
+        branch,
+        credentials_removed,
+    })
+}
+
+/// `https://user:TOKEN@host/…` → `https://user@host/…`: a file that may be committed gets no
+/// secret.
+fn without_password(url: &str) -> (String, bool) {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return (url.to_owned(), false);
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) if userinfo.contains(':') => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            let at = if user.is_empty() { "" } else { "@" };
+            (format!("{scheme}://{user}{at}{host}{path}"), true)
+        }
+        _ => (url.to_owned(), false),
+    }
+}
+
+/// A YAML scalar: plain when that is unambiguous, else a double-quoted (JSON) string.
+fn scalar(text: &str) -> String {
+    let plain = text.starts_with(|c: char| c.is_ascii_alphabetic())
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
+        && !matches!(
+            text.to_ascii_lowercase().as_str(),
+            "y" | "n" | "yes" | "no" | "on" | "off" | "true" | "false" | "null"
+        );
+    if plain {
+        text.to_owned()
+    } else {
+        serde_json::to_string(text).unwrap_or_default()
+    }
+}
+
+/// The files to write: (path relative to the folder, contents).
+fn generate(detected: &Detected, file_name: &str) -> Vec<(PathBuf, String)> {
+    let mut files = vec![(PathBuf::from(file_name), pipeline_yml(detected, file_name))];
+    let stage_file = |name: &str, text: String| (Path::new(STAGES_DIR).join(name), text);
+    let remote = detected.remote.is_some();
+    // The stage the next one needs, as the chain grows.
+    let mut last: Option<&str> = None;
+    let needs = |last: Option<&str>| last.map_or_else(String::new, |l| format!("  needs: [{l}]\n"));
+
+    if remote {
+        files.push(stage_file(
+            "10-clone.yml",
+            "\
+# Clones repo.url into workspace/, or pulls when it is already there. The stages after it run in
+# that clone: they build and test what is pushed, not the files in this folder.
+clone:
+  uses: git/clone
+  description: clone the repository into workspace/, or pull
+  timeout: 10m
+"
+            .to_owned(),
+        ));
+        last = Some("clone");
+    }
+    let place = if remote { "workspace/" } else { "this folder" };
+    if detected.requirements {
+        files.push(stage_file(
+            "20-install.yml",
+            format!(
+                "\
+# Creates .venv in {place} (unless it is there) and installs requirements.txt into it with
+# pip (from PyPI, or your pip's index). Other parameters:
+#   with: {{ requirements: requirements-dev.txt, python: python3.12 }}
+install:
+  uses: python/venv
+  description: create .venv and pip install -r requirements.txt
+{}  timeout: 15m
+",
+                needs(last)
+            ),
+        ));
+        last = Some("install");
+    }
+    if detected.python {
+        let mut with = Vec::new();
+        let mut notes = String::new();
+        if !detected.pytest_configured {
+            with.push("args: [-o, pythonpath=.]".to_owned());
+            notes.push_str(
+                "# `-o pythonpath=.`: the tests import the project's modules from its root (pytest 7+;\n\
+                 # drop it once pytest.ini or pyproject.toml configures pytest).\n",
+            );
+        }
+        if detected.tests.is_none() {
+            with.push("allow_no_tests: true".to_owned());
+            notes.push_str(
+                "# No tests were found, so \"no tests collected\" passes for now: remove\n\
+                 # `allow_no_tests` once there are tests.\n",
+            );
+        }
+        let with = if with.is_empty() {
+            String::new()
+        } else {
+            format!("  with: {{ {} }}\n", with.join(", "))
+        };
+        let found = detected
+            .tests
+            .as_ref()
+            .map_or_else(String::new, |t| format!("\n# Tests found: {t}"));
+        files.push(stage_file(
+            "30-test.yml",
+            format!(
+                "\
+# Runs `pytest -v` in {place}, with .venv's pytest when there is one, else pytest from
+# PATH; the summary lists passed, failed and skipped tests.{found}
+{notes}test:
+  uses: pytest
+  description: run the tests with pytest
+{}{with}  timeout: 30m
+",
+                needs(last)
+            ),
+        ));
+        last = Some("test");
+    } else {
+        files.push(stage_file(
+            "30-build.yml",
+            "\
+# No Python project was found here (no requirements.txt, tests or .py files): replace this
+# stage with your build and test commands. `run:` takes a command line (run by `sh -c` when
+# it has shell syntax) or a list (run as argv, no shell); `needs:` orders stages.
+build:
+  run: [echo, \"replace stages.d/30-build.yml with the build\"]
+  description: a placeholder for the build
+"
+            .to_owned(),
+        ));
+        last = Some("build");
+    }
+    if let Some(remote) = &detected.remote {
+        files.push(stage_file(
+            "50-deploy.yml",
+            format!(
+                "\
+# Deploying pushes the workspace's HEAD to {remote_name}/{branch} (never forced; a rejected push
+# fails) and records it in the deploy ledger (archive/deploy_history.json). Both stages are
+# manual, so `pydeployer run` never pushes:
+#   pydeployer run deploy     # clone, install, test, then push
+#   pydeployer rollback       # revert the last commit and push the revert
+# A stage that commits build output in the workspace (`uses: git/commit`) gives deploy
+# something to push.
+deploy:
+  uses: git/push
+  description: push the workspace's HEAD to {remote_name}/{branch} and record it
+{}  when: manual
+
+rollback:
+  uses: git/revert
+  description: revert the last commit and push the revert (pydeployer rollback)
+  when: manual
+",
+                needs(last),
+                remote_name = "origin",
+                branch = remote.branch,
+            ),
+        ));
+    }
+    files
+}
+
+fn pipeline_yml(detected: &Detected, file_name: &str) -> String {
+    let mut text = format!(
+        "\
+# {file_name}: written by `pydeployer init`; edit it freely.
+#   pydeployer validate     check this file and stages.d/
+#   pydeployer plan         the order, parallel waves and commands, without running anything
+#   pydeployer run          run every stage but the manual ones
+# The stages are in stages.d/ (one file each, read in file-name order). The README describes
+# every key; `pydeployer schema > .pydeployer-schema.json` gives editors completion and checks.
+name: {}
+",
+        scalar(&detected.name)
+    );
+    match &detected.remote {
+        Some(remote) => {
+            let _ = write!(
+                text,
+                "\
+repo:                       # the repository the stages work on (found: git remote origin)
+  url: {}
+  branch: {}
+  remote: origin            # where deploy pushes
+  dir: workspace            # where the clone lives
+",
+                scalar(&remote.url),
+                scalar(&remote.branch)
+            );
+        }
+        None => text.push_str(
+            "\
+# No git remote was found, so there is no `repo:` and the stages run in this folder. To build
+# from a repository instead (cloned into workspace/, pushed to by a `git/push` deploy stage):
+# repo:
+#   url: https://example.com/you/app.git
+#   branch: main
+",
+        ),
+    }
+    text.push_str(
+        "\
+logs: { dir: logs, keep: 20 }   # one log file per run; the newest 20 are kept
+env:                            # for every stage
+  PIP_DISABLE_PIP_VERSION_CHECK: \"1\"
+  PYTHONDONTWRITEBYTECODE: \"1\"
+# secrets: [PYPI_TOKEN]         # variables every run needs; their values never appear in output
+# jobs: 2                       # stages run at once; default: the number of CPUs
+",
+    );
+    text
+}
+
+/// `path` in `folder`, as the user would write it (no `./` in front).
+fn shown(folder: &Path, path: &Path) -> PathBuf {
+    if folder == Path::new(".") {
+        path.to_path_buf()
+    } else {
+        folder.join(path)
+    }
+}
+
+/// Every file `init` would write that exists, and stage files already in `stages.d/` (they
+/// would join the generated pipeline).
+fn existing(folder: &Path, files: &[(PathBuf, String)]) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    for (path, _) in files {
+        if folder.join(path).symlink_metadata().is_ok() {
+            problems.push(
+                Problem::general(format!(
+                    "{} already exists; `pydeployer init` never overwrites a file, so nothing was written",
+                    shown(folder, path).display()
+                ))
+                .with_help("move it away (or edit the pipeline by hand) and run `pydeployer init` again"),
+            );
+        }
+    }
+    let ours: Vec<PathBuf> = files.iter().map(|(p, _)| folder.join(p)).collect();
+    if let Ok(entries) = fs::read_dir(folder.join(STAGES_DIR)) {
+        let mut others: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| {
+                p.extension()
+                    .is_some_and(|ext| ext == "yml" || ext == "yaml")
+                    && !ours.contains(p)
+            })
+            .collect();
+        others.sort();
+        for path in others {
+            problems.push(
+                Problem::general(format!(
+                    "{} already exists and would join the generated pipeline, so nothing was written",
+                    path.strip_prefix(".").unwrap_or(&path).display()
+                ))
+                .with_help("`pydeployer init` starts a pipeline; this folder already has stages"),
+            );
+        }
+    }
+    problems
+}
+
+/// The files must make a valid pipeline: they are loaded from a temporary folder first.
+fn check(files: &[(PathBuf, String)]) -> Result<(), Failure> {
+    let scratch = tempfile::Builder::new()
+        .prefix("pydeployer-init-")
+        .tempdir()
+        .map_err(|err| Failure::Tool(miette::miette!("cannot create a temporary folder: {err}")))?;
+    let written = (|| -> std::io::Result<()> {
+        fs::create_dir_all(scratch.path().join(STAGES_DIR))?;
+        for (path, text) in files {
+            fs::write(scratch.path().join(path), text)?;
+        }
+        Ok(())
+    })();
+    written.map_err(|err| {
+        Failure::Tool(miette::miette!("cannot write to a temporary folder: {err}"))
+    })?;
+    match config::load(&scratch.path().join(&files[0].0)) {
+        Ok(_) => Ok(()),
+        Err(invalid) => {
+            let mut problems = vec![Problem::general(
+                "the pipeline `init` would write does not validate, so nothing was written",
+            )
+            .with_help("this is what was found in the folder (a git remote's URL or branch, most likely) that pydeployer refuses; see below")];
+            problems.extend(invalid.problems);
+            Err(Invalid { problems }.into())
+        }
+    }
+}
+
+/// Writes the files, each created anew (never replacing one); on an error removes what it
+/// wrote.
+fn write(folder: &Path, files: &[(PathBuf, String)]) -> std::io::Result<()> {
+    let stages_dir = folder.join(STAGES_DIR);
+    let made_dir = !stages_dir.exists() && files.iter().any(|(p, _)| p.starts_with(STAGES_DIR));
+    if made_dir {
+        fs::create_dir(&stages_dir)?;
+    }
+    let mut written: Vec<PathBuf> = Vec::new();
+    let result = files.iter().try_for_each(|(path, text)| {
+        let full = folder.join(path);
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&full)?;
+        written.push(full);
+        file.write_all(text.as_bytes())?;
+        file.sync_all()
+    });
+    if result.is_err() {
+        for path in &written {
+            let _ = fs::remove_file(path);
+        }
+        if made_dir {
+            let _ = fs::remove_dir(&stages_dir);
+        }
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_left_out_of_remote_urls() {
+        assert_eq!(
+            without_password("https://me:s3cret@example.com/a.git"),
+            ("https://me@example.com/a.git".to_owned(), true)
+        );
+        assert_eq!(
+            without_password("https://:tok@example.com/a.git"),
+            ("https://example.com/a.git".to_owned(), true)
+        );
+        assert_eq!(
+            without_password("git@example.com:me/a.git"),
+            ("git@example.com:me/a.git".to_owned(), false)
+        );
+        assert_eq!(
+            without_password("https://me@example.com/a@b.git"),
+            ("https://me@example.com/a@b.git".to_owned(), false)
+        );
+    }
+
+    #[test]
+    fn scalars_are_quoted_when_yaml_could_misread_them() {
+        assert_eq!(scalar("my-app"), "my-app");
+        assert_eq!(scalar("release/1.2"), "release/1.2");
+        assert_eq!(scalar("yes"), "\"yes\"");
+        assert_eq!(scalar("1.0"), "\"1.0\"");
+        assert_eq!(scalar("git@host:a b.git"), "\"git@host:a b.git\"");
+        assert_eq!(scalar("a \"b\""), "\"a \\\"b\\\"\"");
+    }
+
+    #[test]
+    fn every_combination_validates() {
+        for remote in [false, true] {
+            for requirements in [false, true] {
+                for tests in [false, true] {
+                    for python in [false, true] {
+                        let detected = Detected {
+                            name: "yes".to_owned(),
+                            remote: remote.then(|| Remote {
+                                url: "git@example.com:me/app.git".to_owned(),
+                                branch: "main".to_owned(),
+                                credentials_removed: false,
+                            }),
+                            requirements,
+                            tests: tests.then(|| "tests/".to_owned()),
+                            python: python || requirements || tests,
+                            pytest_configured: python,
+                        };
+                        let files = generate(&detected, "pipeline.yml");
+                        if let Err(Failure::Invalid(invalid)) = check(&files) {
+                            panic!("{detected:?}: {:?}", invalid.problems);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
