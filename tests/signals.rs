@@ -181,6 +181,37 @@ fn a_background_job_without_the_output_is_ended_with_the_stage() {
     assert!(err.contains("leaked processes"), "{err}");
 }
 
+/// A stage whose background job ignores TERM and outlives it.
+const STUBBORN_LEFTOVER: &str = "  last: { run: \"sh -c 'trap \\\"\\\" TERM; echo $$ > bg.pid; exec sleep 300' >/dev/null 2>&1 & sleep 0.2; echo hi\" }\n";
+
+#[test]
+fn a_leftover_that_ignores_term_gets_kill_before_the_run_ends() {
+    let project = Project::with_pipeline(&format!("stages:\n{STUBBORN_LEFTOVER}"));
+    let (code, _, err) = finish(project.spawn(&["run"]), LIMIT);
+    assert_eq!(code, 0, "{err}");
+    let pid = project.pid("bg.pid");
+    // Not "soon": the run itself must not end before its leftovers are gone.
+    assert!(!alive(pid), "the leftover {pid} outlived the run");
+}
+
+#[test]
+fn kill_9_while_a_leftover_waits_for_its_kill_still_ends_it() {
+    let project = Project::with_pipeline(&format!(
+        "stages:\n{STUBBORN_LEFTOVER}  other: {{ run: 'sleep 5' }}\n"
+    ));
+    let run = project.spawn(&["run", "-j", "2"]);
+    let pid = project.pid("bg.pid");
+    // Within the half second between TERM and KILL of the leftover (or after it: then the
+    // run's own KILL ended it already).
+    std::thread::sleep(Duration::from_millis(350));
+    signal(run.id(), libc::SIGKILL);
+    let _ = finish(run, LIMIT);
+    assert!(
+        gone_within(pid, LIMIT),
+        "the watchdog let the leftover {pid} live"
+    );
+}
+
 #[test]
 fn a_retry_is_not_confused_with_the_attempt_given_up_on() {
     // Attempt 1 leaves a process outside its group holding the output and times out; it is

@@ -119,6 +119,9 @@ pub struct Running {
     leak: LeakWatch,
     /// When the process (and, in the foreground, whether it is stopped) is looked at next.
     next_check: Instant,
+    /// Without a pidfd, once the output closed, the process is looked at again this soon
+    /// (doubling up to [`CHECK_EVERY`]): it is about to exit.
+    backoff: Duration,
     /// Processes of the group left after the command ended were sent TERM: KILL them then.
     pub linger: Option<Target>,
 }
@@ -226,6 +229,7 @@ pub fn spawn(spawn: &Spawn<'_>) -> io::Result<Running> {
         status: None,
         leak: LeakWatch::default(),
         next_check: Instant::now() + CHECK_EVERY,
+        backoff: Duration::from_millis(1),
         linger: None,
     })
 }
@@ -414,6 +418,10 @@ impl Running {
             self.target.signal(libc::SIGCONT);
         }
         self.next_check = now + CHECK_EVERY;
+        if self.status.is_none() && self.output.is_none() && self.pidfd.is_none() {
+            self.next_check = now + self.backoff;
+            self.backoff = (self.backoff * 2).min(CHECK_EVERY);
+        }
         if self.status.is_some() && self.output.is_some() && self.leak.step(self.target, now) {
             // Given up on: hand on what was read, read no more.
             self.output = None;
@@ -555,22 +563,25 @@ impl LeakWatch {
     }
 }
 
-/// Waits up to `wait` for any of `fds` to be ready; their `revents` say which.
+/// Waits up to `wait` for any of `fds` to be ready; their `revents` say which. A signal ends
+/// the wait early (with no fd ready), so that the caller looks at it at once.
 pub fn poll(fds: &mut [libc::pollfd], wait: Duration) -> io::Result<()> {
     let millis = libc::c_int::try_from(wait.as_millis().max(u128::from(!wait.is_zero())))
         .unwrap_or(libc::c_int::MAX);
     let count = libc::nfds_t::try_from(fds.len()).unwrap_or(libc::nfds_t::MAX);
-    loop {
-        // SAFETY: `fds` is a valid slice of pollfd for the duration of the call.
-        let ready = unsafe { libc::poll(fds.as_mut_ptr(), count, millis) };
-        if ready >= 0 {
-            return Ok(());
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
-        }
+    // SAFETY: `fds` is a valid slice of pollfd for the duration of the call.
+    let ready = unsafe { libc::poll(fds.as_mut_ptr(), count, millis) };
+    if ready >= 0 {
+        return Ok(());
     }
+    let err = io::Error::last_os_error();
+    if err.kind() == io::ErrorKind::Interrupted {
+        for fd in fds.iter_mut() {
+            fd.revents = 0;
+        }
+        return Ok(());
+    }
+    Err(err)
 }
 
 /// Runs a short command to completion and returns its trimmed stdout when it succeeds

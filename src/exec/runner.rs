@@ -160,7 +160,10 @@ pub fn execute(
                 }
             }
         }
-        if run.active.is_empty() && (run.stopped.is_some() || run.scheduler.is_done()) {
+        // Done when nothing runs, nothing more will start, and no group left behind by a stage
+        // still waits for its KILL.
+        let finished = run.stopped.is_some() || run.scheduler.is_done();
+        if run.active.is_empty() && finished && run.lingering.is_empty() {
             break;
         }
 
@@ -185,9 +188,12 @@ pub fn execute(
         }
         let wake = run.next_wake();
         if let Err(err) = process::poll(&mut fds, wake.saturating_duration_since(Instant::now())) {
-            // Cannot wait for anything: stop, rather than spin.
-            eprintln!("pydeployer: cannot wait for the stages: {err}");
+            // Cannot wait for anything: stop, and do not spin while the stages end.
+            if stop.request() == Request::None {
+                eprintln!("pydeployer: cannot wait for the stages: {err}");
+            }
             stop.fail();
+            std::thread::sleep(Duration::from_millis(10));
         }
         let mut exited = Vec::new();
         for (pollfd, owner) in fds.iter().zip(&owners) {
@@ -271,6 +277,10 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
                 for a in self.active.values_mut() {
                     a.ending = Ending::Killed(now + grace.max(GIVE_UP_AFTER_KILL));
                     signal(a, SIGKILL);
+                }
+                for (at, target) in &mut self.lingering {
+                    target.signal(SIGKILL);
+                    *at = now;
                 }
             }
             Request::None | Request::Stop { .. } | Request::Kill { .. } => {}
@@ -388,7 +398,7 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
             .read(|bytes| emit(report, stage, start, &masked.push(&bytes)));
         if let Err(err) = result {
             let message = format!("reading the output of {}: {err}", current.program);
-            let _ = a.running.take();
+            self.let_go(step);
             self.complete_with_message(step, &message);
         }
     }
@@ -411,7 +421,7 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
                 let checked = running.check(now, |b| emit(report, stage, start, &masked.push(&b)));
                 if let Err(err) = checked {
                     let message = format!("waiting for {}: {err}", current.program);
-                    let _ = a.running.take();
+                    self.let_go(step);
                     self.complete_with_message(step, &message);
                     continue;
                 }
@@ -422,10 +432,16 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
         }
         let mut still = Vec::new();
         for (at, target) in self.lingering.drain(..) {
-            if at > now {
+            let gone = !target.has_members();
+            if at > now && !gone {
                 still.push((at, target));
-            } else if target.has_members() {
+                continue;
+            }
+            if !gone {
                 target.signal(SIGKILL);
+            }
+            if let Some(watchdog) = &self.options.watchdog {
+                watchdog.unwatch(target.id);
             }
         }
         self.lingering = still;
@@ -446,12 +462,15 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
         };
         let stage = &self.pipeline.stages[self.plan.steps[step].stage].name;
         emit(&mut self.report, stage, self.start, &a.masked.finish());
-        let target = running.target();
-        if let Some(watchdog) = &self.options.watchdog {
-            watchdog.unwatch(target.id);
-        }
-        if let Some(lingering) = running.linger.take() {
-            self.lingering.push((Instant::now() + LEAK_WAIT, lingering));
+        match running.linger.take() {
+            // Processes of its group outlived it and were sent TERM: the group stays watched
+            // until it is gone or has had its KILL.
+            Some(lingering) => self.lingering.push((Instant::now() + LEAK_WAIT, lingering)),
+            None => {
+                if let Some(watchdog) = &self.options.watchdog {
+                    watchdog.unwatch(running.target().id);
+                }
+            }
         }
         drop(running);
         a.leak = a.leak.or(ended.leak);
@@ -461,6 +480,19 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
                 code: Some(code), ..
             } if also_ok.contains(&code) => self.next_command(step, stop),
             failed => self.complete(step, failed, stop),
+        }
+    }
+
+    /// Gives up on the stage's running command (its output cannot be read, or its state not
+    /// known): KILL its group, tell the watchdog, and let the process go.
+    fn let_go(&mut self, step: usize) {
+        let Some(current) = self.active.get_mut(&step).and_then(|a| a.running.take()) else {
+            return;
+        };
+        let target = current.running.target();
+        target.signal(SIGKILL);
+        if let Some(watchdog) = &self.options.watchdog {
+            watchdog.unwatch(target.id);
         }
     }
 
