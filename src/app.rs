@@ -493,6 +493,9 @@ pub(crate) fn run_pipeline(
             log_error = Some(err);
             stop.fail();
         }
+        if stop.hung_up() {
+            terminal.detach();
+        }
         terminal.report(&event);
         if let Some(recorder) = &mut recorder {
             recorder.observe(&event);

@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::report::logfile::RUNNER_TAG;
+
 /// A stage's name: letters, digits, `-`, `_`, `.`; safe to use in file names and tags.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]
@@ -27,6 +29,11 @@ impl StageName {
         }
         if name.starts_with('.') {
             return Err("a stage name cannot start with `.`".into());
+        }
+        if name == RUNNER_TAG {
+            return Err(format!(
+                "`{RUNNER_TAG}` is reserved: the run log tags pydeployer's own lines with it"
+            ));
         }
         if let Some(bad) = name
             .chars()

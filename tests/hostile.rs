@@ -528,6 +528,14 @@ fn stage_names_that_could_escape_a_folder_are_refused() {
 }
 
 #[test]
+fn a_stage_cannot_take_the_runners_own_tag_in_the_log() {
+    let project = Project::with_pipeline("stages:\n  pydeployer: { run: echo 'exit code 0' }\n");
+    let (code, _, err) = project.run(&["validate"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("`pydeployer` is reserved"), "{err}");
+}
+
+#[test]
 fn invalid_env_keys_are_refused() {
     for key in ["BAD-KEY", "A=B"] {
         for yaml in [

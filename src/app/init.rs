@@ -49,6 +49,9 @@ struct Remote {
     branch: String,
     /// The URL held a password or token, which was left out of the file.
     credentials_removed: bool,
+    /// Where the folder is inside the repository (`services/api`; empty at its top): the
+    /// stages that work on the project run there, inside the clone.
+    prefix: String,
 }
 
 pub(crate) fn run(cli: &Cli) -> Result<(), Failure> {
@@ -226,10 +229,14 @@ fn remote(folder: &Path) -> Option<Remote> {
     .and_then(|b| b.strip_prefix("origin/").map(str::to_owned))
     .or_else(|| git(&["symbolic-ref", "--quiet", "--short", "HEAD"]))
     .unwrap_or_else(|| "master".to_owned());
+    let prefix = git(&["rev-parse", "--show-prefix"])
+        .map(|p| p.trim_end_matches('/').to_owned())
+        .unwrap_or_default();
     Some(Remote {
         url,
         branch,
         credentials_removed,
+        prefix,
     })
 }
 
@@ -246,6 +253,13 @@ fn without_password(url: &str) -> (String, bool) {
             let user = userinfo.split(':').next().unwrap_or_default();
             let at = if user.is_empty() { "" } else { "@" };
             (format!("{scheme}://{user}{at}{host}{path}"), true)
+        }
+        // `https://TOKEN@github.com/…`: over http(s) a user name alone is usually a token
+        // (`ssh://git@…` names an account, and stays).
+        Some((_, host))
+            if scheme.eq_ignore_ascii_case("https") || scheme.eq_ignore_ascii_case("http") =>
+        {
+            (format!("{scheme}://{host}{path}"), true)
         }
         _ => (url.to_owned(), false),
     }
@@ -292,7 +306,22 @@ clone:
         ));
         last = Some("clone");
     }
-    let place = if remote { "workspace/" } else { "this folder" };
+    // In a repository's subfolder (a monorepo), the project is that folder of the clone.
+    let workdir = detected
+        .remote
+        .as_ref()
+        .filter(|r| !r.prefix.is_empty())
+        .map_or_else(String::new, |r| {
+            format!(
+                "  workdir: {}\n",
+                scalar(&format!("workspace/{}", r.prefix))
+            )
+        });
+    let place = match &detected.remote {
+        Some(r) if !r.prefix.is_empty() => format!("workspace/{}/", r.prefix),
+        Some(_) => "workspace/".to_owned(),
+        None => "this folder".to_owned(),
+    };
     if detected.requirements {
         files.push(stage_file(
             "20-install.yml",
@@ -304,7 +333,7 @@ clone:
 install:
   uses: python/venv
   description: create .venv and pip install -r requirements.txt
-{}  timeout: 15m
+{}{workdir}  timeout: 15m
 ",
                 needs(last)
             ),
@@ -346,7 +375,7 @@ install:
 {notes}test:
   uses: pytest
   description: run the tests with pytest
-{}{with}  timeout: 30m
+{}{with}{workdir}  timeout: 30m
 ",
                 needs(last)
             ),
@@ -575,9 +604,14 @@ mod tests {
             without_password("git@example.com:me/a.git"),
             ("git@example.com:me/a.git".to_owned(), false)
         );
+        // A user name alone over https is most often a token (`https://ghp_…@github.com`).
         assert_eq!(
-            without_password("https://me@example.com/a@b.git"),
-            ("https://me@example.com/a@b.git".to_owned(), false)
+            without_password("https://ghp_abcSECRET@github.com/a@b.git"),
+            ("https://github.com/a@b.git".to_owned(), true)
+        );
+        assert_eq!(
+            without_password("ssh://git@example.com/a.git"),
+            ("ssh://git@example.com/a.git".to_owned(), false)
         );
     }
 
@@ -603,6 +637,11 @@ mod tests {
                                 url: "git@example.com:me/app.git".to_owned(),
                                 branch: "main".to_owned(),
                                 credentials_removed: false,
+                                prefix: if python {
+                                    "services/api".to_owned()
+                                } else {
+                                    String::new()
+                                },
                             }),
                             requirements,
                             tests: tests.then(|| "tests/".to_owned()),

@@ -87,6 +87,22 @@ pub(super) fn run(cli: &Cli) -> Result<(), Failure> {
             Err(NoChoice::Interrupted) => return Err(Failure::Exit(exit::INTERRUPTED)),
         };
         last = index;
+        // What runs is the pipeline as it is now on disk, not as it was when the menu was
+        // drawn; a pipeline that no longer loads runs nothing.
+        match load(cli) {
+            Ok(reloaded) => pipeline = reloaded,
+            Err(invalid) => {
+                print_invalid(invalid);
+                eprintln!("(nothing was run: fix the pipeline, then pick again)\n");
+                continue;
+            }
+        }
+        if let Entry::Stage(name) = &entries[index] {
+            if !pipeline.stages.iter().any(|s| s.name.as_str() == name) {
+                eprintln!("`{name}` is no longer a stage of the pipeline\n");
+                continue;
+            }
+        }
         if entries[index] != Entry::Several {
             eprintln!("» {}", entry_name(&entries[index]));
         }
@@ -125,15 +141,6 @@ pub(super) fn run(cli: &Cli) -> Result<(), Failure> {
             Entry::Quit => return Ok(()),
         };
         show(&what, result)?;
-        // Edits to the pipeline between two choices count; a broken edit keeps the last good
-        // pipeline on the menu.
-        match load(cli) {
-            Ok(reloaded) => pipeline = reloaded,
-            Err(invalid) => {
-                print_invalid(invalid);
-                eprintln!("(the menu keeps the pipeline as it was before this edit)");
-            }
-        }
     }
 }
 

@@ -374,7 +374,7 @@ impl JsonSchema for StageName {
 }
 
 /// What `StageName::parse` accepts.
-const STAGE_NAME_PATTERN: &str = r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}$";
+const STAGE_NAME_PATTERN: &str = r"^(?!pydeployer$)[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}$";
 
 /// An environment variable's name.
 struct EnvName;

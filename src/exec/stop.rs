@@ -78,6 +78,11 @@ impl Stop {
         self.signals.fetch_add(1, Ordering::SeqCst);
     }
 
+    /// The terminal hung up (SIGHUP came first).
+    pub fn hung_up(&self) -> bool {
+        self.signals.load(Ordering::SeqCst) > 0 && self.first.load(Ordering::SeqCst) == libc::SIGHUP
+    }
+
     pub fn request(&self) -> Request {
         let signals = self.signals.load(Ordering::SeqCst);
         // 128 + the signal, as shells report a process it ended.

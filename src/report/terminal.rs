@@ -364,9 +364,28 @@ impl Terminal {
         self.printed = true;
         let out = self.out.as_mut();
         match &self.bars {
-            Some(bars) => bars.multi.suspend(|| write_best_effort(out, text)),
+            Some(bars) => {
+                // indicatif panics when it cannot redraw (a terminal that hung up): that must
+                // not end the run; the bars are dropped and the rest goes on without them.
+                let drawn = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    bars.multi.suspend(|| write_best_effort(out, text));
+                }));
+                if drawn.is_err() {
+                    self.detach();
+                }
+            }
             None => write_best_effort(out, text),
         }
+    }
+
+    /// The terminal is gone (it hung up): no more bars, nothing more drawn; the log, the
+    /// ledger and the exit code are all that is left to do.
+    pub fn detach(&mut self) {
+        if let Some(bars) = self.bars.take() {
+            bars.multi
+                .set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        }
+        self.out = Box::new(io::sink());
     }
 
     fn paint(&self, color: Color, text: &str) -> String {
