@@ -194,7 +194,7 @@ pub struct LogsArgs {
     #[arg(value_name = "RUN", allow_negative_numbers = true)]
     pub run: Option<String>,
     /// Only this stage's lines (e.g. `--stage test`).
-    #[arg(long, value_name = "STAGE")]
+    #[arg(long, value_name = "STAGE", add = ArgValueCandidates::new(stage_candidates))]
     pub stage: Option<String>,
     /// List the runs, oldest first (newest last, as `-1`), with result and duration.
     #[arg(long, conflicts_with_all = ["run", "stage", "follow"])]

@@ -18,7 +18,7 @@ use std::io::{self, IsTerminal};
 
 use dialoguer::console::Term;
 use dialoguer::theme::{ColorfulTheme, SimpleTheme, Theme};
-use dialoguer::{MultiSelect, Select};
+use dialoguer::{Confirm, MultiSelect, Select};
 
 use super::{RunRequest, history, load, rollback, run_pipeline, use_color};
 use crate::cli::Cli;
@@ -129,7 +129,23 @@ pub(super) fn run(cli: &Cli) -> Result<(), Failure> {
                 eprintln!("» {}", chosen.join(", "));
                 (chosen.join(", "), run_alone(cli, &pipeline, chosen))
             }
-            Entry::Rollback => ("rollback".to_owned(), rollback(cli, None, false)),
+            Entry::Rollback => {
+                // It pushes a revert to the remote: one key press is not enough for that.
+                let sure = ask(&term, || {
+                    Confirm::with_theme(theme.as_ref())
+                        .with_prompt("revert the last commit and push the revert?")
+                        .default(false)
+                        .report(false)
+                        .interact_on_opt(&term)
+                });
+                match sure {
+                    Ok(Some(true)) => ("rollback".to_owned(), rollback(cli, None, false)),
+                    Ok(Some(false) | None) | Err(NoChoice::Quit) => continue,
+                    Err(NoChoice::Interrupted) => {
+                        return Err(Failure::Exit(exit::INTERRUPTED));
+                    }
+                }
+            }
             Entry::History => {
                 // A table needs no "done" under it.
                 if let Err(failure) = history(cli, None) {

@@ -38,10 +38,15 @@ pub fn schema(kind: SchemaKind) -> Schema {
     let generator = SchemaSettings::draft07()
         .with_transform(RecursiveTransform(unwrap_descriptions))
         .into_generator();
-    match kind {
+    let mut root = match kind {
         SchemaKind::Pipeline => generator.into_root_schema_for::<PipelineFile>(),
         SchemaKind::StagesFile => generator.into_root_schema_for::<StagesFile>(),
+    };
+    // A file holding only comments is an empty document (null), which `validate` accepts.
+    if root.get("type") == Some(&Value::String("object".into())) {
+        root.insert("type".into(), Value::from(vec!["object", "null"]));
     }
+    root
 }
 
 /// Doc comments are wrapped at 100 columns; a description is one paragraph, so that editors
