@@ -414,11 +414,26 @@ pub(crate) fn run_pipeline(
     } else {
         None
     };
-    let scratch = state.scratch(&lock).map_err(|err| {
-        Failure::Tool(miette::miette!(
-            "cannot create a scratch folder in .pydeployer/tmp: {err}"
-        ))
-    })?;
+    // Only pytest stages need a scratch folder (their JUnit reports).
+    let pytest = plan.steps.iter().any(|s| {
+        matches!(
+            pipeline.stages[s.stage].action,
+            Action::Uses {
+                action: Builtin::Pytest,
+                ..
+            }
+        )
+    });
+    let scratch = if pytest {
+        let made = state.scratch(&lock).map_err(|err| {
+            Failure::Tool(miette::miette!(
+                "cannot create a scratch folder in .pydeployer/tmp: {err}"
+            ))
+        })?;
+        Some(made)
+    } else {
+        None
+    };
 
     let (stop, _signals) = Stop::for_run()
         .map_err(|err| Failure::Tool(miette::miette!("cannot watch for Ctrl-C: {err}")))?;
@@ -475,7 +490,10 @@ pub(crate) fn run_pipeline(
     let watchdog = Watchdog::start(lock.file()).ok().map(Arc::new);
     let options = RunOptions {
         context: RunContext {
-            scratch: scratch.path().to_path_buf(),
+            scratch: scratch
+                .as_ref()
+                .map(|dir| dir.path().to_path_buf())
+                .unwrap_or_default(),
             revert_to: request.revert_to,
         },
         jobs,
@@ -521,7 +539,12 @@ pub(crate) fn run_pipeline(
             serde_json::to_string_pretty(&json).unwrap_or_default()
         );
     }
-    if let Err(err) = logfile::prune(&pipeline.logs.dir, pipeline.logs.keep, log.path()) {
+    let prune = if log.may_exceed(pipeline.logs.keep) {
+        logfile::prune(&pipeline.logs.dir, pipeline.logs.keep, log.path())
+    } else {
+        Ok(Vec::new())
+    };
+    if let Err(err) = prune {
         eprintln!(
             "warning: could not remove old logs in {}: {err}",
             pipeline.logs.dir.display()

@@ -204,7 +204,10 @@ fn a_symlinked_lock_or_state_folder_is_refused() {
 
 #[test]
 fn a_symlinked_scratch_folder_is_refused_and_its_target_kept() {
-    let project = Project::with_pipeline("stages:\n  a: { run: touch ran }\n");
+    // The scratch folder is made for pytest stages (their JUnit reports).
+    let project = Project::with_pipeline(
+        "stages:\n  a: { run: touch ran }\n  t: { uses: pytest, needs: [a] }\n",
+    );
     let victim = Project::new();
     victim
         .file("precious.txt", "x\n")

@@ -38,9 +38,17 @@ pub struct RunLog {
     clock: WallClock,
     /// `HH:MM:SS.mmm [tag] ` of the event being written; reused so a line costs no allocation.
     prefix: Vec<u8>,
+    /// Run logs that were in the folder when this one was created.
+    others: usize,
 }
 
 impl RunLog {
+    /// Whether, with this log, the folder may hold more than `keep` run logs (so that
+    /// [`prune`] has something to do; logs written meanwhile by other runs aside).
+    pub fn may_exceed(&self, keep: usize) -> bool {
+        self.others + 1 > keep
+    }
+
     /// Creates `dir` if needed and a new log file in it named after `started_at`.
     ///
     /// An existing file of that name (or a symlink) is never opened: the suffix after the
@@ -50,11 +58,14 @@ impl RunLog {
         fs::create_dir_all(dir)?;
         let stamp = started_at.format("%Y-%m-%d_%H-%M-%S").to_string();
         let mut highest = 0;
+        let mut others = 0;
         for entry in fs::read_dir(dir)? {
             let name = entry?.file_name();
-            if let Some(key) = name.to_str().and_then(LogKey::parse)
-                && key.stamp == stamp.as_bytes()
-            {
+            let Some(key) = name.to_str().and_then(LogKey::parse) else {
+                continue;
+            };
+            others += 1;
+            if key.stamp == stamp.as_bytes() {
                 highest = highest.max(key.suffix);
             }
         }
@@ -72,6 +83,7 @@ impl RunLog {
                         out: BufWriter::with_capacity(BUFFER_SIZE, file),
                         clock: WallClock::new(&started_at),
                         prefix: Vec::with_capacity(128),
+                        others,
                     });
                 }
                 Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
