@@ -645,6 +645,15 @@ mod tests {
         unsafe { libc::kill(pid, 0) == 0 }
     }
 
+    /// The process was ended: gone, or a zombie waiting for init (which may never reap it here).
+    fn assert_gone(pid: i32) {
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        assert!(
+            !alive(pid) || state.contains(") Z"),
+            "{pid} still runs: {state}"
+        );
+    }
+
     #[test]
     fn stdout_and_stderr_arrive_as_whole_lines() {
         let (chunks, ended) = run("echo one; echo two >&2; printf 'tail'");
@@ -698,14 +707,7 @@ mod tests {
         assert_eq!(ended.outcome, Outcome::Passed);
         assert_eq!(ended.leak, Some(Leak::Ended));
         let text = String::from_utf8(chunks.concat()).unwrap();
-        let pid: i32 = text.lines().next().unwrap().parse().unwrap();
-        // The group was sent TERM; the sleep is gone or a zombie about to be reaped by init.
-        std::thread::sleep(Duration::from_millis(200));
-        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        assert!(
-            !alive(pid) || state.contains(") Z"),
-            "{pid} still runs: {state}"
-        );
+        assert_gone(text.lines().next().unwrap().parse().unwrap());
     }
 
     #[test]
@@ -714,13 +716,7 @@ mod tests {
         assert_eq!(ended.outcome, Outcome::Passed);
         assert_eq!(ended.leak, Some(Leak::Ended));
         let text = String::from_utf8(chunks.concat()).unwrap();
-        let pid: i32 = text.trim().parse().unwrap();
-        std::thread::sleep(Duration::from_millis(200));
-        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        assert!(
-            !alive(pid) || state.contains(") Z"),
-            "{pid} still runs: {state}"
-        );
+        assert_gone(text.trim().parse().unwrap());
     }
 
     #[test]
