@@ -645,13 +645,22 @@ mod tests {
         unsafe { libc::kill(pid, 0) == 0 }
     }
 
-    /// The process was ended: gone, or a zombie waiting for init (which may never reap it here).
+    /// The process was ended: soon gone, or a zombie waiting for init (which may never reap
+    /// it here). It may still be finishing its exit when the output closes, hence the wait (a
+    /// guard against hangs, not a measurement).
     fn assert_gone(pid: i32) {
-        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        assert!(
-            !alive(pid) || state.contains(") Z"),
-            "{pid} still runs: {state}"
-        );
+        let start = std::time::Instant::now();
+        loop {
+            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            if !alive(pid) || state.contains(") Z") {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{pid} still runs: {state}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     #[test]
