@@ -13,6 +13,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::config::raw::Span;
+use crate::report::mask;
 
 /// Exit codes, as documented in the README.
 pub mod exit {
@@ -76,14 +77,8 @@ fn hide_url_credentials(text: &str) -> Option<String> {
             // Quotes and commas may be part of a password; `@` before the host decides.
             .find(|c: char| c.is_whitespace() || "/?#".contains(c))
             .map_or(text.len(), |n| start + n);
-        if let Some(at) = text[start..end].rfind('@') {
-            let userinfo = &text[start..start + at];
-            let (hide_from, hide_len) = match userinfo.find(':') {
-                Some(colon) => (start + colon + 1, userinfo.len() - colon - 1),
-                None if userinfo == "git" => (start, 0),
-                None => (start, userinfo.len()),
-            };
-            for b in &mut bytes[hide_from..hide_from + hide_len] {
+        if let Some(range) = mask::credentials_range(&text[start..end]) {
+            for b in &mut bytes[start + range.start..start + range.end] {
                 *b = b'*';
                 changed = true;
             }

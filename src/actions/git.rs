@@ -5,7 +5,6 @@
 //! pasted into a command line.
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -43,17 +42,15 @@ fn kept(key: &str) -> bool {
 }
 
 /// The environment changes that pin pydeployer's own git calls to the workspace clone:
-/// every redirecting `GIT_*` variable of `inherited` (the runner's environment) and of `set`
-/// (the pipeline's `env:`) is removed, and `GIT_DIR`/`GIT_WORK_TREE` name the clone (unless
+/// every redirecting `GIT_*` variable of the runner's environment and of `set` (the pipeline's
+/// `env:`) is removed, and `GIT_DIR`/`GIT_WORK_TREE` name the clone (unless
 /// it is about to be cloned: `cloning` and the folder is empty). `None` means "remove".
 pub fn pinned_environment(
     repo: Option<&Repo>,
     cloning: bool,
     set: &BTreeMap<String, Option<String>>,
-    inherited: impl IntoIterator<Item = (OsString, OsString)>,
 ) -> BTreeMap<String, Option<String>> {
-    let mut env: BTreeMap<String, Option<String>> = inherited
-        .into_iter()
+    let mut env: BTreeMap<String, Option<String>> = std::env::vars_os()
         .filter_map(|(key, _)| key.into_string().ok())
         .chain(set.keys().cloned())
         .filter(|key| !kept(key))

@@ -4,7 +4,6 @@
 //! arguments, never text pasted into a shell line.
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
 use std::fmt;
 use std::path::PathBuf;
 
@@ -76,11 +75,7 @@ pub(crate) fn quote(word: &str) -> String {
 /// The environment changes for a stage's commands (`None`: remove the variable): the
 /// pipeline's and the stage's `env:`, `PYDEPLOYER_STAGE`, and for the built-in git actions
 /// the variables that pin git to the workspace clone (see [`git::pinned_environment`]).
-pub fn environment(
-    pipeline: &Pipeline,
-    stage: &Stage,
-    inherited: impl IntoIterator<Item = (OsString, OsString)>,
-) -> BTreeMap<String, Option<String>> {
+pub fn environment(pipeline: &Pipeline, stage: &Stage) -> BTreeMap<String, Option<String>> {
     let mut env: BTreeMap<String, Option<String>> = pipeline
         .env
         .iter()
@@ -90,12 +85,8 @@ pub fn environment(
     env.insert("PYDEPLOYER_STAGE".into(), Some(stage.name.to_string()));
     if let Action::Uses { action, .. } = &stage.action {
         if action.is_git() {
-            let pinned = git::pinned_environment(
-                pipeline.repo.as_ref(),
-                *action == Builtin::GitClone,
-                &env,
-                inherited,
-            );
+            let pinned =
+                git::pinned_environment(pipeline.repo.as_ref(), *action == Builtin::GitClone, &env);
             env.extend(pinned);
         }
     }

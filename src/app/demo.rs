@@ -87,7 +87,7 @@ pub(crate) fn run(cli: &Cli, wait: bool) -> Result<(), Failure> {
 fn create_origin(origin: &Path, branch: &str) -> std::io::Result<()> {
     fs::create_dir_all(origin)?;
     // The user's GIT_DIR and friends must not redirect the demo's git calls either.
-    let env = git::pinned_environment(None, false, &BTreeMap::new(), std::env::vars_os());
+    let env = git::pinned_environment(None, false, &BTreeMap::new());
     let git = |args: &[&str], dir: &Path| {
         process::capture(&CommandLine::new("git", args.iter().copied()), dir, &env)
     };

@@ -200,7 +200,7 @@ fn detect(folder: &Path) -> Detected {
 /// `origin`'s URL and branch, when the folder is in a git work tree that has one.
 fn remote(folder: &Path) -> Option<Remote> {
     // The user's GIT_DIR and friends must not redirect these calls to another repository.
-    let env = git::pinned_environment(None, false, &BTreeMap::new(), std::env::vars_os());
+    let env = git::pinned_environment(None, false, &BTreeMap::new());
     let git = |args: &[&str]| {
         process::capture(&CommandLine::new("git", args.iter().copied()), folder, &env)
             .ok()

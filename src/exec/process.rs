@@ -96,7 +96,7 @@ pub struct Spawn<'a> {
 }
 
 /// A running stage command, driven by whoever polls its file descriptors (the runner's one
-/// loop, or [`Running::stream`]): [`read`](Running::read) when the output is readable,
+/// loop): [`read`](Running::read) when the output is readable,
 /// [`check`](Running::check) when the process fd is readable or a deadline passed, until
 /// [`ended`](Running::ended) says how it ended.
 pub struct Running {
@@ -462,56 +462,6 @@ impl Running {
             leak: self.leak.found,
         })
     }
-
-    /// Drives the command to its end in this thread: reads output until the pipe closes,
-    /// handing `sink` what [`read`](Running::read) does, then says how it ended (processes
-    /// left in the group are ended before this returns).
-    pub fn stream(mut self, mut sink: impl FnMut(Vec<u8>)) -> io::Result<Ended> {
-        loop {
-            if let Some(ended) = self.ended() {
-                if let Some(target) = self.linger.take() {
-                    end_group(target);
-                }
-                return Ok(ended);
-            }
-            let mut fds: Vec<libc::pollfd> = [self.output_fd(), self.exit_fd()]
-                .into_iter()
-                .flatten()
-                .map(|fd| libc::pollfd {
-                    fd,
-                    events: libc::POLLIN,
-                    revents: 0,
-                })
-                .collect();
-            let wait = self.deadline().saturating_duration_since(Instant::now());
-            poll(&mut fds, wait)?;
-            if fds
-                .first()
-                .is_some_and(|p| p.revents != 0 && Some(p.fd) == self.output_fd())
-            {
-                self.read(&mut sink)?;
-            }
-            let now = Instant::now();
-            let exited = fds
-                .iter()
-                .any(|p| p.revents != 0 && Some(p.fd) == self.exit_fd());
-            if exited || now >= self.deadline() {
-                self.check(now, &mut sink)?;
-            }
-        }
-    }
-}
-
-/// TERM to the group, then KILL if it is still there a [`LEAK_WAIT`] later (blocking).
-fn end_group(target: Target) {
-    let deadline = Instant::now() + LEAK_WAIT;
-    while target.has_members() {
-        if Instant::now() >= deadline {
-            target.signal(SIGKILL);
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// Where watching for leaked processes stands.
@@ -621,6 +571,58 @@ fn memrchr_newline(bytes: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Running {
+        /// Drives one command to its end in this thread, as the runner's loop drives many:
+        /// hands `sink` what [`read`](Running::read) does, then says how it ended (processes
+        /// left in the group are ended before this returns).
+        fn stream(mut self, mut sink: impl FnMut(Vec<u8>)) -> io::Result<Ended> {
+            loop {
+                if let Some(ended) = self.ended() {
+                    if let Some(target) = self.linger.take() {
+                        end_group(target);
+                    }
+                    return Ok(ended);
+                }
+                let mut fds: Vec<libc::pollfd> = [self.output_fd(), self.exit_fd()]
+                    .into_iter()
+                    .flatten()
+                    .map(|fd| libc::pollfd {
+                        fd,
+                        events: libc::POLLIN,
+                        revents: 0,
+                    })
+                    .collect();
+                let wait = self.deadline().saturating_duration_since(Instant::now());
+                poll(&mut fds, wait)?;
+                if fds
+                    .first()
+                    .is_some_and(|p| p.revents != 0 && Some(p.fd) == self.output_fd())
+                {
+                    self.read(&mut sink)?;
+                }
+                let now = Instant::now();
+                let exited = fds
+                    .iter()
+                    .any(|p| p.revents != 0 && Some(p.fd) == self.exit_fd());
+                if exited || now >= self.deadline() {
+                    self.check(now, &mut sink)?;
+                }
+            }
+        }
+    }
+
+    /// TERM to the group, then KILL if it is still there a [`LEAK_WAIT`] later (blocking).
+    fn end_group(target: Target) {
+        let deadline = Instant::now() + LEAK_WAIT;
+        while target.has_members() {
+            if Instant::now() >= deadline {
+                target.signal(SIGKILL);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 
     fn start(script: &str, interactive: bool) -> Running {
         let command = CommandLine::new("sh", ["-c", script]);

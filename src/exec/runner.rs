@@ -322,7 +322,7 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
                 rest: commands.unwrap_or_default().into(),
                 junit: actions::junit_report(stage, &options.context),
                 dir,
-                env: actions::environment(pipeline, stage, std::env::vars_os()),
+                env: actions::environment(pipeline, stage),
                 interactive: stage.interactive,
                 masked: options.masker.stream(),
                 leak: None,

@@ -106,7 +106,7 @@ fn rev_parse(repo: &Repo, what: &str) -> Option<String> {
         "git",
         ["rev-parse", "--verify", "--quiet", "--end-of-options", what],
     );
-    let env = git::pinned_environment(Some(repo), false, &BTreeMap::new(), std::env::vars_os());
+    let env = git::pinned_environment(Some(repo), false, &BTreeMap::new());
     process::capture(&command, &repo.dir, &env)
         .ok()
         .filter(|s| !s.is_empty())

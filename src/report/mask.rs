@@ -271,22 +271,25 @@ pub fn url_credentials(url: &str) -> Option<String> {
         return None;
     }
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    // An unencoded `@` in a password is common enough; the host cannot hold one.
-    let (userinfo, _host) = authority.rsplit_once('@')?;
-    let (user, password) = match userinfo.split_once(':') {
-        Some((user, password)) => (user, password),
-        None => (userinfo, ""),
-    };
-    let secret = if password.is_empty() {
-        if user == "git" {
-            return None;
-        }
-        user
-    } else {
-        password
-    };
+    let secret = &authority[credentials_range(authority)?];
     let decoded = percent_decode_str(secret).decode_utf8_lossy();
     (!decoded.trim().is_empty()).then(|| decoded.into_owned())
+}
+
+/// Where the credentials are in a URL's `authority` (what follows `scheme://`, up to the path):
+/// the password, or the user name when there is no password (but not `git`, an account).
+pub fn credentials_range(authority: &str) -> Option<Range<usize>> {
+    // An unencoded `@` in a password is common enough; the host cannot hold one.
+    let (userinfo, _host) = authority.rsplit_once('@')?;
+    let user_len = userinfo.find(':').unwrap_or(userinfo.len());
+    let password = (user_len + 1).min(userinfo.len())..userinfo.len();
+    if !password.is_empty() {
+        Some(password)
+    } else if user_len == 0 || &userinfo[..user_len] == "git" {
+        None
+    } else {
+        Some(0..user_len)
+    }
 }
 
 /// Every form of every value that is to be masked; none contains a newline.
