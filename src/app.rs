@@ -22,7 +22,7 @@ use crate::events::{PlannedStage, RunEvent, RunHeader, RunSummary};
 use crate::exec::preflight;
 use crate::exec::runner::{self, RunOptions};
 use crate::exec::stop::Stop;
-use crate::exec::watchdog::{self, Watchdog};
+use crate::exec::watchdog::Watchdog;
 use crate::pipeline::{Action, Builtin, Pipeline};
 use crate::plan::{Plan, Selection, render};
 use crate::report::deploys::DeployRecorder;
@@ -62,13 +62,6 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
         Command::Rollback(args) => rollback(cli, args.to, args.lock.wait),
         Command::History(args) => history(cli, args.limit),
         Command::Demo(args) => demo::run(cli, args.wait),
-        Command::Watchdog => {
-            let code = watchdog::serve(std::io::stdin().lock());
-            match code {
-                0 => Ok(()),
-                code => Err(Failure::Exit(code)),
-            }
-        }
         Command::All(args) => {
             let selection = Selection {
                 skip: args.skip.clone(),
@@ -465,6 +458,10 @@ pub(crate) fn run_pipeline(
             .collect(),
     };
 
+    // Without a watchdog the stages' main processes still die with the runner
+    // (PR_SET_PDEATHSIG); only their background children would outlive a `kill -9`.
+    // Started before the terminal: it is forked, and the runner has no thread yet.
+    let watchdog = Watchdog::start(lock.file()).ok().map(Arc::new);
     let verbosity = if cli.quiet {
         Verbosity::Quiet
     } else if cli.verbose {
@@ -485,9 +482,6 @@ pub(crate) fn run_pipeline(
             masker.clone(),
         )
     });
-    // Without a watchdog the stages' main processes still die with the runner
-    // (PR_SET_PDEATHSIG); only their background children would outlive a `kill -9`.
-    let watchdog = Watchdog::start(lock.file()).ok().map(Arc::new);
     let options = RunOptions {
         context: RunContext {
             scratch: scratch

@@ -107,9 +107,6 @@ Examples:
   pydeployer demo
   pydeployer demo --wait          queue behind a run in progress")]
     Demo(LockArgs),
-    /// (internal) Ends the stages' process groups if the run that started it dies.
-    #[command(name = "__watchdog", hide = true)]
-    Watchdog,
     /// Print the stage graph as Mermaid (renders in GitHub markdown) or Graphviz dot source.
     #[command(after_help = "\
 Examples:

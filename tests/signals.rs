@@ -554,26 +554,4 @@ fn make_executable(path: &std::path::Path) {
     fs::set_permissions(path, fs::Permissions::from_mode(0o755)).expect("chmod");
 }
 
-#[test]
-fn the_watchdog_itself_ends_groups_when_its_runner_is_gone() {
-    // Drive the hidden watchdog directly: announce a group, close its stdin without `done`.
-    let mut sleeper = std::process::Command::new("sh")
-        .args(["-c", "sleep 300 & wait"])
-        .process_group(0)
-        .spawn()
-        .expect("sh");
-    let pgid = sleeper.id();
-    let mut dog = std::process::Command::new(assert_cmd::cargo::cargo_bin!("pydeployer"))
-        .arg("__watchdog")
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("watchdog");
-    let mut stdin = dog.stdin.take().expect("stdin");
-    writeln!(stdin, "+{pgid}").expect("write");
-    drop(stdin);
-    assert!(dog.wait().expect("wait").success());
-    let status = sleeper.wait().expect("wait");
-    assert!(!status.success(), "the group was not ended");
-}
-
 use std::os::unix::process::CommandExt;

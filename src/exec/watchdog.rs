@@ -1,9 +1,8 @@
 //! A small second process that ends the stages if the runner dies without doing so.
 //!
 //! `PR_SET_PDEATHSIG` kills each stage's main process when the runner dies, but not the rest
-//! of its process group (a test server, a background job). The watchdog is pydeployer itself,
-//! started as `pydeployer __watchdog` in a process group of its own (so Ctrl-C on the terminal
-//! does not reach it). The runner tells it on its stdin which groups are running; when that
+//! of its process group (a test server, a background job). The watchdog is a fork of the
+//! runner, in a process group of its own (so Ctrl-C on the terminal does not reach it). The runner tells it on its stdin which groups are running; when that
 //! pipe closes without a final `done` line (the runner was killed, even with `kill -9`), it
 //! sends TERM to every group still listed, and KILL two seconds later (a fixed time: the
 //! pipeline's `grace_period` is not known here).
@@ -11,7 +10,7 @@
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::unix::process::CommandExt;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -23,30 +22,34 @@ const GRACE: Duration = Duration::from_secs(2);
 /// The runner's end of the watchdog.
 pub struct Watchdog {
     to_watchdog: Mutex<Option<io::PipeWriter>>,
-    handle: duct::Handle,
+    pid: libc::pid_t,
 }
 
 impl Watchdog {
-    /// Starts `pydeployer __watchdog` (this same executable). It gets a copy of the run
-    /// lock's file as its stdout (and never writes to it): that keeps the run locked, should
-    /// the runner die, until the watchdog has ended the stages and exits.
+    /// Starts the watchdog as a fork of the runner, before the runner has any thread: a fork
+    /// costs a fraction of starting this executable again, and a run pays for it every time.
+    /// The watchdog keeps a copy of the run lock's file: that keeps the run locked, should the
+    /// runner die, until the watchdog has ended the stages and exits. Every other file of the
+    /// runner is closed in it (a pipe the runner writes to must not stay open after it).
     pub fn start(lock: &File) -> io::Result<Watchdog> {
-        let exe = std::env::current_exe()?;
         let (reader, writer) = io::pipe()?;
-        let expression = duct::cmd(exe, ["__watchdog"])
-            .stdin_file(reader)
-            .stdout_file(lock.try_clone()?)
-            .stderr_null()
-            .unchecked()
-            .before_spawn(|cmd| {
-                cmd.process_group(0);
-                Ok(())
-            });
-        let handle = expression.start()?;
-        drop(expression);
+        let null = File::options().read(true).write(true).open("/dev/null")?;
+        let fds = [reader.as_raw_fd(), lock.as_raw_fd(), null.as_raw_fd()];
+        // SAFETY: the child only calls async-signal-safe functions until `serve`, and `serve`
+        // needs nothing another thread could hold: the runner is single-threaded here (the
+        // watchdog starts before the terminal or any stage), and the child never returns.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if pid == 0 {
+            // SAFETY: in the child, which ends in `_exit` below.
+            unsafe { become_watchdog(fds) };
+        }
+        drop(reader);
         Ok(Watchdog {
             to_watchdog: Mutex::new(Some(writer)),
-            handle,
+            pid,
         })
     }
 
@@ -67,8 +70,10 @@ impl Watchdog {
         if let Ok(mut writer) = self.to_watchdog.lock() {
             writer.take();
         }
-        // Not waited for: it exits on its own at once, and the run need not pay for that.
-        let _ = self.handle.try_wait();
+        // Not waited for: it exits on its own at once, and the run need not pay for that
+        // (reaped here if it already has).
+        // SAFETY: waitpid on our own child, without blocking.
+        unsafe { libc::waitpid(self.pid, std::ptr::null_mut(), libc::WNOHANG) };
     }
 
     fn send(&self, line: &str) {
@@ -81,12 +86,45 @@ impl Watchdog {
     }
 }
 
+/// The forked child: its own process group (Ctrl-C on the terminal does not reach it), the
+/// default action for the signals the runner handles, the pipe as stdin, the lock as stdout,
+/// `/dev/null` as stderr and no other file; then the watchdog's loop, and `_exit`.
+///
+/// # Safety
+/// Only in the child of `fork` from a single-threaded process; never returns.
+unsafe fn become_watchdog([reader, lock, null]: [i32; 3]) -> ! {
+    // SAFETY: plain system calls on this process; a failure leaves a less tidy but working
+    // watchdog (the pipe is read through its own descriptor below either way).
+    unsafe {
+        libc::setpgid(0, 0);
+        for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
+            let mut current: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(signal, std::ptr::null(), &raw mut current) == 0
+                && current.sa_sigaction != libc::SIG_IGN
+            {
+                libc::signal(signal, libc::SIG_DFL);
+            }
+        }
+        libc::dup2(reader, 0);
+        libc::dup2(lock, 1);
+        libc::dup2(null, 2);
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+    }
+    // Reading fd 0 through a `File` that is never dropped: `_exit` follows.
+    // SAFETY: fd 0 is the pipe, owned by this process from here on.
+    let input = std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(0) });
+    let code =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serve(&*input))).unwrap_or(1);
+    // SAFETY: ends the child without running the runner's exit handlers or destructors.
+    unsafe { libc::_exit(code) }
+}
+
 /// While the runner talks, the watchdog reads at most this often: one wake-up per batch of
 /// lines rather than one per stage (a stage should cost no more than its process).
 const BATCH: Duration = Duration::from_millis(50);
 
 /// The watchdog process's main loop; returns its exit code.
-pub fn serve(input: impl Read) -> i32 {
+fn serve(input: impl Read) -> i32 {
     let mut input = BufReader::new(input);
     let mut groups = BTreeSet::new();
     let mut line = String::new();
@@ -142,5 +180,51 @@ fn all_gone_within(targets: &[Target], limit: Duration) -> bool {
             return false;
         }
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::CommandExt;
+
+    #[test]
+    fn a_group_announced_and_not_withdrawn_is_ended_when_the_runner_is_gone() {
+        let mut sleeper = std::process::Command::new("sh")
+            .args(["-c", "sleep 300 & wait"])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pgid = sleeper.id();
+        // The runner's pipe closes (it died) after announcing the group, without `done`.
+        let input = format!("+{pgid}\n");
+        assert_eq!(serve(input.as_bytes()), 0);
+        let status = sleeper.wait().unwrap();
+        assert!(!status.success(), "the group was not ended: {status}");
+        assert!(
+            !Target {
+                id: i32::try_from(pgid).unwrap(),
+                group: true
+            }
+            .has_members(),
+            "the group's background sleep is still there"
+        );
+    }
+
+    #[test]
+    fn done_leaves_the_groups_alone() {
+        let mut sleeper = std::process::Command::new("sleep")
+            .arg("300")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pgid = sleeper.id();
+        assert_eq!(serve(format!("+{pgid}\ndone\n").as_bytes()), 0);
+        assert!(
+            sleeper.try_wait().unwrap().is_none(),
+            "a finished run ended a group"
+        );
+        sleeper.kill().unwrap();
+        sleeper.wait().unwrap();
     }
 }
