@@ -553,5 +553,3 @@ fn make_executable(path: &std::path::Path) {
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(path, fs::Permissions::from_mode(0o755)).expect("chmod");
 }
-
-use std::os::unix::process::CommandExt;
