@@ -159,8 +159,13 @@ pub struct Ended {
 pub fn spawn(spawn: &Spawn<'_>) -> io::Result<Running> {
     let (reader, writer) = io::pipe()?;
     let interactive = spawn.interactive;
+    let die_with_runner = spawn.die_with_runner;
     // SAFETY: getpid and isatty are always safe.
-    let runner = unsafe { libc::getpid() };
+    let runner = if die_with_runner {
+        unsafe { libc::getpid() }
+    } else {
+        0
+    };
     let terminal = interactive && unsafe { libc::isatty(libc::STDIN_FILENO) } == 1;
     if terminal && !in_foreground() {
         return Err(io::Error::other(
@@ -170,7 +175,6 @@ pub fn spawn(spawn: &Spawn<'_>) -> io::Result<Running> {
     // While the stage holds the terminal, our own writes to it must not stop us (`stty
     // tostop`), nor taking it back: SIGTTOU is ignored meanwhile, as shells do.
     let ttou = terminal.then(IgnoreTtou::new);
-    let die_with_runner = spawn.die_with_runner;
     let mut expression = duct::cmd(&spawn.command.program, &spawn.command.args)
         .dir(spawn.dir)
         // Inner redirections apply last: stderr joins stdout, which is the pipe.
@@ -224,7 +228,7 @@ pub fn spawn(spawn: &Spawn<'_>) -> io::Result<Running> {
         target: Target { id, group: true },
         interactive,
         foreground: ttou,
-        buf: vec![0u8; CHUNK],
+        buf: Vec::new(),
         filled: 0,
         status: None,
         leak: LeakWatch::default(),
@@ -232,6 +236,22 @@ pub fn spawn(spawn: &Spawn<'_>) -> io::Result<Running> {
         backoff: Duration::from_millis(1),
         linger: None,
     })
+}
+
+/// One read of a non-blocking pipe: `None` when nothing is there yet.
+fn read_some(mut output: &io::PipeReader, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    match output.read(buf) {
+        Ok(n) => Ok(Some(n)),
+        Err(err)
+            if matches!(
+                err.kind(),
+                io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(err) => Err(err),
+    }
 }
 
 /// A file descriptor that becomes readable when process `pid` exits; `None` where the kernel
@@ -245,11 +265,9 @@ fn pidfd_open(pid: i32) -> Option<OwnedFd> {
 }
 
 fn set_nonblocking(pipe: &io::PipeReader) -> io::Result<()> {
-    let fd = pipe.as_raw_fd();
+    // A new pipe's read end has no other status flag to keep (O_CLOEXEC is a descriptor flag).
     // SAFETY: fcntl on a valid fd with integer arguments.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    // SAFETY: as above.
-    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+    if unsafe { libc::fcntl(pipe.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) } < 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())
@@ -361,16 +379,22 @@ impl Running {
         let Some(output) = &self.output else {
             return Ok(());
         };
-        let n = match (&*output).read(&mut self.buf[self.filled..]) {
-            Ok(n) => n,
-            Err(err)
-                if matches!(
-                    err.kind(),
-                    io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
-                ) =>
-            {
-                return Ok(());
+        let read = if self.buf.is_empty() {
+            // Most commands of a pipeline print little or nothing: the full buffer is made
+            // only once there is something to keep.
+            let mut first = [0u8; 1024];
+            let read = read_some(output, &mut first);
+            if let Ok(Some(n @ 1..)) = read {
+                self.buf = vec![0u8; CHUNK];
+                self.buf[..n].copy_from_slice(&first[..n]);
             }
+            read
+        } else {
+            read_some(output, &mut self.buf[self.filled..])
+        };
+        let n = match read {
+            Ok(Some(n)) => n,
+            Ok(None) => return Ok(()),
             Err(err) => {
                 // Nothing more can be read: end the command rather than leave it running.
                 self.target.signal(SIGKILL);

@@ -21,8 +21,15 @@ const GRACE: Duration = Duration::from_secs(2);
 
 /// The runner's end of the watchdog.
 pub struct Watchdog {
-    to_watchdog: Mutex<Option<io::PipeWriter>>,
+    link: Mutex<Link>,
     pid: libc::pid_t,
+}
+
+/// The pipe to the watchdog, and the groups that ended since the last write: those go with the
+/// next line (or [`Watchdog::flush`]), so a stage costs one write, not two.
+struct Link {
+    writer: Option<io::PipeWriter>,
+    ended: String,
 }
 
 impl Watchdog {
@@ -48,27 +55,41 @@ impl Watchdog {
         }
         drop(reader);
         Ok(Watchdog {
-            to_watchdog: Mutex::new(Some(writer)),
+            link: Mutex::new(Link {
+                writer: Some(writer),
+                ended: String::new(),
+            }),
             pid,
         })
     }
 
-    /// A stage's process group started.
+    /// A stage's process group started: the watchdog is told at once.
     pub fn watch(&self, pgid: i32) {
         self.send(&format!("+{pgid}\n"));
     }
 
-    /// A stage's process group was ended or has finished.
+    /// A stage's process group was ended or has finished. Told with the next line, or at the
+    /// latest by [`flush`](Watchdog::flush) before the runner waits: until then the watchdog
+    /// may still send TERM to a group that is already gone, which does nothing.
     pub fn unwatch(&self, pgid: i32) {
-        self.send(&format!("-{pgid}\n"));
+        if let Ok(mut link) = self.link.lock() {
+            use std::fmt::Write as _;
+            let _ = writeln!(link.ended, "-{pgid}");
+        }
+    }
+
+    /// Tells the watchdog of the groups that ended (the runner is about to wait, and a
+    /// group id may be reused by another process in the meantime).
+    pub fn flush(&self) {
+        self.send("");
     }
 
     /// The run is over: the watchdog exits without touching anything. (A stage given up on,
     /// still held open by a process outside its group, is left alone too.)
     pub fn finish(&self) {
         self.send("done\n");
-        if let Ok(mut writer) = self.to_watchdog.lock() {
-            writer.take();
+        if let Ok(mut link) = self.link.lock() {
+            link.writer.take();
         }
         // Not waited for: it exits on its own at once, and the run need not pay for that
         // (reaped here if it already has).
@@ -78,10 +99,16 @@ impl Watchdog {
 
     fn send(&self, line: &str) {
         // A watchdog that died cannot be helped: the run goes on without that safety net.
-        if let Ok(mut writer) = self.to_watchdog.lock() {
-            if let Some(w) = writer.as_mut() {
-                let _ = w.write_all(line.as_bytes());
+        if let Ok(mut link) = self.link.lock() {
+            let Link { writer, ended } = &mut *link;
+            if ended.is_empty() && line.is_empty() {
+                return;
             }
+            ended.push_str(line);
+            if let Some(w) = writer.as_mut() {
+                let _ = w.write_all(ended.as_bytes());
+            }
+            ended.clear();
         }
     }
 }
