@@ -8,8 +8,9 @@ Usage, from anywhere (Python 3.11+, standard library only; Linux):
     python3 benches/bench.py --scenarios noop,chain --tools pydeployer,make --runs 5
     python3 benches/bench.py --bin target/debug/pydeployer --work /tmp/bench
 
-It builds pydeployer (`cargo build --release --locked`, unless --bin is given; with --static, the
-static executable a release ships, which starts about 0.3 ms sooner), finds make, just
+It builds pydeployer (`cargo build --release --locked`, unless --bin is given; with --static, a
+static executable, which starts about 0.3 ms sooner but spawns each stage with fork + exec, as
+std cannot use posix_spawn there: see BENCHMARKS.md), finds make, just
 and task on PATH or in ~/.cache/pydeployer-bench/venv/bin, writes one definition per tool and
 scenario into the work folder (default /dev/shm/pydeployer-bench: the runners' output goes to
 RAM), and prints Markdown tables on stdout (progress on stderr); WORK/results.json gets every raw
@@ -443,9 +444,9 @@ def install_peers(wanted: list[str]) -> None:
 
 
 def build_pydeployer(static: bool) -> str:
-    """`cargo build --release --locked`; with `static`, the static release executable: glibc
-    links statically only with an explicit --target (the build's proc-macros are host
-    libraries), so the host's own triple is given."""
+    """`cargo build --release --locked`; with `static`, a static executable: glibc links
+    statically only with an explicit --target (the build's proc-macros are host libraries), so
+    the host's own triple is given."""
     if shutil.which("cargo") is None:
         raise SystemExit("bench: cargo not found; install Rust or pass --bin PATH")
     argv = ["cargo", "build", "--release", "--locked", "--message-format=json-render-diagnostics"]
@@ -586,7 +587,7 @@ def parse_args() -> argparse.Namespace:
                                 epilog="See the module docstring (head benches/bench.py) for details.")
     p.add_argument("--bin", help="pydeployer binary to use (default: cargo build --release --locked)")
     p.add_argument("--static", action="store_true",
-                   help="build pydeployer as a static executable (Linux, glibc): the release build")
+                   help="build pydeployer as a static executable (Linux, glibc): faster start, slower stages")
     p.add_argument("--install-peers", action="store_true", help="install missing make/just/task first")
     p.add_argument("--work", type=Path, default=work, help=f"work folder (default {work})")
     p.add_argument("--runs", type=int, default=10, help="timed runs (default 10; at most 3 for diamond, bigout)")
