@@ -238,3 +238,56 @@ fn a_fresh_checkout_is_not_judged_before_the_clone() {
     let (code, _, err) = project.run(&["run", "--skip", "check"]);
     assert_eq!(code, 0, "{err}");
 }
+
+#[test]
+fn a_hung_git_in_the_ledgers_bookkeeping_is_killed_and_the_run_ends() {
+    // `git rev-parse HEAD` after the deploy hangs (a wrapper around the real git, as a stuck
+    // filesystem would): the run must still end, record the deploy, and leave no process.
+    let project = project_with_origin(TESTS);
+    project.file(
+        "pipeline.yml",
+        "repo: { url: origin.git }\nstages:\n  clone: { uses: git/clone }\n  deploy: { uses: git/push, needs: [clone] }\n",
+    );
+    let real_git = which::which("git").expect("git on PATH");
+    project.file(
+        "bin/git",
+        &format!(
+            "#!/bin/sh\nif [ \"$*\" = \"rev-parse --verify --quiet --end-of-options HEAD\" ]; then\n  echo $$ > \"$PIDFILE\"\n  exec sleep 3017\nfi\nexec {} \"$@\"\n",
+            real_git.display()
+        ),
+    );
+    make_executable(&project.join("bin/git"));
+    let path = format!(
+        "{}:{}",
+        project.join("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin!("pydeployer"))
+        .current_dir(project.path())
+        .env("NO_COLOR", "1")
+        .env("PATH", path)
+        .env("PIDFILE", project.join("hung.pid"))
+        .env_remove("PYDEPLOYER_STAGE")
+        .arg("run")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start pydeployer");
+    // A guard against a hang, far above the 10 s the bookkeeping command is given.
+    let (code, _, err) = common::finish(child, std::time::Duration::from_mins(2));
+    assert_eq!(code, 0, "{err}");
+    let hung = project.pid("hung.pid");
+    assert!(
+        common::gone_within(hung, std::time::Duration::from_secs(5)),
+        "the hung git is still running"
+    );
+    let ledger = ledger(&project);
+    assert_eq!(ledger[0]["status"], "success", "{ledger}");
+    assert!(ledger[0]["commit"].is_null(), "{ledger}");
+}
+
+fn make_executable(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+}

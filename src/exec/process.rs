@@ -558,8 +558,15 @@ pub fn poll(fds: &mut [libc::pollfd], wait: Duration) -> io::Result<()> {
     Err(err)
 }
 
+/// How long pydeployer's own bookkeeping commands may take (`git rev-parse` for the ledger, the
+/// demo's setup, `init`'s look at the repository): they finish in milliseconds, and one that
+/// takes this long is stuck (a filesystem that stopped answering, a hook waiting for input).
+pub const CAPTURE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Runs a short command to completion and returns its trimmed stdout when it succeeds
-/// (pydeployer's own bookkeeping: `git rev-parse`, the demo's setup).
+/// (pydeployer's own bookkeeping: `git rev-parse`, the demo's setup). A command still running
+/// after [`CAPTURE_TIMEOUT`] is killed, with its process group, and is an error: a hung git
+/// must not hold up the run (this runs on the runner's thread).
 pub fn capture(
     command: &CommandLine,
     dir: &Path,
@@ -570,14 +577,34 @@ pub fn capture(
         .stdin_null()
         .stdout_capture()
         .stderr_capture()
-        .unchecked();
+        .unchecked()
+        .before_spawn(|cmd| {
+            cmd.process_group(0);
+            Ok(())
+        });
     for (key, value) in env {
         expression = match value {
             Some(value) => expression.env(key, value),
             None => expression.env_remove(key),
         };
     }
-    let output = expression.run()?;
+    let handle = expression.start()?;
+    if handle.wait_timeout(CAPTURE_TIMEOUT)?.is_none() {
+        for pid in handle.pids() {
+            if let Ok(id) = i32::try_from(pid) {
+                Target { id, group: true }.signal(SIGKILL);
+            }
+        }
+        let _ = handle.wait();
+        return Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "`{command}` did not finish within {}s and was killed",
+                CAPTURE_TIMEOUT.as_secs()
+            ),
+        ));
+    }
+    let output = handle.into_output()?;
     if output.status.success() {
         Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
     } else {
