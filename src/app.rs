@@ -80,6 +80,17 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
             }
         }
         Command::Graph(args) => graph::print(cli, args),
+        Command::Completions(_) | Command::Man(_) if cli.format == Format::Json => {
+            let (name, prints) = match &cli.command {
+                Some(Command::Man(_)) => ("man", "man pages"),
+                _ => ("completions", "a shell script"),
+            };
+            Err(
+                Problem::general(format!("`{name}` prints {prints}, not JSON"))
+                    .with_help(format!("run `pydeployer {name}` without `--format json`"))
+                    .into(),
+            )
+        }
         Command::Completions(args) => shell::completions(args.shell),
         Command::Man(args) => shell::man(args),
         Command::Logs(args) => logs::run(cli, args),

@@ -546,3 +546,56 @@ fn history_is_a_table_with_a_limit_and_json() {
     let (_, out, _) = project.run(&["history", "--format", "json", "--limit", "1"]);
     assert_eq!(json(&out).as_array().unwrap().len(), 1);
 }
+
+#[test]
+fn logs_json_is_one_object_per_line() {
+    let project = three_runs();
+    let (code, out, err) = project.run(&["--format", "json", "logs"]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<Value> = out.lines().map(json).collect();
+    let log = project.run(&["logs"]).1;
+    assert_eq!(lines.len(), log.lines().count(), "{out}");
+    assert_eq!(lines[0]["stage"], "pydeployer", "{out}");
+    assert_eq!(lines[0]["text"], "pipeline: logs-demo", "{out}");
+    let time = lines[0]["time"].as_str().unwrap();
+    assert!(
+        time.len() == 12 && time.as_bytes()[2] == b':' && time.as_bytes()[8] == b'.',
+        "{time}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["stage"] == "count" && l["text"] == "run-3"),
+        "{out}"
+    );
+    assert_eq!(lines.last().unwrap()["text"], "exit code 0", "{out}");
+
+    // One stage's lines, of an older run.
+    let (code, out, err) = project.run(&["--format", "json", "logs", "-2", "--stage", "check"]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<Value> = out.lines().map(json).collect();
+    assert!(lines.iter().all(|l| l["stage"] == "check"), "{out}");
+    assert!(lines.iter().any(|l| l["text"] == "failing"), "{out}");
+}
+
+#[test]
+fn commands_that_print_scripts_or_pages_refuse_json() {
+    let project = Project::with_pipeline(PIPELINE);
+    for args in [
+        &["--format", "json", "man"][..],
+        &["--format", "json", "completions", "bash"],
+        &["--format", "json", "graph"],
+    ] {
+        let (code, out, err) = project.run(args);
+        assert_eq!(code, 2, "{args:?}: {out}{err}");
+        let report = json(&out);
+        assert_eq!(report["valid"], false, "{args:?}: {out}");
+        assert!(
+            report["problems"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("not JSON"),
+            "{args:?}: {out}"
+        );
+    }
+}

@@ -424,3 +424,44 @@ fn init_in_a_clone_builds_from_its_remote_and_deploys_only_when_asked() {
     let ledger = project.read("app/archive/deploy_history.json");
     assert!(ledger.contains("\"deploy\""), "{ledger}");
 }
+
+#[test]
+fn init_json_says_what_was_written_and_found() {
+    let project = Project::new();
+    python_project(&project, "seed");
+    push_seed(&project);
+    git(project.path(), &["clone", "-q", "origin.git", "app"]);
+    let (code, stdout, stderr) =
+        project.run(&["--format", "json", "-f", "app/pipeline.yml", "init"]);
+    assert_eq!(code, 0, "{stderr}");
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{stdout}"));
+    let written: Vec<&str> = json["written"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    // As the text output names them: relative to where pydeployer ran.
+    assert!(written.contains(&"app/pipeline.yml"), "{json}");
+    assert!(written.contains(&"app/stages.d/50-deploy.yml"), "{json}");
+    for file in &written {
+        assert!(project.exists(file), "{file}");
+    }
+    assert_eq!(json["name"], "app", "{json}");
+    assert!(
+        json["remote"]["url"]
+            .as_str()
+            .unwrap()
+            .ends_with("origin.git"),
+        "{json}"
+    );
+    assert_eq!(json["remote"]["branch"], "master", "{json}");
+    assert_eq!(json["remote"]["credentials_removed"], false, "{json}");
+    assert_eq!(json["requirements"], true, "{json}");
+    assert_eq!(json["tests"], "tests/", "{json}");
+    assert!(
+        json["notes"][0].as_str().unwrap().contains("workspace/"),
+        "{json}"
+    );
+}

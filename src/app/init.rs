@@ -21,7 +21,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::actions::{CommandLine, git};
-use crate::cli::Cli;
+use crate::cli::{Cli, Format};
 use crate::config::{self, STAGES_DIR};
 use crate::error::{Failure, Invalid, Problem};
 use crate::exec::process;
@@ -87,29 +87,87 @@ pub(crate) fn run(cli: &Cli) -> Result<(), Failure> {
         ))
     })?;
 
-    let mut out = String::new();
-    for (path, _) in &files {
-        let _ = writeln!(out, "wrote {}", shown(&folder, path).display());
-    }
-    let _ = writeln!(out, "\n{}", summary(&detected));
-    if let Some(remote) = &detected.remote {
-        if remote.credentials_removed {
+    let notes = notes(&detected, &file_name);
+    let out = match cli.format {
+        Format::Json => {
+            let json = InitJson {
+                written: files
+                    .iter()
+                    .map(|(path, _)| shown(&folder, path).display().to_string())
+                    .collect(),
+                name: &detected.name,
+                remote: detected.remote.as_ref().map(|r| RemoteJson {
+                    url: &r.url,
+                    branch: &r.branch,
+                    folder: &r.prefix,
+                    credentials_removed: r.credentials_removed,
+                }),
+                requirements: detected.requirements,
+                tests: detected.tests.as_deref(),
+                python: detected.python,
+                notes,
+            };
+            serde_json::to_string_pretty(&json).unwrap_or_default() + "\n"
+        }
+        Format::Text => {
+            let mut out = String::new();
+            for (path, _) in &files {
+                let _ = writeln!(out, "wrote {}", shown(&folder, path).display());
+            }
+            let _ = writeln!(out, "\n{}", summary(&detected));
+            for note in &notes {
+                let _ = writeln!(out, "note: {note}");
+            }
             let _ = writeln!(
                 out,
-                "note: the remote's URL holds a password or token; it was left out of {file_name} (git's credential helper or an SSH key should provide it)"
+                "\nNext: pydeployer validate   # check it\n      pydeployer plan       # what `run` does, without running it\n      pydeployer run        # run it"
             );
+            out
         }
-        let _ = writeln!(
-            out,
-            "note: the stages work in a clone in workspace/; add `workspace/`, `logs/` and `archive/` to .gitignore"
-        );
-    }
-    let _ = writeln!(
-        out,
-        "\nNext: pydeployer validate   # check it\n      pydeployer plan       # what `run` does, without running it\n      pydeployer run        # run it"
-    );
+    };
     let _ = std::io::stdout().lock().write_all(out.as_bytes());
     Ok(())
+}
+
+/// `init --format json`: what was written and what was found.
+#[derive(Debug, serde::Serialize)]
+struct InitJson<'a> {
+    /// The files written, as the text output names them (relative to the current folder).
+    written: Vec<String>,
+    /// The pipeline's name (the folder's).
+    name: &'a str,
+    remote: Option<RemoteJson<'a>>,
+    requirements: bool,
+    /// Where the tests were found (`tests/`, `test_calc.py`, …), or null.
+    tests: Option<&'a str>,
+    python: bool,
+    notes: Vec<String>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct RemoteJson<'a> {
+    /// Without any password or token it held.
+    url: &'a str,
+    branch: &'a str,
+    /// Where the folder is inside the repository (empty at its top).
+    folder: &'a str,
+    credentials_removed: bool,
+}
+
+/// What the user should know about the files written.
+fn notes(detected: &Detected, file_name: &str) -> Vec<String> {
+    let mut notes = Vec::new();
+    if let Some(remote) = &detected.remote {
+        if remote.credentials_removed {
+            notes.push(format!(
+                "the remote's URL holds a password or token; it was left out of {file_name} (git's credential helper or an SSH key should provide it)"
+            ));
+        }
+        notes.push(
+            "the stages work in a clone in workspace/; add `workspace/`, `logs/` and `archive/` to .gitignore".to_owned(),
+        );
+    }
+    notes
 }
 
 /// One line saying what was found.

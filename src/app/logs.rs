@@ -42,7 +42,7 @@ pub(crate) fn run(cli: &Cli, args: &LogsArgs) -> Result<(), Failure> {
     if args.list {
         return list(cli, &project);
     }
-    let mut out = Output::new();
+    let mut out = Output::new(cli);
     if args.follow {
         let path = match &args.run {
             Some(spec) => pick(&project, spec)?,
@@ -217,7 +217,12 @@ fn list(cli: &Cli, project: &Project) -> Result<(), Failure> {
         }
         Format::Text => list_table(&listed),
     };
-    Output::new().write(text.as_bytes());
+    // Already JSON (or a table): written as it is.
+    Output {
+        json: false,
+        ..Output::new(cli)
+    }
+    .write(text.as_bytes());
     Ok(())
 }
 
@@ -452,17 +457,47 @@ impl Tail<'_> {
 }
 
 /// Standard output: the log's bytes as they are, or made safe to show on a terminal (escape
-/// sequences written out, as the run's own terminal output does). A closed pipe
+/// sequences written out, as the run's own terminal output does), or with `--format json` one
+/// JSON object per line (JSON Lines, as `journalctl -o json` prints). A closed pipe
 /// (`pydeployer logs | head`) ends the output quietly.
 struct Output {
     terminal: bool,
+    json: bool,
     closed: bool,
 }
 
+/// A log line in JSON: `{"time": "12:03:04.567", "stage": "test", "text": "…"}`; `time` and
+/// `stage` are null for a line that is not in the log's format (the end of a killed run's line).
+#[derive(Debug, Serialize)]
+struct JsonLine<'a> {
+    time: Option<&'a str>,
+    /// The stage's name, or `pydeployer` for the run's own lines (header and summary).
+    stage: Option<std::borrow::Cow<'a, str>>,
+    text: std::borrow::Cow<'a, str>,
+}
+
+impl<'a> JsonLine<'a> {
+    fn of(line: &'a [u8]) -> Self {
+        match LogLine::parse(line) {
+            Some(parsed) => JsonLine {
+                time: std::str::from_utf8(&line[..12]).ok(),
+                stage: Some(String::from_utf8_lossy(parsed.tag)),
+                text: String::from_utf8_lossy(parsed.text),
+            },
+            None => JsonLine {
+                time: None,
+                stage: None,
+                text: String::from_utf8_lossy(line),
+            },
+        }
+    }
+}
+
 impl Output {
-    fn new() -> Self {
+    fn new(cli: &Cli) -> Self {
         Output {
             terminal: io::stdout().is_terminal(),
+            json: cli.format == Format::Json,
             closed: false,
         }
     }
@@ -472,7 +507,13 @@ impl Output {
             return;
         }
         let mut stdout = io::stdout().lock();
-        let written = if self.terminal {
+        let written = if self.json {
+            bytes.split_inclusive(|b| *b == b'\n').try_for_each(|line| {
+                let line = line.strip_suffix(b"\n").unwrap_or(line);
+                serde_json::to_writer(&mut stdout, &JsonLine::of(line)).map_err(io::Error::from)?;
+                stdout.write_all(b"\n")
+            })
+        } else if self.terminal {
             bytes.split_inclusive(|b| *b == b'\n').try_for_each(|line| {
                 let text = line.strip_suffix(b"\n").unwrap_or(line);
                 stdout.write_all(sanitize_for_terminal(text).as_bytes())?;
