@@ -219,3 +219,28 @@ fn action_parameters_are_checked_by_name_and_type() {
     );
     assert!(err.contains("pipeline.yml:4:"), "{err}");
 }
+
+#[test]
+fn yaml_1_1_booleans_are_text_so_no_stays_no() {
+    // The "Norway problem": YAML 1.1 read `NO` and `on` as booleans. Here only true and false
+    // are (YAML 1.2), so an environment value arrives as written...
+    let project = Project::with_pipeline(
+        "env:\n  COUNTRY: NO\n  FEATURE: on\nstages:\n  a: { run: 'echo \"$COUNTRY $FEATURE\" > seen', env: { ANSWER: yes } }\n  b: { run: 'echo \"$ANSWER\" >> seen', needs: [a], env: { ANSWER: y } }\n",
+    );
+    let (code, _, err) = project.run(&["run"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(project.read("seen"), "NO on\ny\n");
+
+    // ...and a flag written `yes` or `off` is refused with the way to write it.
+    let project = Project::with_pipeline(
+        "stages:\n  a: { run: x, allow_failure: yes }\n  b: { run: x, interactive: Off }\n",
+    );
+    let err = invalid(&project);
+    assert!(
+        err.contains("`allow_failure` must be true or false, not the text `yes`"),
+        "{err}"
+    );
+    assert!(err.contains("write `allow_failure: true`"), "{err}");
+    assert!(err.contains("write `interactive: false`"), "{err}");
+    assert!(err.contains("pipeline.yml:3:"), "{err}");
+}

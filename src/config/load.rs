@@ -87,8 +87,13 @@ fn read_one(path: &Path, problems: &mut Vec<Problem>) -> Option<Parsed> {
 
 /// Limits far above any real pipeline and far below what would hurt: an alias bomb or a
 /// thousand-deep nesting is refused at once instead of being expanded.
+///
+/// Booleans are YAML 1.2's: only `true` and `false`. YAML 1.1 also read `yes`, `no`, `on`,
+/// `off`, `y` and `n` as booleans, which turned `COUNTRY: NO` into `false` in a stage's
+/// environment (the "Norway problem"); here they stay text, as GitHub Actions reads them.
 fn parse(text: &str) -> Result<Node, serde_saphyr::Error> {
     let options = serde_saphyr::options! {
+        strict_booleans: true,
         budget: serde_saphyr::budget! {
             max_depth: 32,
             max_aliases: 1_000,

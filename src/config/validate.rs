@@ -280,8 +280,28 @@ impl Checker<'_> {
     fn boolean(&mut self, file: &SourceFile, node: &Node, what: &str) -> Option<bool> {
         match &node.value {
             Value::Bool(b) => Some(*b),
+            Value::Str(text) if yaml11_boolean(text).is_some() => {
+                // `yes`, `off`, …: booleans in YAML 1.1, text in YAML 1.2 (see `load::parse`).
+                let key = what.trim_matches('`');
+                let key = key.rsplit('.').next().unwrap_or(key);
+                let value = yaml11_boolean(text).unwrap_or_default();
+                self.push(
+                    Problem::at(
+                        file,
+                        node.span,
+                        format!("{what} must be true or false, not the text `{text}`"),
+                        "expected true or false",
+                    )
+                    .with_help(format!(
+                        "write `{key}: {value}`: pydeployer reads YAML 1.2, where only true and false are booleans (`{text}` is text, as in GitHub Actions)"
+                    )),
+                );
+                None
+            }
             _ => {
-                self.wrong_type(file, node, what, "true or false", "`allow_failure: true`");
+                let key = what.trim_matches('`');
+                let key = key.rsplit('.').next().unwrap_or(key);
+                self.wrong_type(file, node, what, "true or false", &format!("`{key}: true`"));
                 None
             }
         }
@@ -1172,5 +1192,15 @@ fn to_json(node: &Node) -> serde_json::Value {
                 .map(|(k, v)| (k.name.clone(), to_json(v)))
                 .collect(),
         ),
+    }
+}
+
+/// What YAML 1.1 read as a boolean and YAML 1.2 reads as text: `yes`, `no`, `on`, `off`, `y`,
+/// `n`, in any case.
+fn yaml11_boolean(text: &str) -> Option<bool> {
+    match text.to_ascii_lowercase().as_str() {
+        "yes" | "on" | "y" => Some(true),
+        "no" | "off" | "n" => Some(false),
+        _ => None,
     }
 }
