@@ -576,6 +576,18 @@ fn logs_json_is_one_object_per_line() {
     let lines: Vec<Value> = out.lines().map(json).collect();
     assert!(lines.iter().all(|l| l["stage"] == "check"), "{out}");
     assert!(lines.iter().any(|l| l["text"] == "failing"), "{out}");
+
+    // `--follow` streams the same objects (here of a finished run: to its last line).
+    let (code, out, err) = project.run(&["--format", "json", "logs", "-1", "--follow"]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<Value> = out.lines().map(json).collect();
+    assert_eq!(lines.last().unwrap()["text"], "exit code 0", "{out}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["stage"] == "count" && l["text"] == "run-3"),
+        "{out}"
+    );
 }
 
 #[test]
