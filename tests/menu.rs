@@ -240,3 +240,38 @@ fn no_command_off_a_terminal_prints_the_help() {
     assert!(err.contains("Usage: pydeployer"), "{err}");
     assert!(err.contains("menu"), "{err}");
 }
+
+#[test]
+fn runs_from_the_menu_leave_no_trail_of_exited_watchdogs() {
+    // Each run's watchdog is a child of the menu's process, which reaps it after the run
+    // (before the menu comes back), rather than keep an exited child per run.
+    let project = project();
+    let mut pty = Pty::spawn(&project, &["menu"]);
+    for _ in 0..3 {
+        pty.wait_for(PROMPT);
+        pty.wait_for("quit");
+        pty.keys(ENTER);
+        pty.wait_for("build passed");
+    }
+    pty.wait_for(PROMPT);
+    pty.wait_for("quit");
+    // Time enough for a watchdog nobody reaped to exit (it reads its pipe every 50 ms).
+    std::thread::sleep(Duration::from_millis(300));
+    let menu = pty.child.as_ref().unwrap().id();
+    let zombies = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter(|stat| {
+            // pid (comm) state ppid …
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                return false;
+            };
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            fields.first() == Some(&"Z") && fields.get(1) == Some(&menu.to_string().as_str())
+        })
+        .count();
+    assert_eq!(zombies, 0, "exited children of the menu not reaped");
+    pty.keys("q");
+    assert_eq!(pty.exit_code(), 0, "{}", pty.text());
+}

@@ -449,6 +449,50 @@ fn kill_9_leaves_no_stage_running_and_a_lock_that_does_not_block() {
 }
 
 #[test]
+fn kill_9_ends_the_stages_even_where_close_range_is_refused() {
+    // Kernels before 5.9, and seccomp filters older than the call, refuse close_range: the
+    // forked watchdog must still let go of its pipe's write end, or it would never see the
+    // runner die. strace makes every close_range fail with ENOSYS.
+    let project = Project::with_pipeline(concat!(
+        "stages:\n",
+        "  slow: { run: 'if [ -e hold ]; then sleep 300 & echo $! > child.pid; echo $$ > main.pid; wait; fi' }\n",
+    ));
+    project.file("hold", "");
+    let traced = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=close_range"])
+        .args(["-e", "inject=close_range:error=ENOSYS"])
+        .arg(assert_cmd::cargo::cargo_bin!("pydeployer"))
+        .arg("run")
+        .current_dir(project.path())
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("strace (the tests need it; .ci/run installs it)");
+    let child = project.pid("child.pid");
+    let main = project.pid("main.pid");
+    // The runner is strace's child: its pid is in the lock's holder record.
+    let holder: serde_json::Value =
+        serde_json::from_str(project.read(".pydeployer/lock").trim()).expect("holder record");
+    let runner = u32::try_from(holder["pid"].as_u64().expect("pid")).expect("pid");
+    signal(runner, libc::SIGKILL);
+    assert!(
+        gone_within(main, LIMIT),
+        "the stage's main process outlived the runner"
+    );
+    assert!(
+        gone_within(child, LIMIT),
+        "the stage's background child outlived the runner: the watchdog kept its pipe open"
+    );
+    let _ = finish(traced, LIMIT);
+    // The watchdog exited, so the lock is free.
+    fs::remove_file(project.join("hold")).expect("rm hold");
+    let (code, _, err) = project.run(&["run"]);
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
 fn the_next_run_after_kill_9_waits_until_the_killed_runs_stages_are_gone() {
     // The old stage takes a while to stop (its TERM trap sleeps); the new one must not start
     // beside it, and must not fail as "busy" either.

@@ -23,8 +23,13 @@ use dialoguer::{Confirm, MultiSelect, Select};
 use super::{RunRequest, history, load, rollback, run_pipeline, use_color};
 use crate::cli::Cli;
 use crate::error::{Failure, Invalid, Problem, exit};
+use crate::exec::watchdog;
 use crate::pipeline::{Action, Builtin, Pipeline, Stage};
 use crate::plan::Selection;
+
+/// How long the menu waits, after a run, for that run's watchdog to exit (it sleeps at most
+/// 50 ms between reads of its pipe).
+const REAP_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// One line of the menu.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,6 +161,9 @@ pub(super) fn run(cli: &Cli) -> Result<(), Failure> {
             }
             Entry::Quit => return Ok(()),
         };
+        // The run's watchdog exits within moments of the run; the menu outlives it, so it
+        // reaps it rather than keep an exited child per run.
+        watchdog::reap_exited_within(REAP_WAIT);
         show(&what, result)?;
     }
 }

@@ -187,9 +187,6 @@ pub fn execute(
             }
         }
         let wake = run.next_wake();
-        if let Some(watchdog) = &options.watchdog {
-            watchdog.flush();
-        }
         if let Err(err) = process::poll(&mut fds, wake.saturating_duration_since(Instant::now())) {
             // Cannot wait for anything: stop, and do not spin while the stages end.
             if stop.request() == Request::None {

@@ -10,7 +10,7 @@
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -21,109 +21,128 @@ const GRACE: Duration = Duration::from_secs(2);
 
 /// The runner's end of the watchdog.
 pub struct Watchdog {
-    link: Mutex<Link>,
+    to_watchdog: Mutex<Option<io::PipeWriter>>,
     pid: libc::pid_t,
 }
 
-/// The pipe to the watchdog, and the groups that ended since the last write: those go with the
-/// next line (or [`Watchdog::flush`]), so a stage costs one write, not two.
-struct Link {
-    writer: Option<io::PipeWriter>,
-    ended: String,
-}
+/// Watchdogs of earlier runs in this process (the menu runs one pipeline after another) that
+/// had not exited yet when their run ended: reaped when the next one starts or ends.
+static EXITING: Mutex<Vec<libc::pid_t>> = Mutex::new(Vec::new());
 
 impl Watchdog {
     /// Starts the watchdog as a fork of the runner, before the runner has any thread: a fork
     /// costs a fraction of starting this executable again, and a run pays for it every time.
     /// The watchdog keeps a copy of the run lock's file: that keeps the run locked, should the
     /// runner die, until the watchdog has ended the stages and exits. Every other file of the
-    /// runner is closed in it (a pipe the runner writes to must not stay open after it).
+    /// runner is closed in it (a pipe the runner writes to must not stay open after it, and
+    /// the watchdog's own pipe must close when the runner dies).
     pub fn start(lock: &File) -> io::Result<Watchdog> {
+        reap_exited();
         let (reader, writer) = io::pipe()?;
         let null = File::options().read(true).write(true).open("/dev/null")?;
-        let fds = [reader.as_raw_fd(), lock.as_raw_fd(), null.as_raw_fd()];
-        // SAFETY: the child only calls async-signal-safe functions until `serve`, and `serve`
-        // needs nothing another thread could hold: the runner is single-threaded here (the
-        // watchdog starts before the terminal or any stage), and the child never returns.
+        let fds = Fds {
+            reader: reader.as_raw_fd(),
+            writer: writer.as_raw_fd(),
+            lock: lock.as_raw_fd(),
+            null: null.as_raw_fd(),
+        };
+        // SAFETY: the child only makes system calls until `serve`, and `serve` needs nothing
+        // another thread could hold: the runner is single-threaded here (the watchdog starts
+        // before the terminal or any stage), and the child never returns.
         let pid = unsafe { libc::fork() };
         if pid < 0 {
             return Err(io::Error::last_os_error());
         }
         if pid == 0 {
             // SAFETY: in the child, which ends in `_exit` below.
-            unsafe { become_watchdog(fds) };
+            unsafe { become_watchdog(&fds) };
         }
         drop(reader);
         Ok(Watchdog {
-            link: Mutex::new(Link {
-                writer: Some(writer),
-                ended: String::new(),
-            }),
+            to_watchdog: Mutex::new(Some(writer)),
             pid,
         })
     }
 
-    /// A stage's process group started: the watchdog is told at once.
+    /// A stage's process group started.
     pub fn watch(&self, pgid: i32) {
         self.send(&format!("+{pgid}\n"));
     }
 
-    /// A stage's process group was ended or has finished. Told with the next line, or at the
-    /// latest by [`flush`](Watchdog::flush) before the runner waits: until then the watchdog
-    /// may still send TERM to a group that is already gone, which does nothing.
+    /// A stage's process group was ended or has finished.
     pub fn unwatch(&self, pgid: i32) {
-        if let Ok(mut link) = self.link.lock() {
-            use std::fmt::Write as _;
-            let _ = writeln!(link.ended, "-{pgid}");
-        }
-    }
-
-    /// Tells the watchdog of the groups that ended (the runner is about to wait, and a
-    /// group id may be reused by another process in the meantime).
-    pub fn flush(&self) {
-        self.send("");
+        self.send(&format!("-{pgid}\n"));
     }
 
     /// The run is over: the watchdog exits without touching anything. (A stage given up on,
     /// still held open by a process outside its group, is left alone too.)
     pub fn finish(&self) {
         self.send("done\n");
-        if let Ok(mut link) = self.link.lock() {
-            link.writer.take();
+        if let Ok(mut writer) = self.to_watchdog.lock() {
+            writer.take();
         }
-        // Not waited for: it exits on its own at once, and the run need not pay for that
-        // (reaped here if it already has).
-        // SAFETY: waitpid on our own child, without blocking.
-        unsafe { libc::waitpid(self.pid, std::ptr::null_mut(), libc::WNOHANG) };
+        // Not waited for: it exits on its own within moments, and the run need not pay for
+        // that. Reaped now if it already has, else by the next run of this process (or by
+        // whoever reaps this process's children once it exits).
+        if let Ok(mut exiting) = EXITING.lock() {
+            exiting.push(self.pid);
+        }
+        reap_exited();
     }
 
     fn send(&self, line: &str) {
         // A watchdog that died cannot be helped: the run goes on without that safety net.
-        if let Ok(mut link) = self.link.lock() {
-            let Link { writer, ended } = &mut *link;
-            if ended.is_empty() && line.is_empty() {
-                return;
-            }
-            ended.push_str(line);
+        if let Ok(mut writer) = self.to_watchdog.lock() {
             if let Some(w) = writer.as_mut() {
-                let _ = w.write_all(ended.as_bytes());
+                let _ = w.write_all(line.as_bytes());
             }
-            ended.clear();
         }
     }
 }
 
-/// The forked child: its own process group (Ctrl-C on the terminal does not reach it), the
-/// default action for the signals the runner handles, the pipe as stdin, the lock as stdout,
-/// `/dev/null` as stderr and no other file; then the watchdog's loop, and `_exit`.
+/// Reaps the watchdogs of earlier runs, waiting up to `limit` for those that are still exiting
+/// (a process that runs pipeline after pipeline, the menu, keeps no exited child per run).
+pub fn reap_exited_within(limit: Duration) {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        reap_exited();
+        let left = EXITING.lock().map_or(0, |exiting| exiting.len());
+        if left == 0 || std::time::Instant::now() >= deadline {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Reaps the watchdogs of earlier runs that have exited.
+fn reap_exited() {
+    if let Ok(mut exiting) = EXITING.lock() {
+        // SAFETY: waitpid on our own children, without blocking.
+        exiting
+            .retain(|&pid| unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) } == 0);
+    }
+}
+
+/// The runner's descriptors the forked watchdog deals with.
+struct Fds {
+    reader: RawFd,
+    writer: RawFd,
+    lock: RawFd,
+    null: RawFd,
+}
+
+/// The forked child: its own process group (Ctrl-C on the terminal does not reach it), named
+/// `pydeployer-wd` (in `ps -o comm`), the default action for the signals the runner handles,
+/// the pipe as stdin, the lock as stdout, `/dev/null` as stderr and no other file; then the
+/// watchdog's loop, and `_exit`.
 ///
 /// # Safety
 /// Only in the child of `fork` from a single-threaded process; never returns.
-unsafe fn become_watchdog([reader, lock, null]: [i32; 3]) -> ! {
-    // SAFETY: plain system calls on this process; a failure leaves a less tidy but working
-    // watchdog (the pipe is read through its own descriptor below either way).
+unsafe fn become_watchdog(fds: &Fds) -> ! {
+    // SAFETY: plain system calls on this process.
     unsafe {
         libc::setpgid(0, 0);
+        libc::prctl(libc::PR_SET_NAME, c"pydeployer-wd".as_ptr());
         for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
             let mut current: libc::sigaction = std::mem::zeroed();
             if libc::sigaction(signal, std::ptr::null(), &raw mut current) == 0
@@ -132,10 +151,16 @@ unsafe fn become_watchdog([reader, lock, null]: [i32; 3]) -> ! {
                 libc::signal(signal, libc::SIG_DFL);
             }
         }
-        libc::dup2(reader, 0);
-        libc::dup2(lock, 1);
-        libc::dup2(null, 2);
-        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+        // The write end first, by name: whatever else fails, the pipe must close when the
+        // runner dies, or the watchdog would wait for ever.
+        libc::close(fds.writer);
+        libc::dup2(fds.reader, 0);
+        libc::dup2(fds.lock, 1);
+        libc::dup2(fds.null, 2);
+        if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) != 0 {
+            // Before Linux 5.9, or under a seccomp filter that does not know the call.
+            close_from_3();
+        }
     }
     // Reading fd 0 through a `File` that is never dropped: `_exit` follows.
     // SAFETY: fd 0 is the pipe, owned by this process from here on.
@@ -144,6 +169,28 @@ unsafe fn become_watchdog([reader, lock, null]: [i32; 3]) -> ! {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serve(&*input))).unwrap_or(1);
     // SAFETY: ends the child without running the runner's exit handlers or destructors.
     unsafe { libc::_exit(code) }
+}
+
+/// Closes every descriptor from 3 on, as listed in `/proc/self/fd` (or, without `/proc`, up
+/// to the limit of open files).
+fn close_from_3() {
+    let open: Vec<RawFd> = match std::fs::read_dir("/proc/self/fd") {
+        Ok(entries) => entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .filter(|&fd| fd >= 3)
+            .collect(),
+        Err(_) => {
+            // SAFETY: sysconf has no preconditions.
+            let max = unsafe { libc::sysconf(libc::_SC_OPEN_MAX) };
+            (3..RawFd::try_from(max.clamp(3, 65_536)).unwrap_or(65_536)).collect()
+        }
+    };
+    for fd in open {
+        // SAFETY: closing a descriptor of this process (the directory's own is gone already,
+        // or fails harmlessly with EBADF).
+        unsafe { libc::close(fd) };
+    }
 }
 
 /// While the runner talks, the watchdog reads at most this often: one wake-up per batch of
