@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Project, git, push_seed};
+use common::{Project, git, make_executable, push_seed};
 
 const PIPELINE: &str = "\
 name: app
@@ -285,9 +285,4 @@ fn a_hung_git_in_the_ledgers_bookkeeping_is_killed_and_the_run_ends() {
     let ledger = ledger(&project);
     assert_eq!(ledger[0]["status"], "success", "{ledger}");
     assert!(ledger[0]["commit"].is_null(), "{ledger}");
-}
-
-fn make_executable(path: &std::path::Path) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
 }

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{Project, alive, bare_origin, finish, git, gone_within, signal};
+use common::{Project, alive, bare_origin, finish, git, gone_within, make_executable, signal};
 
 /// A guard against hangs, never a measurement: a healthy run is far quicker.
 const LIMIT: Duration = Duration::from_mins(1);
@@ -591,9 +591,4 @@ fn litter(project: &Project) -> Vec<String> {
         }
     }
     found
-}
-
-fn make_executable(path: &std::path::Path) {
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).expect("chmod");
 }

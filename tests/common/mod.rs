@@ -263,3 +263,9 @@ pub fn push_seed(project: &Project) {
     git(&seed, &["remote", "add", "origin", "../origin.git"]);
     git(&seed, &["push", "-q", "origin", "master"]);
 }
+
+/// `chmod 755`.
+pub fn make_executable(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).expect("chmod");
+}
