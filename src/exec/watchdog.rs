@@ -2,7 +2,8 @@
 //!
 //! `PR_SET_PDEATHSIG` kills each stage's main process when the runner dies, but not the rest
 //! of its process group (a test server, a background job). The watchdog is a fork of the
-//! runner, in a process group of its own (so Ctrl-C on the terminal does not reach it). The runner tells it on its stdin which groups are running; when that
+//! runner (`pydeployer-wd` in `ps`), in a process group of its own (so Ctrl-C on the terminal
+//! does not reach it). The runner tells it on its stdin which groups are running; when that
 //! pipe closes without a final `done` line (the runner was killed, even with `kill -9`), it
 //! sends TERM to every group still listed, and KILL two seconds later (a fixed time: the
 //! pipeline's `grace_period` is not known here).
