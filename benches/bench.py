@@ -12,7 +12,7 @@ It builds pydeployer (`cargo build --release --locked`, unless --bin is given; w
 static executable, which starts about 0.3 ms sooner but spawns each stage with fork + exec, as
 std cannot use posix_spawn there: see BENCHMARKS.md), finds make, just
 and task on PATH or in ~/.cache/pydeployer-bench/venv/bin, writes one definition per tool and
-scenario into the work folder (default /dev/shm/pydeployer-bench: the runners' output goes to
+scenario into the work folder (default /dev/shm/pydeployer-bench, or …-static with --static: the runners' output goes to
 RAM), and prints Markdown tables on stdout (progress on stderr); WORK/results.json gets every raw
 number. A peer that is not installed is shown as skipped; one that fails or times out as such.
 
@@ -589,13 +589,16 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--static", action="store_true",
                    help="build pydeployer as a static executable (Linux, glibc): faster start, slower stages")
     p.add_argument("--install-peers", action="store_true", help="install missing make/just/task first")
-    p.add_argument("--work", type=Path, default=work, help=f"work folder (default {work})")
+    p.add_argument("--work", type=Path, help=f"work folder (default {work}, {work}-static with --static)")
     p.add_argument("--runs", type=int, default=10, help="timed runs (default 10; at most 3 for diamond, bigout)")
     p.add_argument("--timeout", type=float, default=300, help="seconds before a run is killed (default 300)")
     p.add_argument("--true-cmd", default="/bin/true", help="command of the no-op stages (default /bin/true)")
     p.add_argument("--scenarios", type=names(SCENARIOS), default=SCENARIOS, help=",".join(SCENARIOS))
     p.add_argument("--tools", type=names(TOOLS), default=TOOLS, help=",".join(TOOLS))
     args = p.parse_args()
+    if args.work is None:
+        # A static run keeps its own results.json beside the default one's.
+        args.work = work.with_name(work.name + "-static") if args.static else work
     if args.runs < 1:
         p.error("--runs must be at least 1")
     return args
