@@ -265,7 +265,8 @@ fn masker(pipeline: &Pipeline) -> Masker {
     let credentials = pipeline
         .repo
         .as_ref()
-        .and_then(|repo| mask::url_credentials(&repo.url));
+        .map(|repo| mask::url_credentials(&repo.url))
+        .unwrap_or_default();
     Masker::new(values.chain(credentials))
 }
 

@@ -294,7 +294,8 @@ mod tests {
         let text = "repo: { url: 'https://me:s3cret@host/x.git' }\nb: https://TOKEN@h/y git@github.com:a/b ssh://git@h/z\n";
         let hidden = hide_url_credentials(text).unwrap();
         assert_eq!(hidden.len(), text.len());
-        assert!(hidden.contains("https://me:******@host/x.git"), "{hidden}");
+        // With a password, the whole userinfo: either part may be the token.
+        assert!(hidden.contains("https://*********@host/x.git"), "{hidden}");
         assert!(hidden.contains("https://*****@h/y"), "{hidden}");
         assert!(hidden.contains("ssh://git@h/z"), "{hidden}");
         assert_eq!(hide_url_credentials("url: https://host/x.git"), None);
@@ -302,10 +303,17 @@ mod tests {
         let quoted = "url: https://deploy:s3cr,et'x@example.com/x.git";
         assert_eq!(
             hide_url_credentials(quoted).unwrap(),
-            "url: https://deploy:*********@example.com/x.git"
+            "url: https://****************@example.com/x.git"
         );
         let problem = Problem::general("refusing `-https://u:secretpw@h/x.git`");
         assert!(!problem.message().contains("secretpw"));
+        let problem =
+            Problem::general("cannot reach https://ghp_SECRET:x-oauth-basic@github.com/o/r");
+        assert!(
+            !problem.message().contains("ghp_SECRET"),
+            "{}",
+            problem.message()
+        );
     }
 
     #[test]

@@ -291,6 +291,29 @@ fn credentials_in_the_repository_url_are_never_shown() {
 }
 
 #[test]
+fn a_token_in_the_user_name_of_the_repository_url_is_never_shown() {
+    // GitHub's documented form: `https://TOKEN:x-oauth-basic@github.com/…`.
+    let token = "ghp_0123456789abcdefghijKLMN";
+    let project = Project::with_pipeline(&format!(
+        "repo: {{ url: \"https://{token}:x-oauth-basic@127.0.0.1:9/x.git\" }}\nstages:\n  clone: {{ uses: git/clone }}\n"
+    ));
+    for args in [&["plan"][..], &["plan", "--format", "json"], &["run", "-v"]] {
+        let output = project
+            .cmd(args)
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .timeout(HANG_GUARD)
+            .output()
+            .expect("run pydeployer");
+        let out = String::from_utf8_lossy(&output.stdout);
+        let err = String::from_utf8_lossy(&output.stderr);
+        assert!(!out.contains(token), "{args:?}: stdout leaks:\n{out}");
+        assert!(!err.contains(token), "{args:?}: stderr leaks:\n{err}");
+    }
+    let log = project.last_log();
+    assert!(!log.contains(token), "the log leaks:\n{log}");
+}
+
+#[test]
 fn credentials_with_json_special_characters_are_masked_in_the_json_plan() {
     let project = Project::with_pipeline(concat!(
         "repo: { url: 'https://u:to\"ken\\abc-zz@127.0.0.1:9/x.git' }\n",

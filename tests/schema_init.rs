@@ -465,3 +465,46 @@ fn init_json_says_what_was_written_and_found() {
         "{json}"
     );
 }
+
+#[test]
+fn init_never_writes_or_prints_a_token_from_the_remote_url() {
+    for (remote, token) in [
+        (
+            "https://ghp_SECRET0123456789:x-oauth-basic@github.com/o/r.git",
+            "ghp_SECRET0123456789",
+        ),
+        (
+            "https://ghp_SECRET0123456789@github.com/o/r.git",
+            "ghp_SECRET0123456789",
+        ),
+        (
+            "https://deploy:pa55w0rd-XYZ@example.com/o/r.git",
+            "pa55w0rd-XYZ",
+        ),
+        (
+            "https://gitlab.com/o/r.git?private_token=glpat-SECRET42",
+            "glpat-SECRET42",
+        ),
+    ] {
+        let project = Project::new();
+        python_project(&project, ".");
+        git(project.path(), &["init", "-q"]);
+        git(project.path(), &["remote", "add", "origin", remote]);
+        for format in ["text", "json"] {
+            let _ = std::fs::remove_file(project.join("pipeline.yml"));
+            let _ = std::fs::remove_dir_all(project.join("stages.d"));
+            let (code, stdout, stderr) = project.run(&["--format", format, "init"]);
+            assert_eq!(code, 0, "{remote}: {stderr}");
+            assert!(!stdout.contains(token), "{remote}: {stdout}");
+            assert!(!stderr.contains(token), "{remote}: {stderr}");
+            assert!(stdout.contains("password or token"), "{remote}: {stdout}");
+            for file in project.tree() {
+                let path = project.join(&file);
+                if path.is_file() && !file.starts_with(".git") {
+                    let text = std::fs::read_to_string(&path).unwrap_or_default();
+                    assert!(!text.contains(token), "{remote}: {file} holds the token");
+                }
+            }
+        }
+    }
+}

@@ -25,6 +25,7 @@ use crate::cli::{Cli, Format};
 use crate::config::{self, STAGES_DIR};
 use crate::error::{Failure, Invalid, Problem};
 use crate::exec::process;
+use crate::report::mask;
 
 /// What `init` found in the folder.
 #[derive(Debug, Default)]
@@ -298,29 +299,37 @@ fn remote(folder: &Path) -> Option<Remote> {
     })
 }
 
-/// `https://user:TOKEN@host/…` → `https://user@host/…`: a file that may be committed gets no
-/// secret.
+/// A remote URL fit for a file that may be committed: no password and no token.
+///
+/// Over http(s) the whole userinfo goes (`https://user:TOKEN@host`, `https://TOKEN@host`,
+/// `https://TOKEN:x-oauth-basic@host`: either part may be the token; git's credential helper
+/// supplies what is needed), and so does a query (`?private_token=…`). Over other schemes the
+/// password goes, and the user name too when it is a token (see [`mask::url_credentials`]);
+/// `ssh://git@host` stays.
 fn without_password(url: &str) -> (String, bool) {
     let Some((scheme, rest)) = url.split_once("://") else {
         return (url.to_owned(), false);
     };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (authority, path) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) if userinfo.contains(':') => {
-            let user = userinfo.split(':').next().unwrap_or_default();
-            let at = if user.is_empty() { "" } else { "@" };
-            (format!("{scheme}://{user}{at}{host}{path}"), true)
-        }
-        // `https://TOKEN@github.com/…`: over http(s) a user name alone is usually a token
-        // (`ssh://git@…` names an account, and stays).
-        Some((_, host))
-            if scheme.eq_ignore_ascii_case("https") || scheme.eq_ignore_ascii_case("http") =>
-        {
-            (format!("{scheme}://{host}{path}"), true)
-        }
-        _ => (url.to_owned(), false),
-    }
+    let web = scheme.eq_ignore_ascii_case("https") || scheme.eq_ignore_ascii_case("http");
+    let (path, query_removed) = match path.find('?') {
+        Some(query) if web => (&path[..query], true),
+        _ => (path, false),
+    };
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return (format!("{scheme}://{authority}{path}"), query_removed);
+    };
+    let secrets = mask::url_credentials(url);
+    let user = userinfo.split(':').next().unwrap_or_default();
+    let keep_user = !web && !user.is_empty() && !secrets.iter().any(|s| s == user);
+    let removed = web || userinfo.contains(':') || !keep_user;
+    let url = if keep_user {
+        format!("{scheme}://{user}@{host}{path}")
+    } else {
+        format!("{scheme}://{host}{path}")
+    };
+    (url, removed || query_removed)
 }
 
 /// A YAML scalar: plain when that is unambiguous, else a double-quoted (JSON) string.
@@ -650,27 +659,68 @@ mod tests {
 
     #[test]
     fn passwords_are_left_out_of_remote_urls() {
-        assert_eq!(
-            without_password("https://me:s3cret@example.com/a.git"),
-            ("https://me@example.com/a.git".to_owned(), true)
-        );
-        assert_eq!(
-            without_password("https://:tok@example.com/a.git"),
-            ("https://example.com/a.git".to_owned(), true)
-        );
-        assert_eq!(
-            without_password("git@example.com:me/a.git"),
-            ("git@example.com:me/a.git".to_owned(), false)
-        );
-        // A user name alone over https is most often a token (`https://ghp_…@github.com`).
-        assert_eq!(
-            without_password("https://ghp_abcSECRET@github.com/a@b.git"),
-            ("https://github.com/a@b.git".to_owned(), true)
-        );
-        assert_eq!(
-            without_password("ssh://git@example.com/a.git"),
-            ("ssh://git@example.com/a.git".to_owned(), false)
-        );
+        let cases = [
+            (
+                "https://me:s3cret@example.com/a.git",
+                "https://example.com/a.git",
+                true,
+            ),
+            (
+                "https://:tok@example.com/a.git",
+                "https://example.com/a.git",
+                true,
+            ),
+            (
+                "git@example.com:me/a.git",
+                "git@example.com:me/a.git",
+                false,
+            ),
+            // A user name alone over https is most often a token (`https://ghp_…@github.com`).
+            (
+                "https://ghp_abcSECRET@github.com/a@b.git",
+                "https://github.com/a@b.git",
+                true,
+            ),
+            // GitHub's documented form puts the token in the user name.
+            (
+                "https://ghp_SECRET:x-oauth-basic@github.com/o/r.git",
+                "https://github.com/o/r.git",
+                true,
+            ),
+            (
+                "https://ghp_SECRET:@github.com/o/r.git",
+                "https://github.com/o/r.git",
+                true,
+            ),
+            (
+                "https://gitlab.com/o/r.git?private_token=SECRET",
+                "https://gitlab.com/o/r.git",
+                true,
+            ),
+            (
+                "ssh://git@example.com/a.git",
+                "ssh://git@example.com/a.git",
+                false,
+            ),
+            (
+                "ssh://git:pw@example.com/a.git",
+                "ssh://git@example.com/a.git",
+                true,
+            ),
+            (
+                "ssh://deploy_0123456789abcdef:pw@example.com/a.git",
+                "ssh://example.com/a.git",
+                true,
+            ),
+            (
+                "https://example.com/a.git",
+                "https://example.com/a.git",
+                false,
+            ),
+        ];
+        for (url, want, removed) in cases {
+            assert_eq!(without_password(url), (want.to_owned(), removed), "{url}");
+        }
     }
 
     #[test]

@@ -256,40 +256,86 @@ impl MaskStream {
     }
 }
 
-/// The credentials embedded in a URL (`https://user:token@host/…`): the password, or the user
-/// name when there is no password (`https://TOKEN@host`). None for URLs without userinfo,
-/// scp-like `git@host:path` (user `git` is not a secret), and local paths.
+/// The credentials embedded in a URL (`https://user:token@host/…`): the password, and the user
+/// name when it is a token: alone (`https://TOKEN@host`, but not `git`, an account), or beside
+/// a password when it is long enough to be one (`https://TOKEN:x-oauth-basic@host`, as GitHub
+/// documents). Empty for URLs without userinfo, scp-like `git@host:path`, and local paths.
 ///
 /// The credentials are percent-decoded: `https://u:p%40ss@host` gives `p@ss`, whose encoded form
 /// a [`Masker`] masks as well.
-pub fn url_credentials(url: &str) -> Option<String> {
-    let (scheme, rest) = url.trim().split_once("://")?;
+pub fn url_credentials(url: &str) -> Vec<String> {
+    let Some((scheme, rest)) = url.trim().split_once("://") else {
+        return Vec::new();
+    };
     let mut scheme_chars = scheme.chars();
     let scheme_ok = scheme_chars.next().is_some_and(|c| c.is_ascii_alphabetic())
         && scheme_chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
     if !scheme_ok {
-        return None;
+        return Vec::new();
     }
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let secret = &authority[credentials_range(authority)?];
-    let decoded = percent_decode_str(secret).decode_utf8_lossy();
-    (!decoded.trim().is_empty()).then(|| decoded.into_owned())
+    let Some(Secrets { user, password }) = userinfo_secrets(authority) else {
+        return Vec::new();
+    };
+    [user, password]
+        .into_iter()
+        .flatten()
+        .map(|range| {
+            percent_decode_str(&authority[range])
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .filter(|secret| !secret.trim().is_empty())
+        .collect()
 }
 
-/// Where the credentials are in a URL's `authority` (what follows `scheme://`, up to the path):
-/// the password, or the user name when there is no password (but not `git`, an account).
+/// Where the credentials are in a URL's `authority` (what follows `scheme://`, up to the path),
+/// as one range to hide: the whole userinfo when it holds a password (either part may be the
+/// token), else the user name (but not `git`, an account).
 pub fn credentials_range(authority: &str) -> Option<Range<usize>> {
+    let (userinfo, _host) = authority.rsplit_once('@')?;
+    match userinfo_secrets(authority)? {
+        Secrets {
+            password: Some(_), ..
+        } => Some(0..userinfo.len()),
+        Secrets { user, .. } => user,
+    }
+}
+
+/// A user name this long beside a password is taken for a token (GitHub's are 40 characters,
+/// GitLab's 26); a person's or a service's account name is shorter.
+const TOKEN_LEN: usize = 16;
+
+/// The secret parts of a URL's userinfo, as ranges of its authority.
+struct Secrets {
+    /// The user name, when it is secret.
+    user: Option<Range<usize>>,
+    /// The password, when there is one.
+    password: Option<Range<usize>>,
+}
+
+/// The secret parts of the userinfo of `authority`; `None` without userinfo.
+fn userinfo_secrets(authority: &str) -> Option<Secrets> {
     // An unencoded `@` in a password is common enough; the host cannot hold one.
     let (userinfo, _host) = authority.rsplit_once('@')?;
     let user_len = userinfo.find(':').unwrap_or(userinfo.len());
+    let user = &userinfo[..user_len];
     let password = (user_len + 1).min(userinfo.len())..userinfo.len();
-    if !password.is_empty() {
-        Some(password)
-    } else if user_len == 0 || &userinfo[..user_len] == "git" {
-        None
+    let secrets = if password.is_empty() {
+        // `https://TOKEN@host`, or `https://TOKEN:@host`.
+        let secret_user = !(user.is_empty() || user == "git");
+        Secrets {
+            user: secret_user.then_some(0..user_len),
+            password: None,
+        }
     } else {
-        Some(0..user_len)
-    }
+        let token_user = user.chars().count() >= TOKEN_LEN;
+        Secrets {
+            user: token_user.then_some(0..user_len),
+            password: Some(password),
+        }
+    };
+    Some(secrets)
 }
 
 /// Every form of every value that is to be masked; none contains a newline.
@@ -582,23 +628,33 @@ mod tests {
 
     #[test]
     fn finds_credentials_in_urls() {
-        let cases = [
-            ("https://user:tok@host/x.git", Some("tok")),
-            ("https://tok@host/x", Some("tok")),
-            ("ssh://git@host/x", None),
-            ("ssh://git:pw@host/x", Some("pw")),
-            ("git@github.com:a/b.git", None),
-            ("/local/path", None),
-            ("C:\\local\\path", None),
-            ("file:///local/path", None),
-            ("https://host/x", None),
-            ("https://host/x?to=a@b", None),
-            ("https://u:p%40ss@host", Some("p@ss")),
-            ("https://u:p@ss@host/x", Some("p@ss")),
-            ("  https://user:tok@host  ", Some("tok")),
+        let cases: [(&str, &[&str]); 16] = [
+            ("https://user:tok@host/x.git", &["tok"]),
+            ("https://tok@host/x", &["tok"]),
+            ("https://tok:@host/x", &["tok"]),
+            ("ssh://git@host/x", &[]),
+            ("ssh://git:pw@host/x", &["pw"]),
+            ("git@github.com:a/b.git", &[]),
+            ("/local/path", &[]),
+            ("C:\\local\\path", &[]),
+            ("file:///local/path", &[]),
+            ("https://host/x", &[]),
+            ("https://host/x?to=a@b", &[]),
+            ("https://u:p%40ss@host", &["p@ss"]),
+            ("https://u:p@ss@host/x", &["p@ss"]),
+            ("  https://user:tok@host  ", &["tok"]),
+            // GitHub's documented form: the token is the user name.
+            (
+                "https://ghp_0123456789abcdefghij:x-oauth-basic@github.com/o/r.git",
+                &["ghp_0123456789abcdefghij", "x-oauth-basic"],
+            ),
+            (
+                "https://x-access-token:ghs_0123456789abcdef@github.com/o/r",
+                &["ghs_0123456789abcdef"],
+            ),
         ];
         for (url, want) in cases {
-            assert_eq!(url_credentials(url).as_deref(), want, "{url}");
+            assert_eq!(url_credentials(url), want, "{url}");
         }
         // The decoded password is masked in its encoded form too.
         let masker = Masker::new(url_credentials("https://u:p%40ss@host"));
@@ -606,6 +662,13 @@ mod tests {
             masked(&masker, "https://u:p%40ss@host"),
             "https://u:***@host"
         );
+        // Hidden as one range: the whole userinfo when it has a password.
+        assert_eq!(
+            credentials_range("tok:x-oauth-basic@github.com"),
+            Some(0..17)
+        );
+        assert_eq!(credentials_range("tok@github.com"), Some(0..3));
+        assert_eq!(credentials_range("git@github.com"), None);
     }
 
     #[test]
