@@ -611,3 +611,14 @@ fn commands_that_print_scripts_or_pages_refuse_json() {
         );
     }
 }
+
+#[test]
+fn follow_ends_when_its_reader_goes_away_even_while_no_line_comes() {
+    // `pydeployer logs --follow | head -1`, with no run in progress: like GNU `tail -f`, it
+    // ends once nobody reads its output instead of waiting for a run for ever.
+    let project = Project::with_pipeline(PIPELINE);
+    let mut child = project.spawn(&["logs", "--follow"]);
+    drop(child.stdout.take());
+    let (code, _, err) = finish(child, HANG_GUARD);
+    assert_eq!(code, 0, "{err}");
+}

@@ -46,7 +46,10 @@ pub(crate) fn run(cli: &Cli, args: &LogsArgs) -> Result<(), Failure> {
     if args.follow {
         let path = match &args.run {
             Some(spec) => pick(&project, spec)?,
-            None => wait_for_run(cli, &project)?,
+            None => match wait_for_run(cli, &project)? {
+                Some(path) => path,
+                None => return Ok(()),
+            },
         };
         if !cli.quiet {
             eprintln!("following {}", path.display());
@@ -299,25 +302,29 @@ fn holds(line: &str, pid: u32, inode: u64) -> bool {
     }
 }
 
-/// The log of the run in progress, or of the next run to start (waited for).
-fn wait_for_run(cli: &Cli, project: &Project) -> Result<PathBuf, Failure> {
+/// The log of the run in progress, or of the next run to start (waited for); `None` when the
+/// reader of standard output went away meanwhile.
+fn wait_for_run(cli: &Cli, project: &Project) -> Result<Option<PathBuf>, Failure> {
     let listing = || list_runs(&project.dir).map_err(|err| read_error(&project.dir, &err));
     let seen = listing()?;
     if let Some(newest) = seen.last() {
         let info = LogInfo::read(newest).unwrap_or_default();
         if info.exit_code.is_none() && info.written_by(writer_started(&project.root)) {
-            return Ok(newest.clone());
+            return Ok(Some(newest.clone()));
         }
     }
     let mut told = false;
     loop {
         if let Some(new) = listing()?.into_iter().rev().find(|p| !seen.contains(p)) {
-            return Ok(new);
+            return Ok(Some(new));
         }
         if !told && !cli.quiet {
             eprintln!("no run in progress; waiting for the next one (Ctrl-C to stop)");
         }
         told = true;
+        if reader_gone() {
+            return Ok(None);
+        }
         std::thread::sleep(POLL);
     }
 }
@@ -354,6 +361,10 @@ fn follow(
                 break;
             }
             tail.push(&buf[..n], out);
+            if out.closed {
+                // The reader went away (`logs --follow | head -1`): nothing more to do.
+                return Ok(());
+            }
             if let Some(stage) = stage
                 && tail.header_done
                 && !tail.found
@@ -381,8 +392,24 @@ fn follow(
             }
             return tail.done(cli, path);
         }
+        if reader_gone() {
+            return Ok(());
+        }
         std::thread::sleep(POLL);
     }
+}
+
+/// Whether standard output is a pipe whose reader has gone (as GNU `tail -f` checks, so that
+/// `logs --follow | head -1` ends even while no line comes).
+fn reader_gone() -> bool {
+    let mut fd = libc::pollfd {
+        fd: libc::STDOUT_FILENO,
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: poll on one valid pollfd, without waiting.
+    let ready = unsafe { libc::poll(&raw mut fd, 1, 0) };
+    ready > 0 && fd.revents & (libc::POLLERR | libc::POLLHUP) != 0
 }
 
 /// What `--follow` knows of the log read so far.
