@@ -152,8 +152,8 @@ fn validate(cli: &Cli) -> Result<(), Failure> {
         if pipeline.stages.len() == 1 { "" } else { "s" }
     );
     match cli.format {
-        Format::Text => println!("{message}"),
-        Format::Json => println!(
+        Format::Text => crate::outln!("{message}"),
+        Format::Json => crate::outln!(
             "{}",
             serde_json::json!({ "valid": true, "file": cli.file, "stages": pipeline.stages.len(), "problems": [] })
         ),
@@ -237,8 +237,8 @@ fn history(cli: &Cli, limit: Option<usize>) -> Result<(), Failure> {
     let entries = ledger.entries();
     let shown = &entries[entries.len().saturating_sub(limit.unwrap_or(usize::MAX))..];
     match cli.format {
-        Format::Text => print!("{}", ledger::render_table(shown)),
-        Format::Json => println!(
+        Format::Text => crate::out!("{}", ledger::render_table(shown)),
+        Format::Json => crate::outln!(
             "{}",
             serde_json::to_string_pretty(shown).unwrap_or_default()
         ),
@@ -385,7 +385,7 @@ pub(crate) fn run_pipeline(
     let lock = state
         .lock(request.command, request.wait, |holder| {
             let who = holder.map_or_else(String::new, |h| format!(" (pid {})", h.pid));
-            eprintln!("waiting for another run of this project{who} to finish…");
+            crate::errln!("waiting for another run of this project{who} to finish…");
         })
         .map_err(|err| match err {
             busy @ LockError::Busy { .. } => Failure::Busy(miette::miette!(
@@ -540,7 +540,7 @@ pub(crate) fn run_pipeline(
         let mut summary = summary.clone();
         mask_summary(&masker, &mut summary);
         let json = json::RunJson::new(&summary, &pipeline.name, started_at).masked(&masker);
-        println!(
+        crate::outln!(
             "{}",
             serde_json::to_string_pretty(&json).unwrap_or_default()
         );
@@ -551,7 +551,7 @@ pub(crate) fn run_pipeline(
         Ok(Vec::new())
     };
     if let Err(err) = prune {
-        eprintln!(
+        crate::errln!(
             "warning: could not remove old logs in {}: {err}",
             pipeline.logs.dir.display()
         );

@@ -35,17 +35,17 @@ fn main() -> ExitCode {
             let code = failure.exit_code();
             match failure {
                 Failure::Invalid(invalid) if cli.format == Format::Json => {
-                    println!("{}", app::json::InvalidJson::render(&invalid, &cli.file));
-                    eprintln!("{invalid}");
+                    pydeployer::outln!("{}", app::json::InvalidJson::render(&invalid, &cli.file));
+                    pydeployer::errln!("{invalid}");
                 }
                 Failure::Invalid(invalid) => {
                     let summary = invalid.to_string();
                     for problem in invalid.problems {
-                        eprintln!("{:?}", miette::Report::new(problem));
+                        pydeployer::errln!("{:?}", miette::Report::new(problem));
                     }
-                    eprintln!("{summary}");
+                    pydeployer::errln!("{summary}");
                 }
-                Failure::Tool(report) | Failure::Busy(report) => eprintln!("{report:?}"),
+                Failure::Tool(report) | Failure::Busy(report) => pydeployer::errln!("{report:?}"),
                 Failure::Exit(_) => {}
             }
             code

@@ -622,3 +622,25 @@ fn follow_ends_when_its_reader_goes_away_even_while_no_line_comes() {
     let (code, _, err) = finish(child, HANG_GUARD);
     assert_eq!(code, 0, "{err}");
 }
+
+#[test]
+fn a_closed_standard_output_never_turns_into_a_crash() {
+    // `pydeployer … | head -1` where head is already gone: the exit code stays the command's
+    // (no panic, exit 101).
+    let project = three_runs();
+    for (args, want) in [
+        (&["validate"][..], 0),
+        (&["history"], 0),
+        (&["--format", "json", "validate"], 0),
+        (&["--format", "json", "completions", "bash"], 2),
+        (&["--format", "json", "run", "--only", "nope"], 2),
+        (&["--format", "json", "run", "-q"], 0),
+        (&["plan"], 0),
+    ] {
+        let mut child = project.spawn(args);
+        drop(child.stdout.take());
+        let (code, _, err) = finish(child, HANG_GUARD);
+        assert_eq!(code, want, "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}

@@ -53,7 +53,7 @@ pub(crate) fn run(cli: &Cli, wait: bool) -> Result<(), Failure> {
         .into());
     }
     if origin.join("HEAD").is_file() {
-        eprintln!(
+        crate::errln!(
             "demo: {} already exists; running the pipeline against it",
             origin.display()
         );
@@ -64,7 +64,7 @@ pub(crate) fn run(cli: &Cli, wait: bool) -> Result<(), Failure> {
                 origin.display()
             ))
         })?;
-        eprintln!(
+        crate::errln!(
             "demo: created {} holding a small Python app with pytest tests",
             origin.display()
         );
@@ -77,7 +77,7 @@ pub(crate) fn run(cli: &Cli, wait: bool) -> Result<(), Failure> {
     };
     let result = super::run_pipeline(cli, &pipeline, request);
     if result.is_ok() {
-        eprintln!(
+        crate::errln!(
             "\nNext, try:\n  pydeployer run --only test     # pytest alone, in the workspace\n  pydeployer history             # the deploy ledger\n  pydeployer rollback            # revert the last commit and push it\n  pydeployer plan                # what `run` does, without running it"
         );
     }

@@ -52,7 +52,7 @@ pub(crate) fn run(cli: &Cli, args: &LogsArgs) -> Result<(), Failure> {
             },
         };
         if !cli.quiet {
-            eprintln!("following {}", path.display());
+            crate::errln!("following {}", path.display());
         }
         return follow(cli, &project, &path, args.stage.as_deref(), &mut out);
     }
@@ -90,7 +90,7 @@ fn locate(cli: &Cli) -> Project {
                 Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
                 _ => PathBuf::from("."),
             };
-            eprintln!(
+            crate::errln!(
                 "warning: {} does not load ({invalid}; see `pydeployer validate`); reading the logs in {}",
                 cli.file.display(),
                 root.join("logs").display()
@@ -138,7 +138,7 @@ fn no_lines(cli: &Cli, path: &Path, info: &LogInfo, stage: &str) -> Result<(), F
     let name = file_name(path);
     if info.stages.iter().any(|s| s == stage) {
         if !cli.quiet {
-            eprintln!("stage `{stage}` has no lines in {name}");
+            crate::errln!("stage `{stage}` has no lines in {name}");
         }
         return Ok(());
     }
@@ -319,7 +319,7 @@ fn wait_for_run(cli: &Cli, project: &Project) -> Result<Option<PathBuf>, Failure
             return Ok(Some(new));
         }
         if !told && !cli.quiet {
-            eprintln!("no run in progress; waiting for the next one (Ctrl-C to stop)");
+            crate::errln!("no run in progress; waiting for the next one (Ctrl-C to stop)");
         }
         told = true;
         if reader_gone() {
@@ -385,7 +385,7 @@ fn follow(
                 tail.push(&last, out);
             }
             if !cli.quiet {
-                eprintln!(
+                crate::errln!(
                     "{}: the run ended without its summary (it was killed, or could not write its log)",
                     file_name(path)
                 );

@@ -98,18 +98,18 @@ pub(super) fn run(cli: &Cli) -> Result<(), Failure> {
             Ok(reloaded) => pipeline = reloaded,
             Err(invalid) => {
                 print_invalid(invalid);
-                eprintln!("(nothing was run: fix the pipeline, then pick again)\n");
+                crate::errln!("(nothing was run: fix the pipeline, then pick again)\n");
                 continue;
             }
         }
         if let Entry::Stage(name) = &entries[index] {
             if !pipeline.stages.iter().any(|s| s.name.as_str() == name) {
-                eprintln!("`{name}` is no longer a stage of the pipeline\n");
+                crate::errln!("`{name}` is no longer a stage of the pipeline\n");
                 continue;
             }
         }
         if entries[index] != Entry::Several {
-            eprintln!("» {}", entry_name(&entries[index]));
+            crate::errln!("» {}", entry_name(&entries[index]));
         }
         let (what, result) = match &entries[index] {
             Entry::Stage(name) => (name.clone(), run_alone(cli, &pipeline, vec![name.clone()])),
@@ -131,7 +131,7 @@ pub(super) fn run(cli: &Cli) -> Result<(), Failure> {
                 if chosen.is_empty() {
                     continue;
                 }
-                eprintln!("» {}", chosen.join(", "));
+                crate::errln!("» {}", chosen.join(", "));
                 (chosen.join(", "), run_alone(cli, &pipeline, chosen))
             }
             Entry::Rollback => {
@@ -156,7 +156,7 @@ pub(super) fn run(cli: &Cli) -> Result<(), Failure> {
                 if let Err(failure) = history(cli, None) {
                     show("history", Err(failure))?;
                 }
-                eprintln!();
+                crate::errln!();
                 continue;
             }
             Entry::Quit => return Ok(()),
@@ -320,24 +320,24 @@ fn show(what: &str, result: Result<(), Failure>) -> Result<(), Failure> {
             format!("{what}: nothing ran")
         }
         Err(Failure::Tool(report)) => {
-            eprintln!("{report:?}");
+            crate::errln!("{report:?}");
             format!("{what}: stopped")
         }
         Err(Failure::Busy(report)) => {
-            eprintln!("{report:?}");
+            crate::errln!("{report:?}");
             format!("{what}: nothing ran")
         }
     };
-    eprintln!("{line}\n");
+    crate::errln!("{line}\n");
     Ok(())
 }
 
 fn print_invalid(invalid: Invalid) {
     let summary = invalid.to_string();
     for problem in invalid.problems {
-        eprintln!("{:?}", miette::Report::new(problem));
+        crate::errln!("{:?}", miette::Report::new(problem));
     }
-    eprintln!("{summary}");
+    crate::errln!("{summary}");
 }
 
 /// Runs a dialoguer prompt with Ctrl-C held back: console turns a Ctrl-C typed at the prompt
@@ -367,7 +367,7 @@ fn ask<T>(term: &Term, prompt: impl FnOnce() -> dialoguer::Result<T>) -> Result<
         Err(dialoguer::Error::IO(err)) => {
             let _ = term.show_cursor();
             if err.kind() != io::ErrorKind::UnexpectedEof {
-                eprintln!("the menu could not read the terminal: {err}");
+                crate::errln!("the menu could not read the terminal: {err}");
             }
             Err(NoChoice::Quit)
         }

@@ -158,7 +158,7 @@ fn write_pages(cmd: clap::Command, dir: &Path) -> Result<(), Failure> {
                 dir.display()
             ))
         })?;
-    eprintln!("wrote the man pages to {}", dir.display());
+    crate::errln!("wrote the man pages to {}", dir.display());
     Ok(())
 }
 

@@ -190,7 +190,7 @@ pub fn execute(
         if let Err(err) = process::poll(&mut fds, wake.saturating_duration_since(Instant::now())) {
             // Cannot wait for anything: stop, and do not spin while the stages end.
             if stop.request() == Request::None {
-                eprintln!("pydeployer: cannot wait for the stages: {err}");
+                crate::errln!("pydeployer: cannot wait for the stages: {err}");
             }
             stop.fail();
             std::thread::sleep(Duration::from_millis(10));
