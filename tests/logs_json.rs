@@ -644,3 +644,25 @@ fn a_closed_standard_output_never_turns_into_a_crash() {
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn a_long_line_of_multibyte_characters_is_cut_between_characters() {
+    // 150,000 bytes without a newline go to the log in pieces; none may split a character.
+    let project = Project::with_pipeline(
+        "stages:\n  euro: { run: [python3, -c, 'import sys; sys.stdout.write(\"€\" * 50000)'] }\n",
+    );
+    let (code, _, err) = project.run(&["run"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = project.run(&["--format", "json", "logs", "--stage", "euro"]);
+    assert_eq!(code, 0, "{err}");
+    let pieces: Vec<String> = out
+        .lines()
+        .map(json)
+        .map(|l| l["text"].as_str().unwrap().to_owned())
+        .filter(|text| text.starts_with('€'))
+        .collect();
+    assert!(pieces.len() > 1, "not cut at all: {} pieces", pieces.len());
+    let joined: String = pieces.concat();
+    assert!(!joined.contains('\u{FFFD}'), "a character was split");
+    assert_eq!(joined, "€".repeat(50_000));
+}

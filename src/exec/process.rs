@@ -412,14 +412,19 @@ impl Running {
         }
         self.filled += n;
         // Hand on everything up to the last newline; keep the partial line, unless it already
-        // fills the buffer (a huge line without newlines goes out in pieces).
+        // fills the buffer (a huge line without newlines goes out in pieces). A piece never
+        // ends inside a UTF-8 character: each piece is a line of the log, and reads as text.
         let filled = self.filled;
         let cut = match memrchr_newline(&self.buf[..filled]) {
-            _ if self.interactive => filled,
+            _ if self.interactive => utf8_boundary(&self.buf[..filled]),
             Some(last) => last + 1,
-            None if filled == self.buf.len() => filled,
+            None if filled == self.buf.len() => utf8_boundary(&self.buf[..filled]),
             None => return Ok(()),
         };
+        if cut == 0 {
+            // Only the start of a character so far: wait for its rest.
+            return Ok(());
+        }
         sink(self.buf[..cut].to_vec());
         self.buf.copy_within(cut..filled, 0);
         self.filled -= cut;
@@ -615,6 +620,28 @@ pub fn capture(
     }
 }
 
+/// The longest start of `bytes` that does not end inside a UTF-8 character: `bytes.len()`
+/// unless the last one to three bytes begin a character whose rest has not come yet. (Bytes
+/// that are not UTF-8 at all are cut anywhere.)
+fn utf8_boundary(bytes: &[u8]) -> usize {
+    let len = bytes.len();
+    for back in 1..=len.min(3) {
+        let byte = bytes[len - back];
+        if byte & 0xC0 == 0x80 {
+            // A continuation byte: the character starts further back.
+            continue;
+        }
+        let width = match byte {
+            0xF0.. => 4,
+            0xE0.. => 3,
+            0xC0.. => 2,
+            _ => 1,
+        };
+        return if width > back { len - back } else { len };
+    }
+    len
+}
+
 fn memrchr_newline(bytes: &[u8]) -> Option<usize> {
     bytes.iter().rposition(|&b| b == b'\n')
 }
@@ -622,6 +649,22 @@ fn memrchr_newline(bytes: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pieces_end_between_utf8_characters() {
+        let euro = "€".as_bytes(); // 3 bytes
+        assert_eq!(utf8_boundary(b"abc"), 3);
+        assert_eq!(utf8_boundary(euro), 3);
+        assert_eq!(utf8_boundary(&euro[..2]), 0);
+        assert_eq!(utf8_boundary(&[b'a', euro[0]]), 1);
+        assert_eq!(utf8_boundary(&[b'a', euro[0], euro[1]]), 1);
+        assert_eq!(utf8_boundary("a😀".as_bytes()), 5);
+        assert_eq!(utf8_boundary(&"a😀".as_bytes()[..4]), 1);
+        assert_eq!(utf8_boundary("é".as_bytes()), 2);
+        // Not UTF-8: cut where the buffer ends.
+        assert_eq!(utf8_boundary(&[0x80, 0x80, 0x80, 0x80]), 4);
+        assert_eq!(utf8_boundary(b""), 0);
+    }
 
     impl Running {
         /// Drives one command to its end in this thread, as the runner's loop drives many:
