@@ -244,3 +244,24 @@ fn yaml_1_1_booleans_are_text_so_no_stays_no() {
     assert!(err.contains("write `interactive: false`"), "{err}");
     assert!(err.contains("pipeline.yml:3:"), "{err}");
 }
+
+#[test]
+fn env_values_reach_the_stage_as_written() {
+    // `3.10` is not `3.1`, `0022` is not `22`, `True` is not `true` (YAML would read them as
+    // numbers and booleans; a variable is text).
+    let project = Project::with_pipeline(concat!(
+        "env: { PYTHON_VERSION: 3.10, UMASK: 0022, ID: 007, N: 1_000, E: 1e3, DEBUG: True, I: .inf }\n",
+        "stages:\n",
+        "  a:\n",
+        "    run: 'echo \"$PYTHON_VERSION $UMASK $ID $N $E $DEBUG $I $S $Q\" > seen'\n",
+        "    env:\n",
+        "      S: 2.50   # a comment\n",
+        "      Q: \"3.10\"\n",
+    ));
+    let (code, _, err) = project.run(&["run"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        project.read("seen"),
+        "3.10 0022 007 1_000 1e3 True .inf 2.50 3.10\n"
+    );
+}

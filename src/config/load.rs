@@ -94,6 +94,9 @@ fn read_one(path: &Path, problems: &mut Vec<Problem>) -> Option<Parsed> {
 fn parse(text: &str) -> Result<Node, serde_saphyr::Error> {
     let options = serde_saphyr::options! {
         strict_booleans: true,
+        // `.inf` and `.nan` are read as text: refused where a number is due, passed as they
+        // are in `env:`.
+        non_finite_float_policy: serde_saphyr::NonFiniteFloatPolicy::AsString,
         budget: serde_saphyr::budget! {
             max_depth: 32,
             max_aliases: 1_000,

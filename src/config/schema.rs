@@ -152,7 +152,7 @@ pub(crate) struct PipelineFile {
     #[schemars(range(min = 1, max = 1024))]
     jobs: Option<i64>,
     /// Environment variables for every stage (a stage's own `env:` adds to and overrides
-    /// these). Numbers and booleans are passed as their text.
+    /// these). Numbers and booleans are passed as written (`3.10` stays `3.10`).
     env: Option<Env>,
     /// Names of environment variables every run needs (set in your environment, or by `env:`);
     /// their values never appear in any output: terminal, log, JSON, ledger.
@@ -224,7 +224,7 @@ struct Stage {
     /// Stages that must succeed first.
     needs: Option<Vec<StageName>>,
     /// Environment variables for this stage, on top of the pipeline's `env`. Numbers and
-    /// booleans are passed as their text.
+    /// booleans are passed as written (`3.10` stays `3.10`).
     env: Option<Env>,
     /// The folder to run in, relative to pipeline.yml. Default: the workspace once cloned,
     /// else the project root.

@@ -418,9 +418,15 @@ impl Checker<'_> {
             }
             let text = match &value.value {
                 Value::Str(s) => s.clone(),
-                Value::Int(n) => n.to_string(),
-                Value::Float(f) => f.to_string(),
-                Value::Bool(b) => b.to_string(),
+                // As written: `3.10` stays `3.10` (not `3.1`), `0022` stays `0022`, `True`
+                // stays `True`. (A value given through an alias or a tag is its value's text.)
+                Value::Int(_) | Value::Float(_) | Value::Bool(_) => as_written(file, value)
+                    .unwrap_or_else(|| match &value.value {
+                        Value::Int(n) => n.to_string(),
+                        Value::Float(f) => f.to_string(),
+                        Value::Bool(b) => b.to_string(),
+                        _ => String::new(),
+                    }),
                 Value::Null => String::new(),
                 Value::Seq(_) | Value::Map(_) => {
                     self.wrong_type(
@@ -1203,4 +1209,16 @@ fn yaml11_boolean(text: &str) -> Option<bool> {
         "no" | "off" | "n" => Some(false),
         _ => None,
     }
+}
+
+/// The plain scalar `node` as it is written in the file, when its span covers exactly that
+/// (not a quoted, tagged, anchored or aliased value).
+fn as_written(file: &SourceFile, node: &Node) -> Option<String> {
+    let text = file
+        .text
+        .get(node.span.offset..node.span.offset.checked_add(node.span.len)?)?;
+    let plain = !text.is_empty()
+        && !text.starts_with(['"', '\'', '!', '&', '*', '|', '>'])
+        && !text.contains(['\n', '#']);
+    plain.then(|| text.trim().to_owned())
 }
