@@ -252,7 +252,9 @@ fn a_hung_git_in_the_ledgers_bookkeeping_is_killed_and_the_run_ends() {
     project.file(
         "bin/git",
         &format!(
-            "#!/bin/sh\nif [ \"$*\" = \"rev-parse --verify --quiet --end-of-options HEAD\" ]; then\n  echo $$ > \"$PIDFILE\"\n  exec sleep 3017\nfi\nexec {} \"$@\"\n",
+            // Also a descendant outside its process group holding its output open (`setsid`):
+            // the 10 s must hold all the same.
+            "#!/bin/sh\nif [ \"$*\" = \"rev-parse --verify --quiet --end-of-options HEAD\" ]; then\n  echo $$ > \"$PIDFILE\"\n  setsid sleep 30 &\n  echo $! > \"$PIDFILE.escaped\"\n  exec sleep 3017\nfi\nexec {} \"$@\"\n",
             real_git.display()
         ),
     );
@@ -274,9 +276,13 @@ fn a_hung_git_in_the_ledgers_bookkeeping_is_killed_and_the_run_ends() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("start pydeployer");
-    // A guard against a hang, far above the 10 s the bookkeeping command is given.
-    let (code, _, err) = common::finish(child, std::time::Duration::from_mins(2));
+    // A guard against a hang, far above the 10 s the bookkeeping command is given, and below
+    // the 30 s of the escaped descendant.
+    let (code, _, err) = common::finish(child, std::time::Duration::from_secs(25));
     assert_eq!(code, 0, "{err}");
+    let escaped = project.pid("hung.pid.escaped");
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(escaped, libc::SIGKILL) };
     let hung = project.pid("hung.pid");
     assert!(
         common::gone_within(hung, std::time::Duration::from_secs(5)),

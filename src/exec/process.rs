@@ -600,7 +600,10 @@ pub fn capture(
                 Target { id, group: true }.signal(SIGKILL);
             }
         }
-        let _ = handle.wait();
+        // Not waited for: something that left the group (`setsid`) may hold the output open
+        // for as long as it likes. duct reaps the killed process later; its reading threads
+        // end when that output closes.
+        drop(handle);
         return Err(io::Error::new(
             io::ErrorKind::TimedOut,
             format!(
