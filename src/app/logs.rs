@@ -494,7 +494,7 @@ struct Output {
 }
 
 /// A log line in JSON: `{"time": "12:03:04.567", "stage": "test", "text": "…"}`; `time` and
-/// `stage` are null for a line that is not in the log's format (the end of a killed run's line).
+/// `stage` are null for a line that is not in the log's format (a log edited by hand).
 #[derive(Debug, Serialize)]
 struct JsonLine<'a> {
     time: Option<&'a str>,
