@@ -77,7 +77,11 @@ fn hide_url_credentials(text: &str) -> Option<String> {
             // Quotes and commas may be part of a password; `@` before the host decides.
             .find(|c: char| c.is_whitespace() || "/?#".contains(c))
             .map_or(text.len(), |n| start + n);
-        if let Some(range) = mask::credentials_range(&text[start..end]) {
+        let scheme_start = text[..start - 3]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || "+-.".contains(c)))
+            .map_or(0, |i| i + 1);
+        let scheme = &text[scheme_start..start - 3];
+        if let Some(range) = mask::credentials_range(scheme, &text[start..end]) {
             for b in &mut bytes[start + range.start..start + range.end] {
                 *b = b'*';
                 changed = true;

@@ -314,6 +314,22 @@ fn a_token_in_the_user_name_of_the_repository_url_is_never_shown() {
 }
 
 #[test]
+fn an_ssh_account_in_the_repository_url_is_not_taken_for_a_secret() {
+    // `ssh://deploy@server/…` names an account: masking it would hide every `deploy` in the
+    // output, the stage's own name included.
+    let project = Project::with_pipeline(concat!(
+        "repo: { url: \"ssh://deploy@127.0.0.1:9/x.git\" }\n",
+        "stages:\n",
+        "  clone: { uses: git/clone }\n",
+        "  deploy: { uses: git/push, needs: [clone] }\n",
+    ));
+    let (code, out, err) = project.run(&["plan"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ssh://deploy@127.0.0.1:9/x.git"), "{out}");
+    assert!(!out.contains("***"), "{out}");
+}
+
+#[test]
 fn credentials_with_json_special_characters_are_masked_in_the_json_plan() {
     let project = Project::with_pipeline(concat!(
         "repo: { url: 'https://u:to\"ken\\abc-zz@127.0.0.1:9/x.git' }\n",

@@ -322,8 +322,9 @@ fn without_password(url: &str) -> (String, bool) {
     };
     let secrets = mask::url_credentials(url);
     let user = userinfo.split(':').next().unwrap_or_default();
+    // Over ssh a user name is an account (`ssh://deploy@host`), unless it is a token.
     let keep_user = !web && !user.is_empty() && !secrets.iter().any(|s| s == user);
-    let removed = web || userinfo.contains(':') || !keep_user;
+    let removed = web || userinfo.contains(':') || (!keep_user && !user.is_empty());
     let url = if keep_user {
         format!("{scheme}://{user}@{host}{path}")
     } else {
@@ -700,6 +701,11 @@ mod tests {
             (
                 "ssh://git@example.com/a.git",
                 "ssh://git@example.com/a.git",
+                false,
+            ),
+            (
+                "ssh://deploy@example.com/a.git",
+                "ssh://deploy@example.com/a.git",
                 false,
             ),
             (

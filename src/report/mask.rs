@@ -257,9 +257,10 @@ impl MaskStream {
 }
 
 /// The credentials embedded in a URL (`https://user:token@host/…`): the password, and the user
-/// name when it is a token: alone (`https://TOKEN@host`, but not `git`, an account), or beside
-/// a password when it is long enough to be one (`https://TOKEN:x-oauth-basic@host`, as GitHub
-/// documents). Empty for URLs without userinfo, scp-like `git@host:path`, and local paths.
+/// name when it is a token: alone over http(s) (`https://TOKEN@host`; `ssh://deploy@host`
+/// names an account), or beside a password when it is long enough to be one
+/// (`https://TOKEN:x-oauth-basic@host`, as GitHub documents). Empty for URLs without userinfo,
+/// scp-like `git@host:path`, and local paths.
 ///
 /// The credentials are percent-decoded: `https://u:p%40ss@host` gives `p@ss`, whose encoded form
 /// a [`Masker`] masks as well.
@@ -274,7 +275,7 @@ pub fn url_credentials(url: &str) -> Vec<String> {
         return Vec::new();
     }
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let Some(Secrets { user, password }) = userinfo_secrets(authority) else {
+    let Some(Secrets { user, password }) = userinfo_secrets(scheme, authority) else {
         return Vec::new();
     };
     [user, password]
@@ -291,10 +292,10 @@ pub fn url_credentials(url: &str) -> Vec<String> {
 
 /// Where the credentials are in a URL's `authority` (what follows `scheme://`, up to the path),
 /// as one range to hide: the whole userinfo when it holds a password (either part may be the
-/// token), else the user name (but not `git`, an account).
-pub fn credentials_range(authority: &str) -> Option<Range<usize>> {
+/// token), else a user name that is a token (see [`url_credentials`]).
+pub fn credentials_range(scheme: &str, authority: &str) -> Option<Range<usize>> {
     let (userinfo, _host) = authority.rsplit_once('@')?;
-    match userinfo_secrets(authority)? {
+    match userinfo_secrets(scheme, authority)? {
         Secrets {
             password: Some(_), ..
         } => Some(0..userinfo.len()),
@@ -314,16 +315,17 @@ struct Secrets {
     password: Option<Range<usize>>,
 }
 
-/// The secret parts of the userinfo of `authority`; `None` without userinfo.
-fn userinfo_secrets(authority: &str) -> Option<Secrets> {
+/// The secret parts of the userinfo of `authority`, after `scheme://`; `None` without userinfo.
+fn userinfo_secrets(scheme: &str, authority: &str) -> Option<Secrets> {
     // An unencoded `@` in a password is common enough; the host cannot hold one.
     let (userinfo, _host) = authority.rsplit_once('@')?;
     let user_len = userinfo.find(':').unwrap_or(userinfo.len());
     let user = &userinfo[..user_len];
     let password = (user_len + 1).min(userinfo.len())..userinfo.len();
     let secrets = if password.is_empty() {
-        // `https://TOKEN@host`, or `https://TOKEN:@host`.
-        let secret_user = !(user.is_empty() || user == "git");
+        // `https://TOKEN@host`, or `https://TOKEN:@host`; over ssh, an account.
+        let web = scheme.eq_ignore_ascii_case("https") || scheme.eq_ignore_ascii_case("http");
+        let secret_user = web && !user.is_empty();
         Secrets {
             user: secret_user.then_some(0..user_len),
             password: None,
@@ -628,12 +630,14 @@ mod tests {
 
     #[test]
     fn finds_credentials_in_urls() {
-        let cases: [(&str, &[&str]); 16] = [
+        let cases: [(&str, &[&str]); 17] = [
             ("https://user:tok@host/x.git", &["tok"]),
             ("https://tok@host/x", &["tok"]),
             ("https://tok:@host/x", &["tok"]),
             ("ssh://git@host/x", &[]),
             ("ssh://git:pw@host/x", &["pw"]),
+            // Over ssh a user name names an account ("deploy" must not vanish from output).
+            ("ssh://deploy@host/x", &[]),
             ("git@github.com:a/b.git", &[]),
             ("/local/path", &[]),
             ("C:\\local\\path", &[]),
@@ -664,11 +668,12 @@ mod tests {
         );
         // Hidden as one range: the whole userinfo when it has a password.
         assert_eq!(
-            credentials_range("tok:x-oauth-basic@github.com"),
+            credentials_range("https", "tok:x-oauth-basic@github.com"),
             Some(0..17)
         );
-        assert_eq!(credentials_range("tok@github.com"), Some(0..3));
-        assert_eq!(credentials_range("git@github.com"), None);
+        assert_eq!(credentials_range("https", "tok@github.com"), Some(0..3));
+        assert_eq!(credentials_range("ssh", "git@github.com"), None);
+        assert_eq!(credentials_range("ssh", "deploy@server"), None);
     }
 
     #[test]
