@@ -449,6 +449,35 @@ fn kill_9_leaves_no_stage_running_and_a_lock_that_does_not_block() {
 }
 
 #[test]
+fn a_line_left_unfinished_reaches_the_log_and_survives_kill_9() {
+    // `printf 'partial'` and a pause: the line has no end yet. It must be in the log within
+    // moments (not only once its newline comes), so that a `kill -9` of the runner keeps it.
+    let project = Project::with_pipeline(concat!(
+        "stages:\n",
+        "  slow: { run: 'printf \"half a line\"; echo $$ > main.pid; sleep 300' }\n",
+    ));
+    let run = project.spawn(&["run"]);
+    let main = project.pid("main.pid");
+    // A guard against a hang, not a measurement: the piece comes after about a second.
+    let start = std::time::Instant::now();
+    while !project.logs().first().is_some_and(|log| {
+        fs::read_to_string(log)
+            .unwrap_or_default()
+            .contains("[slow] half a line")
+    }) {
+        assert!(
+            start.elapsed() < LIMIT,
+            "the unfinished line never reached the log"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    signal(run.id(), libc::SIGKILL);
+    let _ = finish(run, LIMIT);
+    assert!(gone_within(main, LIMIT), "the stage outlived the runner");
+    assert!(project.last_log().contains("[slow] half a line\n"));
+}
+
+#[test]
 fn kill_9_ends_the_stages_even_where_close_range_is_refused() {
     // Kernels before 5.9, and seccomp filters older than the call, refuse close_range: the
     // forked watchdog must still let go of its pipe's write end, or it would never see the

@@ -34,6 +34,11 @@ pub const LEAK_WAIT: Duration = Duration::from_millis(500);
 /// How often the main process is looked at while its output keeps coming.
 const CHECK_EVERY: Duration = Duration::from_millis(100);
 
+/// A line left unfinished this long (a prompt, a progress indicator, a program that stopped
+/// mid-line) is handed on as it is, and its end comes as a line of its own: the log holds it
+/// even if the runner is killed meanwhile.
+pub const PARTIAL_WAIT: Duration = Duration::from_secs(1);
+
 /// Whom to signal to end a command: its process group (or a single process).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Target {
@@ -114,6 +119,8 @@ pub struct Running {
     /// Output read but not handed on yet (the end of a line, or of a secret, to come).
     buf: Vec<u8>,
     filled: usize,
+    /// Since when `buf` holds the start of a line whose end has not come.
+    partial_since: Option<Instant>,
     /// The main process's status, once it exited.
     status: Option<std::process::ExitStatus>,
     leak: LeakWatch,
@@ -230,6 +237,7 @@ pub fn spawn(spawn: &Spawn<'_>) -> io::Result<Running> {
         foreground: ttou,
         buf: Vec::new(),
         filled: 0,
+        partial_since: None,
         status: None,
         leak: LeakWatch::default(),
         next_check: Instant::now() + CHECK_EVERY,
@@ -407,6 +415,7 @@ impl Running {
             if self.filled > 0 {
                 sink(self.buf[..self.filled].to_vec());
                 self.filled = 0;
+                self.partial_since = None;
             }
             return Ok(());
         }
@@ -419,16 +428,23 @@ impl Running {
             _ if self.interactive => utf8_boundary(&self.buf[..filled]),
             Some(last) => last + 1,
             None if filled == self.buf.len() => utf8_boundary(&self.buf[..filled]),
-            None => return Ok(()),
+            None => 0,
         };
         if cut == 0 {
-            // Only the start of a character so far: wait for its rest.
+            // The start of a line (or of a character) so far: wait for its rest.
+            self.partial_since.get_or_insert_with(Instant::now);
             return Ok(());
         }
-        sink(self.buf[..cut].to_vec());
-        self.buf.copy_within(cut..filled, 0);
-        self.filled -= cut;
+        self.hand_on(cut, &mut sink);
+        self.partial_since = (self.filled > 0).then(Instant::now);
         Ok(())
+    }
+
+    /// Hands on the first `cut` bytes held, and keeps the rest.
+    fn hand_on(&mut self, cut: usize, sink: &mut impl FnMut(Vec<u8>)) {
+        sink(self.buf[..cut].to_vec());
+        self.buf.copy_within(cut..self.filled, 0);
+        self.filled -= cut;
     }
 
     /// Looks at the main process (has it exited?), and moves the leak watch on: when it has
@@ -446,6 +462,16 @@ impl Running {
             // continue it, and the run would wait for ever.
             self.target.signal(libc::SIGCONT);
         }
+        if self
+            .partial_since
+            .is_some_and(|since| now.saturating_duration_since(since) >= PARTIAL_WAIT)
+        {
+            let cut = utf8_boundary(&self.buf[..self.filled]);
+            if cut > 0 {
+                self.hand_on(cut, &mut sink);
+            }
+            self.partial_since = (self.filled > 0).then_some(now);
+        }
         self.next_check = now + CHECK_EVERY;
         if self.status.is_none() && self.output.is_none() && self.pidfd.is_none() {
             self.next_check = now + self.backoff;
@@ -457,6 +483,7 @@ impl Running {
             if self.filled > 0 {
                 sink(self.buf[..self.filled].to_vec());
                 self.filled = 0;
+                self.partial_since = None;
             }
         }
         Ok(())
