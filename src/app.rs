@@ -26,7 +26,7 @@ use crate::exec::watchdog::Watchdog;
 use crate::pipeline::{Action, Builtin, Pipeline};
 use crate::plan::{Plan, Selection, render};
 use crate::report::deploys::DeployRecorder;
-use crate::report::ledger::{self, Ledger};
+use crate::report::ledger::{self, Ledger, Status};
 use crate::report::logfile::{self, RunLog};
 use crate::report::mask::{self, Masker};
 use crate::report::terminal::{Terminal, TerminalOptions, Verbosity};
@@ -213,6 +213,16 @@ fn rollback(cli: &Cli, to: Option<u64>, wait: bool) -> Result<(), Failure> {
                 Problem::general(format!("the ledger has no entry {id}"))
                     .with_help("`pydeployer history` lists the entries")
             })?;
+            if entry.status != Status::Success {
+                // Its commit may never have reached the remote: returning to it would publish
+                // what was never deployed.
+                return Err(Problem::general(format!(
+                    "ledger entry {id} is a {} {}: its commit was never deployed",
+                    entry.status, entry.kind
+                ))
+                .with_help("return to an entry whose status is success (`pydeployer history`)")
+                .into());
+            }
             let commit = entry.commit.clone().ok_or_else(|| {
                 Problem::general(format!("ledger entry {id} has no commit to return to"))
             })?;

@@ -163,6 +163,55 @@ fn rollback_reverts_and_rollback_to_restores_a_deploy() {
 }
 
 #[test]
+fn rollback_never_publishes_what_was_not_deployed() {
+    let project = project_with_origin(TESTS);
+    assert_eq!(project.run(&["run", "-q"]).0, 0);
+    let deployed = origin_head(&project);
+    // A change whose tests fail: the build commits it in the workspace, the deploy is skipped.
+    project.file("workspace/calc.py", "def add(a, b):\n    return a - b\n");
+    assert_eq!(project.run(&["run", "-q"]).0, 1);
+    assert_eq!(origin_head(&project), deployed);
+
+    // Reverting "HEAD" now would push the failing commit and its revert: refused.
+    let (code, _, err) = project.run(&["rollback"]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(origin_head(&project), deployed, "origin changed");
+    let log = project.last_log();
+    assert!(log.contains("a build that was not deployed"), "{log}");
+    assert!(
+        log.contains("reset --hard origin/master"),
+        "no way out shown:\n{log}"
+    );
+
+    // A ledger entry that is not a success is no place to return to.
+    let mut entries = ledger(&project);
+    entries[0]["status"] = "cancelled".into();
+    project.file(
+        "archive/deploy_history.json",
+        &serde_json::to_string_pretty(&entries).unwrap(),
+    );
+    let (code, _, err) = project.run(&["rollback", "--to", "1"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("is a cancelled deploy"), "{err}");
+    assert_eq!(origin_head(&project), deployed, "origin changed");
+}
+
+#[test]
+fn rollback_to_the_tree_origin_already_has_changes_nothing() {
+    let project = project_with_origin(TESTS);
+    assert_eq!(project.run(&["run", "-q"]).0, 0);
+    let deployed = origin_head(&project);
+    let (code, _, err) = project.run(&["rollback", "--to", "1"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        project.last_log().contains("nothing to revert"),
+        "{}",
+        project.last_log()
+    );
+    assert_eq!(origin_head(&project), deployed, "origin changed");
+}
+
+#[test]
 fn only_test_runs_pytest_alone() {
     let project = project_with_origin(TESTS);
     assert_eq!(project.run(&["run", "-q"]).0, 0);

@@ -140,18 +140,49 @@ pub fn push(repo: &Repo) -> Vec<CommandLine> {
     )]
 }
 
-/// Reverts HEAD (or every commit after `to`, newest first) and pushes.
+/// Reverts the last deploy (or every commit after `to`, newest first) and pushes.
+///
+/// It starts from what the remote's branch holds (fetched first): the workspace may hold a
+/// build that was never deployed (its tests failed), and reverting that would publish it.
+/// A workspace behind the remote catches up first; one with commits the remote does not have
+/// stops the rollback, with what to do.
 pub fn revert(repo: &Repo, to: Option<&str>) -> Vec<CommandLine> {
     let script = format!(
-        "{FALLBACK_IDENTITY}if [ -n \"$1\" ]; then\n  if [ \"$(git rev-parse HEAD)\" = \"$(git rev-parse --verify \"$1^{{commit}}\")\" ]; then echo 'already at that commit: nothing to revert'; exit 0; fi\n  git revert --no-edit \"$1..HEAD\"\nelse\n  git revert --no-edit HEAD\nfi"
+        r#"{FALLBACK_IDENTITY}git fetch --quiet --end-of-options "$2" || exit
+deployed="refs/remotes/$2/$3"
+git rev-parse --verify --quiet "$deployed" >/dev/null || {{ echo "$2 has no branch $3: nothing was deployed there" >&2; exit 1; }}
+if ! git merge-base --is-ancestor HEAD "$deployed"; then
+  echo "the workspace holds commits that $2/$3 does not (a build that was not deployed): a rollback reverts what was deployed, so it stops here" >&2
+  echo "deploy them first, or drop them with: git -C "$PWD" reset --hard $2/$3" >&2
+  exit 1
+fi
+git merge --quiet --ff-only "$deployed" || exit
+if [ -n "$1" ]; then
+  if git diff --quiet "$1" HEAD --; then echo 'the branch already holds that commit'"'"'s files: nothing to revert'; exit 0; fi
+  git revert --no-edit "$1..HEAD"
+else
+  git revert --no-edit HEAD
+fi"#
     );
     let target = to.unwrap_or("");
     let shown = match to {
         Some(commit) => format!("git revert --no-edit {commit}..HEAD"),
         None => "git revert --no-edit HEAD".to_owned(),
     };
-    let mut commands =
-        vec![CommandLine::new("sh", ["-c", &script, "git/revert", target]).shown_as(shown)];
+    let mut commands = vec![
+        CommandLine::new(
+            "sh",
+            [
+                "-c",
+                &script,
+                "git/revert",
+                target,
+                &repo.remote,
+                &repo.branch,
+            ],
+        )
+        .shown_as(shown),
+    ];
     commands.extend(push(repo));
     commands
 }
