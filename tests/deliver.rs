@@ -176,6 +176,8 @@ fn rollback_never_publishes_what_was_not_deployed() {
     let (code, _, err) = project.run(&["rollback"]);
     assert_eq!(code, 1, "{err}");
     assert_eq!(origin_head(&project), deployed, "origin changed");
+    // Why, under the failure, without -v.
+    assert!(err.contains("a build that was not deployed"), "{err}");
     let log = project.last_log();
     assert!(log.contains("a build that was not deployed"), "{log}");
     assert!(

@@ -201,3 +201,27 @@ fn an_always_stage_does_not_hide_a_failure_from_what_follows() {
         "deployed after a failing test: {err}"
     );
 }
+
+#[test]
+fn a_failed_stage_shows_its_last_lines_and_a_passed_one_does_not() {
+    let project = Project::with_pipeline(concat!(
+        "stages:\n",
+        "  noisy: { run: 'for i in $(seq 1 40); do echo \"line $i\"; done; echo \"the reason\" >&2; exit 3' }\n",
+        "  quiet: { run: 'echo all good' }\n",
+    ));
+    let (code, _, err) = project.run(&["run"]);
+    assert_eq!(code, 1, "{err}");
+    // The last lines, stderr included, under the failure: not the first ones.
+    assert!(err.contains("  | line 40\n  | the reason\n"), "{err}");
+    assert!(!err.contains("| line 1\n"), "{err}");
+    assert!(
+        err.contains("its last 15 of 41 lines (`pydeployer logs --stage noisy` has them all)"),
+        "{err}"
+    );
+    // A stage that passed shows nothing of its output (without -v).
+    assert!(!err.contains("all good"), "{err}");
+    // With -v the lines were shown as they came: not again.
+    let (_, _, err) = project.run(&["run", "-v"]);
+    assert_eq!(err.matches("[noisy] the reason").count(), 1, "{err}");
+    assert!(!err.contains("| the reason"), "{err}");
+}

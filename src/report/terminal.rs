@@ -31,6 +31,13 @@ const MESSAGE_BYTES: usize = MESSAGE_CHARS * 4;
 /// How often a spinner turns and its elapsed time moves, with or without output.
 const TICK: Duration = Duration::from_millis(120);
 
+/// A stage that fails shows its last lines of output under its result (all of them are in
+/// the log), unless `-v` already showed them as they came.
+const TAIL_LINES: usize = 15;
+
+/// How much of each of those lines is shown.
+const TAIL_CHARS: usize = 300;
+
 /// How much the user wants to see (`-q`, default, `-v`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Verbosity {
@@ -66,6 +73,15 @@ pub struct Terminal {
     /// Interactive stages: their output is shown as it comes, prompts included.
     /// (and the end of a character split between two reads, held until the rest comes).
     live: std::collections::HashMap<StageName, Vec<u8>>,
+    /// The last lines of each running stage's output, and how many it printed: shown if it
+    /// fails.
+    tails: HashMap<StageName, Tail>,
+}
+
+#[derive(Default)]
+struct Tail {
+    lines: std::collections::VecDeque<String>,
+    total: usize,
 }
 
 struct Bars {
@@ -108,6 +124,7 @@ impl Terminal {
             log: None,
             printed: false,
             live: std::collections::HashMap::new(),
+            tails: HashMap::new(),
         }
     }
 
@@ -185,6 +202,7 @@ impl Terminal {
 
     fn stage_started(&mut self, stage: &StageName, attempt: u32, command: &str, elapsed: Duration) {
         let verbose = self.options.verbosity == Verbosity::Verbose;
+        self.tails.remove(stage);
         if self.bars.is_some() && self.live.contains_key(stage) {
             // No spinner redrawing under what the user types.
             self.print(&format!("{stage} started (interactive)\n"));
@@ -254,6 +272,17 @@ impl Terminal {
             }
         }
         if self.options.verbosity != Verbosity::Verbose {
+            let tail = self.tails.entry(stage.clone()).or_default();
+            for line in bytes.split_inclusive(|b| *b == b'\n') {
+                let line = line.strip_suffix(b"\n").unwrap_or(line);
+                let head = &line[..line.len().min(TAIL_CHARS * 4)];
+                tail.lines
+                    .push_back(truncate_chars(sanitize_for_terminal(head), TAIL_CHARS));
+                tail.total += 1;
+                if tail.lines.len() > TAIL_LINES {
+                    tail.lines.pop_front();
+                }
+            }
             return;
         }
         let mut text = String::with_capacity(bytes.len() + bytes.len() / 8);
@@ -285,6 +314,7 @@ impl Terminal {
             bars.multi.remove(&bar);
         }
         let failed_for_good = !outcome.passed() && !will_retry;
+        let tail = self.tails.remove(stage);
         if self.options.verbosity == Verbosity::Quiet && !failed_for_good {
             return;
         }
@@ -300,6 +330,22 @@ impl Terminal {
             Mark::Failed
         };
         self.result_line(mark, color, elapsed, &format!("{stage} {text}{note}"));
+        let cancelled = matches!(outcome, Outcome::Cancelled);
+        if let Some(tail) = tail.filter(|t| failed_for_good && !cancelled && t.total > 0) {
+            let mut text = String::new();
+            if tail.total > tail.lines.len() {
+                let _ = writeln!(
+                    text,
+                    "  … its last {} of {} lines (`pydeployer logs --stage {stage}` has them all):",
+                    tail.lines.len(),
+                    tail.total
+                );
+            }
+            for line in &tail.lines {
+                let _ = writeln!(text, "  | {line}");
+            }
+            self.print(&text);
+        }
     }
 
     fn stage_skipped(&mut self, stage: &StageName, reason: &SkipReason, elapsed: Duration) {
