@@ -31,6 +31,14 @@ fn yaml_syntax_error_names_file_and_line() {
     let err = invalid(&project);
     assert!(err.contains("invalid YAML"), "{err}");
     assert!(err.contains("pipeline.yml:"), "{err}");
+    // The snippet points where the message says, not at the top of the file.
+    let project = Project::with_pipeline("name: p\nstages:\n  a: { run: \"echo a }\n");
+    let err = invalid(&project);
+    assert!(err.contains("line 3, column 13"), "{err}");
+    assert!(err.contains("pipeline.yml:3:13"), "{err}");
+    let project = Project::with_pipeline("name: p\nstages:\n\ta: { run: x }\n");
+    let err = invalid(&project);
+    assert!(err.contains("pipeline.yml:3:"), "{err}");
 }
 
 #[test]

@@ -115,7 +115,12 @@ fn syntax_problem(file: &SourceFile, err: &serde_saphyr::Error) -> Problem {
     let message = first_line(&plain.to_string());
     match plain.location() {
         Some(location) => {
-            let span = Span::from_location(&location);
+            let mut span = Span::from_location(&location);
+            if span.offset == 0 && (span.line, span.column) != (1, 1) {
+                // Some parser errors carry a line and column but no byte offset.
+                span.offset = offset_of(&file.text, span.line, span.column);
+                span.len = 0;
+            }
             let at = point_at(&file.text, span);
             Problem::at(file, at, format!("invalid YAML: {message}"), "here").with_help(
                 "fix the YAML syntax; a YAML linter or editor plugin shows the structure",
@@ -123,6 +128,25 @@ fn syntax_problem(file: &SourceFile, err: &serde_saphyr::Error) -> Problem {
         }
         None => Problem::general(format!("{}: invalid YAML: {message}", file.name.display())),
     }
+}
+
+/// The byte offset of 1-based `line` and `column` (in characters) in `text`, or its end.
+fn offset_of(text: &str, line: u64, column: u64) -> usize {
+    let skip = usize::try_from(line.saturating_sub(1)).unwrap_or(usize::MAX);
+    let Some(start) = std::iter::once(0)
+        .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+        .nth(skip)
+    else {
+        return text.len();
+    };
+    let rest = &text[start..];
+    let end = rest.find('\n').unwrap_or(rest.len());
+    let column = usize::try_from(column.saturating_sub(1)).unwrap_or(usize::MAX);
+    start
+        + rest[..end]
+            .char_indices()
+            .nth(column)
+            .map_or(end, |(i, _)| i)
 }
 
 /// A zero-length span cannot be drawn; widen it to the character there (if any).
@@ -136,4 +160,19 @@ fn point_at(text: &str, mut span: Span) -> Span {
 
 fn first_line(message: &str) -> String {
     message.lines().next().unwrap_or(message).to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::offset_of;
+
+    #[test]
+    fn line_and_column_give_the_offset() {
+        let text = "name: p\nstages:\n  a: { run: \"é }\n";
+        assert_eq!(offset_of(text, 1, 1), 0);
+        assert_eq!(offset_of(text, 2, 1), 8);
+        assert_eq!(&text[offset_of(text, 3, 13)..], "\"é }\n");
+        assert_eq!(&text[offset_of(text, 3, 15)..], " }\n");
+        assert_eq!(offset_of(text, 9, 1), text.len());
+    }
 }
