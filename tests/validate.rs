@@ -273,3 +273,20 @@ fn env_values_reach_the_stage_as_written() {
         "3.10 0022 007 1_000 1e3 True .inf 2.50 3.10\n"
     );
 }
+
+#[test]
+fn a_stage_file_that_is_a_broken_link_or_a_folder_is_refused() {
+    // Skipping it would silently drop its stages (a deploy, say).
+    let project = Project::with_pipeline("stages:\n  a: { run: echo a }\n");
+    project.file("stages.d/10-ok.yml", "b: { run: echo b }\n");
+    std::os::unix::fs::symlink(
+        "/nonexistent/deploy.yml",
+        project.join("stages.d/40-deploy.yml"),
+    )
+    .unwrap();
+    std::fs::create_dir_all(project.join("stages.d/50-dir.yaml")).unwrap();
+    let err = invalid(&project);
+    assert!(err.contains("40-deploy.yml is not a file"), "{err}");
+    assert!(err.contains("50-dir.yaml is not a file"), "{err}");
+    assert!(!project.exists("logs"), "something ran");
+}

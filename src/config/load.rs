@@ -27,7 +27,21 @@ pub(crate) fn read_all(
         .unwrap_or(Path::new("."))
         .join(STAGES_DIR);
     let stage_files = match stage_files(&dir) {
-        Ok(files) => files,
+        Ok((files, not_files)) => {
+            for path in not_files {
+                // A stage file that silently went missing would drop its stages (a deploy).
+                problems.push(
+                    Problem::general(format!(
+                        "{} is not a file: a broken link, or a folder",
+                        path.display()
+                    ))
+                    .with_help(format!(
+                        "every *.yml and *.yaml in {STAGES_DIR}/ is a stage file: fix the link, or rename it"
+                    )),
+                );
+            }
+            files
+        }
         Err(err) => {
             problems.push(Problem::general(format!(
                 "cannot read {}: {err}",
@@ -43,25 +57,34 @@ pub(crate) fn read_all(
     (main, stages)
 }
 
-/// `*.yml` and `*.yaml` files in `dir`, sorted by file name; nothing when there is no `dir`.
-fn stage_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+/// `*.yml` and `*.yaml` files in `dir`, sorted by file name (nothing when there is no `dir`),
+/// and the entries named so that are not files (a broken link, a folder).
+fn stage_files(dir: &Path) -> std::io::Result<(Vec<PathBuf>, Vec<PathBuf>)> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            return Ok((Vec::new(), Vec::new()));
+        }
         Err(err) => return Err(err),
     };
-    let mut files = Vec::new();
+    let (mut files, mut not_files) = (Vec::new(), Vec::new());
     for entry in entries {
         let path = entry?.path();
         let is_yaml = path
             .extension()
             .is_some_and(|ext| ext == "yml" || ext == "yaml");
-        if is_yaml && path.is_file() {
+        if !is_yaml {
+            continue;
+        }
+        if path.is_file() {
             files.push(path);
+        } else {
+            not_files.push(path);
         }
     }
     files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
-    Ok(files)
+    not_files.sort();
+    Ok((files, not_files))
 }
 
 fn read_one(path: &Path, problems: &mut Vec<Problem>) -> Option<Parsed> {
