@@ -290,3 +290,22 @@ fn a_stage_file_that_is_a_broken_link_or_a_folder_is_refused() {
     assert!(err.contains("50-dir.yaml is not a file"), "{err}");
     assert!(!project.exists("logs"), "something ran");
 }
+
+#[test]
+fn a_key_given_twice_in_one_file_shows_both_places() {
+    let project = Project::with_pipeline(concat!(
+        "stages:\n",
+        "  a: { run: x }\n",
+        "  b: { run: y, needs: [a], run: z }\n",
+        "  a: { run: w }\n",
+        "env: { X: '1', X: '2' }\n",
+    ));
+    let err = invalid(&project);
+    assert!(err.contains("stage `a` is declared twice"), "{err}");
+    assert!(err.contains("`a` first declared here"), "{err}");
+    assert!(err.contains("pipeline.yml:4:"), "{err}");
+    assert!(err.contains("stage key `run` is given twice"), "{err}");
+    assert!(err.contains("`env` variable `X` is given twice"), "{err}");
+    // Every problem of the file at once: not only the first duplicate.
+    assert!(err.contains("3 problems"), "{err}");
+}

@@ -117,6 +117,9 @@ fn read_one(path: &Path, problems: &mut Vec<Problem>) -> Option<Parsed> {
 fn parse(text: &str) -> Result<Node, serde_saphyr::Error> {
     let options = serde_saphyr::options! {
         strict_booleans: true,
+        // A key given twice reaches the validator, which shows both places (a stage declared
+        // twice in one file, as across files).
+        duplicate_keys: serde_saphyr::DuplicateKeyPolicy::PassThrough,
         // `.inf` and `.nan` are read as text: refused where a number is due, passed as they
         // are in `env:`.
         non_finite_float_policy: serde_saphyr::NonFiniteFloatPolicy::AsString,

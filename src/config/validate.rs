@@ -214,6 +214,7 @@ impl Checker<'_> {
         known: &[&str],
         what: &str,
     ) {
+        self.repeated_keys(file, entries, what);
         for (key, _) in entries {
             if !known.contains(&key.name.as_str()) {
                 let mut problem = Problem::at(
@@ -228,6 +229,35 @@ impl Checker<'_> {
                     format!("known keys: {}", known.join(", ")),
                 );
                 self.push(problem);
+            }
+        }
+    }
+
+    /// A key given twice in one mapping (YAML forbids it; the reader passes both on, so that
+    /// both places can be shown).
+    fn repeated_keys(&mut self, file: &SourceFile, entries: &[(Key, Node)], what: &str) {
+        let mut first: HashMap<&str, &Key> = HashMap::new();
+        for (key, _) in entries {
+            match first.get(key.name.as_str()) {
+                Some(earlier) => {
+                    let problem = Problem::at(
+                        file,
+                        key.span,
+                        format!("{what} `{}` is given twice", key.name),
+                        "given again here",
+                    )
+                    .with_help("keep one of them")
+                    .with_related(Problem::at(
+                        file,
+                        earlier.span,
+                        format!("`{}` first given here", key.name),
+                        "first",
+                    ));
+                    self.push(problem);
+                }
+                None => {
+                    first.insert(&key.name, key);
+                }
             }
         }
     }
@@ -403,6 +433,7 @@ impl Checker<'_> {
         let Some(entries) = self.map(file, node, "`env`") else {
             return env;
         };
+        self.repeated_keys(file, entries, "`env` variable");
         for (key, value) in entries {
             if !is_env_name(&key.name) {
                 self.push(
