@@ -85,3 +85,39 @@ fn an_unknown_stage_on_the_command_line_is_exit_2_with_a_suggestion() {
         "{err}"
     );
 }
+
+#[test]
+fn two_post_stages_with_stages_after_them_do_not_wait_on_each_other() {
+    // `notify` (on_failure) and `cleanup` (always) wait for the regular stages, not for the
+    // stages that come after the other one: that was a cycle, and `plan` refused the pipeline
+    // that `validate` passed.
+    let project = Project::with_pipeline(concat!(
+        "stages:\n",
+        "  test: { run: 'true' }\n",
+        "  notify: { run: 'true', when: on_failure }\n",
+        "  ticket: { run: 'true', needs: [notify] }\n",
+        "  cleanup: { run: 'true', when: always }\n",
+        "  report: { run: 'true', needs: [cleanup] }\n",
+    ));
+    let (code, _, err) = project.run(&["validate"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = project.run(&["plan", "--format", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let plan: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let wave = |name: &str| {
+        plan["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .map(|s| s["wave"].as_u64().unwrap())
+            .unwrap()
+    };
+    assert_eq!(wave("test"), 1, "{out}");
+    assert_eq!(wave("notify"), 2, "{out}");
+    assert_eq!(wave("cleanup"), 2, "{out}");
+    assert_eq!(wave("ticket"), 3, "{out}");
+    assert_eq!(wave("report"), 3, "{out}");
+    let (code, _, err) = project.run(&["run"]);
+    assert_eq!(code, 0, "{err}");
+}

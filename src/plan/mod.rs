@@ -79,22 +79,28 @@ impl Plan {
             })
             .collect();
         // An on_failure/always stage that needs nothing reacts to the whole run: it waits
-        // for every regular stage (like a `post` block in Jenkins) — except the ones that
-        // need it, which would close a cycle.
+        // for every regular stage (like a `post` block in Jenkins) — except the ones that come
+        // after an on_failure/always stage (they react to the run too), which would close a
+        // cycle: `notify` (on_failure) and `ticket` (needs notify), `cleanup` (always) and
+        // `report` (needs cleanup) wait for the regular stages, not for each other's.
         let mut dependents = vec![Vec::new(); needs.len()];
         for (l, its_needs) in needs.iter().enumerate() {
             for &n in its_needs {
                 dependents[n].push(l);
             }
         }
+        let is_post = |l: usize| pipeline.stages[selected.stages[l]].when.is_post();
+        let mut after_post = vec![false; needs.len()];
+        for l in (0..needs.len()).filter(|&l| is_post(l)) {
+            for (r, reached) in graph::reachable(&dependents, l).into_iter().enumerate() {
+                after_post[r] |= reached;
+            }
+        }
         for (l, &i) in selected.stages.iter().enumerate() {
             let stage = &pipeline.stages[i];
             if stage.when.is_post() && stage.needs.is_empty() {
-                let downstream = graph::reachable(&dependents, l);
                 needs[l] = (0..selected.stages.len())
-                    .filter(|&r| {
-                        !pipeline.stages[selected.stages[r]].when.is_post() && !downstream[r]
-                    })
+                    .filter(|&r| !is_post(r) && !after_post[r])
                     .collect();
             }
         }
