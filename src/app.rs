@@ -60,7 +60,7 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
             },
         ),
         Command::Rollback(args) => rollback(cli, args.to, args.lock.wait),
-        Command::History(args) => history(cli, args.limit),
+        Command::History(args) => history(cli, args.limit.map(|n| n as usize)),
         Command::Demo(args) => demo::run(cli, args.wait),
         Command::All(args) => {
             let selection = Selection {
@@ -280,6 +280,32 @@ fn masker(pipeline: &Pipeline) -> Masker {
     Masker::new(values.chain(credentials))
 }
 
+/// A stage named on the command line (`run post`) that needs a manual stage which was not
+/// named would be skipped, and the run would pass without doing what was asked: refused.
+fn blocked_targets(pipeline: &Pipeline, plan: &Plan, selection: &Selection) -> Vec<Problem> {
+    plan.steps
+        .iter()
+        .filter_map(|step| {
+            let stage = &pipeline.stages[step.stage];
+            let manual = step.needs_manual.as_ref()?;
+            selection
+                .targets
+                .iter()
+                .any(|t| t == stage.name.as_str())
+                .then(|| {
+                    Problem::general(format!(
+                        "`{}` needs `{manual}`, a manual stage, which runs only when named",
+                        stage.name
+                    ))
+                    .with_help(format!(
+                        "name it too: `pydeployer run {manual} {}`",
+                        stage.name
+                    ))
+                })
+        })
+        .collect()
+}
+
 /// Every secret the run needs must be set (in the environment, or by the pipeline's `env:`):
 /// the pipeline's, and those of the selected stages.
 fn missing_secrets(pipeline: &Pipeline, plan: &Plan) -> Vec<Problem> {
@@ -382,7 +408,8 @@ pub(crate) fn run_pipeline(
     request: RunRequest,
 ) -> Result<(), Failure> {
     let plan = Plan::build(pipeline, &request.selection)?;
-    let mut problems = preflight::missing_programs(pipeline, &plan);
+    let mut problems = blocked_targets(pipeline, &plan, &request.selection);
+    problems.extend(preflight::missing_programs(pipeline, &plan));
     problems.extend(missing_secrets(pipeline, &plan));
     if !problems.is_empty() {
         return Err(Invalid { problems }.into());

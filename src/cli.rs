@@ -219,9 +219,9 @@ pub struct RollbackArgs {
 
 #[derive(Debug, Args)]
 pub struct HistoryArgs {
-    /// Only the newest N entries.
-    #[arg(long, value_name = "N")]
-    pub limit: Option<usize>,
+    /// Only the newest N entries (N ≥ 1).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub limit: Option<u32>,
 }
 
 #[derive(Debug, Args)]

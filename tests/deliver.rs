@@ -343,3 +343,16 @@ fn a_hung_git_in_the_ledgers_bookkeeping_is_killed_and_the_run_ends() {
     assert_eq!(ledger[0]["status"], "success", "{ledger}");
     assert!(ledger[0]["commit"].is_null(), "{ledger}");
 }
+
+#[test]
+fn a_junit_report_asked_for_in_the_args_is_written_where_asked() {
+    // pytest writes only the last --junitxml it is given: pydeployer's own must not win.
+    let project = Project::with_pipeline(
+        "stages:\n  test: { uses: pytest, with: { args: [--junitxml=reports/mine.xml] } }\n",
+    );
+    project.file("calc.py", CALC).file("test_calc.py", TESTS);
+    let (code, _, err) = project.run(&["run"]);
+    assert_eq!(code, 0, "{err}");
+    let report = project.read("reports/mine.xml");
+    assert!(report.contains("testsuite"), "{report}");
+}

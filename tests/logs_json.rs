@@ -666,3 +666,11 @@ fn a_long_line_of_multibyte_characters_is_cut_between_characters() {
     assert!(!joined.contains('\u{FFFD}'), "a character was split");
     assert_eq!(joined, "€".repeat(50_000));
 }
+
+#[test]
+fn history_limit_is_at_least_one() {
+    let project = Project::with_pipeline(PIPELINE);
+    let (code, _, err) = project.run(&["history", "--limit", "0"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--limit"), "{err}");
+}

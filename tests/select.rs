@@ -97,3 +97,25 @@ fn a_stage_may_need_an_on_failure_stage() {
     assert_eq!(code, 1, "{err}");
     assert!(project.exists("notified"), "{err}");
 }
+
+#[test]
+fn a_named_stage_that_needs_an_unnamed_manual_stage_is_refused() {
+    // Skipping it would pass the run without doing what was asked.
+    let project = Project::with_pipeline(concat!(
+        "stages:\n",
+        "  approve: { run: 'touch approved', when: manual }\n",
+        "  ship: { run: 'touch shipped', needs: [approve] }\n",
+    ));
+    let (code, _, err) = project.run(&["run", "ship"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("`ship` needs `approve`, a manual stage"),
+        "{err}"
+    );
+    assert!(err.contains("pydeployer run approve ship"), "{err}");
+    assert!(!project.exists("shipped") && !project.exists("logs"));
+    // Named together, both run.
+    let (code, _, err) = project.run(&["run", "approve", "ship"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(project.exists("shipped"));
+}

@@ -25,7 +25,12 @@ pub fn pytest(
     };
     let mut args = vec!["-v".to_owned()];
     args.extend(strings(with, "args")?);
-    if !report.as_os_str().is_empty() {
+    // The user's own JUnit report wins (pytest writes only the last one given); the summary
+    // note then comes without the counts from it.
+    let own_report = args
+        .iter()
+        .any(|a| a.starts_with("--junitxml") || a.starts_with("--junit-xml"));
+    if !report.as_os_str().is_empty() && !own_report {
         args.push(format!("--junitxml={}", report.display()));
     }
     let mut command = CommandLine::new(program, args);
