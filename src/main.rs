@@ -45,6 +45,20 @@ fn main() -> ExitCode {
                     }
                     pydeployer::errln!("{summary}");
                 }
+                Failure::Tool(report) | Failure::Busy(report) if cli.format == Format::Json => {
+                    // What a script reading stdout needs: why, and the exit code it gets.
+                    let json = serde_json::json!({
+                        "error": report.to_string(),
+                        "help": report.help().map(|help| help.to_string()),
+                        "busy": code == pydeployer::error::exit::BUSY,
+                        "exit_code": code,
+                    });
+                    pydeployer::outln!(
+                        "{}",
+                        serde_json::to_string_pretty(&json).unwrap_or_default()
+                    );
+                    pydeployer::errln!("{report:?}");
+                }
                 Failure::Tool(report) | Failure::Busy(report) => pydeployer::errln!("{report:?}"),
                 Failure::Exit(_) => {}
             }

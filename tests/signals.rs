@@ -374,6 +374,19 @@ fn a_second_run_fails_at_once_naming_the_first_and_can_wait_for_it() {
     assert!(err.contains(&format!("pid {}", first.id())), "{err}");
     assert!(err.contains("started 20"), "{err}");
     assert!(err.contains("--wait"), "{err}");
+    // With --format json, stdout says so too.
+    let (code, out, err) = project.run(&["--format", "json", "run"]);
+    assert_eq!(code, 3, "{err}");
+    let json: serde_json::Value = serde_json::from_str(&out).expect("JSON on stdout");
+    assert_eq!(json["busy"], true, "{out}");
+    assert_eq!(json["exit_code"], 3, "{out}");
+    assert!(
+        json["error"]
+            .as_str()
+            .unwrap()
+            .contains("another run holds"),
+        "{out}"
+    );
 
     fs::remove_file(project.join("started")).expect("rm");
     let waiting = project.spawn(&["run", "--wait"]);
