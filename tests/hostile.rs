@@ -241,6 +241,21 @@ fn a_stage_secret_is_needed_only_when_that_stage_is_selected() {
     assert!(project.exists("other") && !project.exists("published"));
 }
 
+/// `pydeployer ARGS…` with git never asking for a password: (exit code, stdout, stderr).
+fn run_without_prompts(project: &Project, args: &[&str]) -> (Option<i32>, String, String) {
+    let output = project
+        .cmd(args)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .timeout(HANG_GUARD)
+        .output()
+        .expect("run pydeployer");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn credentials_in_the_repository_url_are_never_shown() {
     let project = Project::with_pipeline(concat!(
@@ -254,16 +269,9 @@ fn credentials_in_the_repository_url_are_never_shown() {
         &["run", "-v"][..],
         &["run", "--format", "json"][..],
     ] {
-        let output = project
-            .cmd(args)
-            .env("GIT_TERMINAL_PROMPT", "0")
-            .timeout(HANG_GUARD)
-            .output()
-            .expect("run pydeployer");
-        let out = String::from_utf8_lossy(&output.stdout);
-        let err = String::from_utf8_lossy(&output.stderr);
+        let (code, out, err) = run_without_prompts(&project, args);
         if args[0] == "plan" {
-            assert_eq!(output.status.code(), Some(0), "{args:?}: {err}");
+            assert_eq!(code, Some(0), "{args:?}: {err}");
             assert!(
                 out.contains("https://user:***@127.0.0.1:9/x.git"),
                 "{args:?}: plan does not show the masked URL:\n{out}"
@@ -274,7 +282,7 @@ fn credentials_in_the_repository_url_are_never_shown() {
             );
         } else {
             // Nothing listens on port 9: the clone fails, which is fine here.
-            assert_eq!(output.status.code(), Some(1), "{args:?}: {err}");
+            assert_eq!(code, Some(1), "{args:?}: {err}");
         }
         assert!(
             !out.contains("tok3n-abcdef"),
@@ -298,14 +306,7 @@ fn a_token_in_the_user_name_of_the_repository_url_is_never_shown() {
         "repo: {{ url: \"https://{token}:x-oauth-basic@127.0.0.1:9/x.git\" }}\nstages:\n  clone: {{ uses: git/clone }}\n"
     ));
     for args in [&["plan"][..], &["plan", "--format", "json"], &["run", "-v"]] {
-        let output = project
-            .cmd(args)
-            .env("GIT_TERMINAL_PROMPT", "0")
-            .timeout(HANG_GUARD)
-            .output()
-            .expect("run pydeployer");
-        let out = String::from_utf8_lossy(&output.stdout);
-        let err = String::from_utf8_lossy(&output.stderr);
+        let (_, out, err) = run_without_prompts(&project, args);
         assert!(!out.contains(token), "{args:?}: stdout leaks:\n{out}");
         assert!(!err.contains(token), "{args:?}: stderr leaks:\n{err}");
     }
