@@ -488,6 +488,11 @@ pub(crate) fn run_pipeline(
             pipeline.logs.dir.display()
         ))
     })?;
+    // The header shows what runs: `rollback --to` reverts a range.
+    let described = RunContext {
+        revert_to: request.revert_to.clone(),
+        ..RunContext::default()
+    };
     let header = RunHeader {
         pipeline: pipeline.name.clone(),
         started_at,
@@ -501,7 +506,7 @@ pub(crate) fn run_pipeline(
                 let stage = &pipeline.stages[step.stage];
                 PlannedStage {
                     name: stage.name.clone(),
-                    command: crate::actions::describe(pipeline, stage),
+                    command: crate::actions::describe_with(pipeline, stage, &described),
                 }
             })
             .collect(),

@@ -155,6 +155,14 @@ fn rollback_reverts_and_rollback_to_restores_a_deploy() {
         tree_1,
         "tree of deploy 1 not restored"
     );
+    // The log's header says what ran: the range, not a plain revert of HEAD.
+    let log = project.last_log();
+    assert!(
+        log.contains(&format!(
+            "[pydeployer]   rollback: git revert --no-edit {deployed}..HEAD"
+        )),
+        "{log}"
+    );
     assert_eq!(
         git(&origin, &["merge-base", "--is-ancestor", &second, "master"]),
         "",

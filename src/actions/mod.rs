@@ -198,6 +198,11 @@ pub fn display(commands: &[CommandLine]) -> String {
 
 /// How the plan and the log show what a stage runs.
 pub fn describe(pipeline: &Pipeline, stage: &Stage) -> String {
+    describe_with(pipeline, stage, &RunContext::default())
+}
+
+/// [`describe`], for a run with this context (`rollback --to` reverts a range).
+pub fn describe_with(pipeline: &Pipeline, stage: &Stage, context: &RunContext) -> String {
     match &stage.action {
         Action::Run(RunCommand::Shell(script)) => script.clone(),
         Action::Uses {
@@ -211,7 +216,7 @@ pub fn describe(pipeline: &Pipeline, stage: &Stage) -> String {
             ),
             None => "git clone".to_owned(),
         },
-        _ => match commands(pipeline, stage, &RunContext::default()) {
+        _ => match commands(pipeline, stage, context) {
             Ok(commands) => display(&commands),
             Err(err) => format!("{} ({err})", stage_action_name(stage)),
         },
