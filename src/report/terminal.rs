@@ -80,8 +80,26 @@ pub struct Terminal {
 
 #[derive(Default)]
 struct Tail {
-    lines: std::collections::VecDeque<String>,
+    /// The last lines as read (at most [`TAIL_CHARS`] characters' worth of bytes each).
+    lines: std::collections::VecDeque<Vec<u8>>,
     total: usize,
+}
+
+impl Tail {
+    /// Keeps the last lines of `bytes` (whole lines, the last perhaps without its `\n`). Only
+    /// the end of a chunk is looked at: a stage printing millions of lines costs a count.
+    fn keep(&mut self, bytes: &[u8]) {
+        let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+        self.total += memchr::memchr_iter(b'\n', body).count() + 1;
+        let last: Vec<&[u8]> = body.rsplit(|&b| b == b'\n').take(TAIL_LINES).collect();
+        for line in last.into_iter().rev() {
+            self.lines
+                .push_back(line[..line.len().min(TAIL_CHARS * 4)].to_vec());
+        }
+        while self.lines.len() > TAIL_LINES {
+            self.lines.pop_front();
+        }
+    }
 }
 
 struct Bars {
@@ -272,17 +290,7 @@ impl Terminal {
             }
         }
         if self.options.verbosity != Verbosity::Verbose {
-            let tail = self.tails.entry(stage.clone()).or_default();
-            for line in bytes.split_inclusive(|b| *b == b'\n') {
-                let line = line.strip_suffix(b"\n").unwrap_or(line);
-                let head = &line[..line.len().min(TAIL_CHARS * 4)];
-                tail.lines
-                    .push_back(truncate_chars(sanitize_for_terminal(head), TAIL_CHARS));
-                tail.total += 1;
-                if tail.lines.len() > TAIL_LINES {
-                    tail.lines.pop_front();
-                }
-            }
+            self.tails.entry(stage.clone()).or_default().keep(bytes);
             return;
         }
         let mut text = String::with_capacity(bytes.len() + bytes.len() / 8);
@@ -342,6 +350,7 @@ impl Terminal {
                 );
             }
             for line in &tail.lines {
+                let line = truncate_chars(sanitize_for_terminal(line), TAIL_CHARS);
                 let _ = writeln!(text, "  | {line}");
             }
             self.print(&text);
