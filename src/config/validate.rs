@@ -308,12 +308,13 @@ impl Checker<'_> {
     }
 
     fn boolean(&mut self, file: &SourceFile, node: &Node, what: &str) -> Option<bool> {
+        // The key as written in an example (`with.upgrade` is written `upgrade:`).
+        let key = what.trim_matches('`');
+        let key = key.rsplit('.').next().unwrap_or(key);
         match &node.value {
             Value::Bool(b) => Some(*b),
             Value::Str(text) if yaml11_boolean(text).is_some() => {
                 // `yes`, `off`, …: booleans in YAML 1.1, text in YAML 1.2 (see `load::parse`).
-                let key = what.trim_matches('`');
-                let key = key.rsplit('.').next().unwrap_or(key);
                 let value = yaml11_boolean(text).unwrap_or_default();
                 self.push(
                     Problem::at(
@@ -329,8 +330,6 @@ impl Checker<'_> {
                 None
             }
             _ => {
-                let key = what.trim_matches('`');
-                let key = key.rsplit('.').next().unwrap_or(key);
                 self.wrong_type(file, node, what, "true or false", &format!("`{key}: true`"));
                 None
             }
@@ -451,13 +450,9 @@ impl Checker<'_> {
                 Value::Str(s) => s.clone(),
                 // As written: `3.10` stays `3.10` (not `3.1`), `0022` stays `0022`, `True`
                 // stays `True`. (A value given through an alias or a tag is its value's text.)
-                Value::Int(_) | Value::Float(_) | Value::Bool(_) => as_written(file, value)
-                    .unwrap_or_else(|| match &value.value {
-                        Value::Int(n) => n.to_string(),
-                        Value::Float(f) => f.to_string(),
-                        Value::Bool(b) => b.to_string(),
-                        _ => String::new(),
-                    }),
+                Value::Int(n) => as_written(file, value).unwrap_or_else(|| n.to_string()),
+                Value::Float(f) => as_written(file, value).unwrap_or_else(|| f.to_string()),
+                Value::Bool(b) => as_written(file, value).unwrap_or_else(|| b.to_string()),
                 Value::Null => String::new(),
                 Value::Seq(_) | Value::Map(_) => {
                     self.wrong_type(

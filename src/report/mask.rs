@@ -463,6 +463,17 @@ mod tests {
         out
     }
 
+    /// Streamed in two pieces, cut anywhere, `input` masks as `whole` does.
+    fn assert_every_cut_gives(masker: &Masker, input: &[u8], whole: &[u8]) {
+        for cut in 0..=input.len() {
+            assert_eq!(
+                stream_with_cuts(masker, input, &[cut]),
+                whole,
+                "cut at {cut}"
+            );
+        }
+    }
+
     const MULTI_LINE: &str = "-----BEGIN KEY-----\r\nAbCdEf0123\r\n\r\n   \r\nZyXw9876==\r\n";
 
     fn stream_masker() -> Masker {
@@ -690,13 +701,7 @@ mod tests {
             shown.contains("***\r\n***\r\n\r\n   \r\n***\r\n"),
             "{shown}"
         );
-        for cut in 0..=input.len() {
-            assert_eq!(
-                stream_with_cuts(&masker, &input, &[cut]),
-                whole,
-                "cut at {cut}"
-            );
-        }
+        assert_every_cut_gives(&masker, &input, &whole);
     }
 
     #[test]
@@ -777,13 +782,7 @@ mod tests {
         let input = b"..abcdefghijk..";
         let whole = masker.mask_bytes(input).into_owned();
         assert_eq!(whole, b"..***ijk..");
-        for cut in 0..=input.len() {
-            assert_eq!(
-                stream_with_cuts(&masker, input, &[cut]),
-                whole,
-                "cut at {cut}"
-            );
-        }
+        assert_every_cut_gives(&masker, input, &whole);
     }
 
     #[test]
@@ -808,13 +807,7 @@ mod tests {
         assert_eq!(masked(&masker, "one\n\ntwo"), "***\n\n***");
         let input = b"one line\nand another";
         let whole = masker.mask_bytes(input).into_owned();
-        for cut in 0..=input.len() {
-            assert_eq!(
-                stream_with_cuts(&masker, input, &[cut]),
-                whole,
-                "cut at {cut}"
-            );
-        }
+        assert_every_cut_gives(&masker, input, &whole);
     }
 
     #[test]
