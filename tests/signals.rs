@@ -436,6 +436,7 @@ fn kill_9_leaves_no_stage_running_and_a_lock_that_does_not_block() {
     let run = project.spawn(&["run"]);
     let child = project.pid("child.pid");
     let main = project.pid("main.pid");
+    project.wait_for_log("[slow] working", LIMIT);
     signal(run.id(), libc::SIGKILL);
     let (code, _, _) = finish(run, LIMIT);
     assert_eq!(code, 128 + libc::SIGKILL);
@@ -471,19 +472,8 @@ fn a_line_left_unfinished_reaches_the_log_and_survives_kill_9() {
     ));
     let run = project.spawn(&["run"]);
     let main = project.pid("main.pid");
-    // A guard against a hang, not a measurement: the piece comes after about a second.
-    let start = std::time::Instant::now();
-    while !project.logs().first().is_some_and(|log| {
-        fs::read_to_string(log)
-            .unwrap_or_default()
-            .contains("[slow] half a line")
-    }) {
-        assert!(
-            start.elapsed() < LIMIT,
-            "the unfinished line never reached the log"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // The piece comes after about a second.
+    project.wait_for_log("[slow] half a line", LIMIT);
     signal(run.id(), libc::SIGKILL);
     let _ = finish(run, LIMIT);
     assert!(gone_within(main, LIMIT), "the stage outlived the runner");
@@ -497,7 +487,7 @@ fn kill_9_ends_the_stages_even_where_close_range_is_refused() {
     // runner die. strace makes every close_range fail with ENOSYS.
     let project = Project::with_pipeline(concat!(
         "stages:\n",
-        "  slow: { run: 'if [ -e hold ]; then sleep 300 & echo $! > child.pid; echo $$ > main.pid; wait; fi' }\n",
+        "  slow: { run: 'if [ -e hold ]; then sleep 300 & echo $! > child.pid; echo $$ > main.pid; echo working; wait; fi' }\n",
     ));
     project.file("hold", "");
     let traced = std::process::Command::new("strace")
@@ -514,6 +504,9 @@ fn kill_9_ends_the_stages_even_where_close_range_is_refused() {
         .expect("strace (the tests need it; .ci/run installs it)");
     let child = project.pid("child.pid");
     let main = project.pid("main.pid");
+    // Killed only once the runner has read the stage's output: the watchdog knows its group
+    // by then (between a spawn and that message lies a window, tiny without strace).
+    project.wait_for_log("[slow] working", LIMIT);
     // The runner is strace's child: its pid is in the lock's holder record.
     let holder: serde_json::Value =
         serde_json::from_str(project.read(".pydeployer/lock").trim()).expect("holder record");

@@ -144,6 +144,21 @@ impl Project {
         }
     }
 
+    /// Waits (up to `limit`, a guard against hangs) until a run log holds `text`. A line of a
+    /// stage's output in the log also tells that the runner has read it, so it is past
+    /// starting that stage (and telling the watchdog of its group).
+    pub fn wait_for_log(&self, text: &str, limit: std::time::Duration) {
+        let start = std::time::Instant::now();
+        while !self
+            .logs()
+            .iter()
+            .any(|log| fs::read_to_string(log).unwrap_or_default().contains(text))
+        {
+            assert!(start.elapsed() < limit, "`{text}` never reached the log");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// The pid written in the file `relative`.
     pub fn pid(&self, relative: &str) -> i32 {
         let start = std::time::Instant::now();
