@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum, ValueHint};
 use clap_complete::ArgValueCandidates;
 
-use crate::app::shell::stage_candidates;
+use crate::complete::stage_candidates;
 
 /// Run your CI/CD pipeline on your own machine.
 #[derive(Debug, Parser)]
@@ -39,7 +39,7 @@ pub struct Cli {
     pub jobs: Option<u16>,
 
     /// Output format of plan, validate, history, logs --list and the run summary (see README
-    /// "JSON output").
+    /// "JSON output"); jsonl: a run's events as they happen, one JSON object per line.
     #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
     pub format: Format,
 
@@ -264,6 +264,8 @@ pub struct SelectArgs {
 pub enum Format {
     Text,
     Json,
+    /// A run's events as they happen, one JSON object per line (run, all, rollback, demo).
+    Jsonl,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -12,8 +12,16 @@ use miette::{Diagnostic, LabeledSpan, NamedSource, SourceSpan};
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::config::raw::Span;
-use crate::report::mask;
+use crate::mask;
+
+/// A byte range in one source file, with its 1-based line and column for messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Span {
+    pub offset: usize,
+    pub len: usize,
+    pub line: u64,
+    pub column: u64,
+}
 
 /// Exit codes, as documented in the README.
 pub mod exit {

@@ -42,6 +42,9 @@ pub enum RunEvent {
         outcome: Outcome,
         /// What the stage's action adds (pytest: counts and failed tests).
         note: Option<String>,
+        /// A deploy or rollback stage's last attempt: what it pushed, where. Found by the
+        /// action itself (its post-step), not by whoever reads the event.
+        deploy: Option<Deployed>,
         /// This attempt's duration.
         duration: Duration,
         /// The scheduler will run the stage again.
@@ -57,10 +60,20 @@ pub enum RunEvent {
     RunFinished(RunSummary),
 }
 
+/// Why a run was started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// A person typed a command (or chose it in the menu).
+    #[default]
+    Manual,
+}
+
 /// What a run is about to do.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunHeader {
     pub pipeline: String,
+    pub trigger: Trigger,
     pub started_at: DateTime<Local>,
     /// How the user selected the stages (`run`, `run test`, `run --only test`, …).
     pub selection: String,
@@ -74,6 +87,29 @@ pub struct RunHeader {
 pub struct PlannedStage {
     pub name: StageName,
     pub command: String,
+}
+
+/// What a deploy (`git/push`) or rollback (`git/revert`) stage did, for the ledger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Deployed {
+    pub kind: DeployKind,
+    /// The repository's URL or path, as configured (credentials masked like any secret).
+    pub repo: String,
+    pub remote: String,
+    pub branch: String,
+    /// The commit the workspace held after the stage (a full object id); `None` when it
+    /// could not be read.
+    pub commit: Option<String>,
+    /// What the remote's branch pointed at before, as the workspace last saw it; `None` when
+    /// it had no such branch.
+    pub previous_commit: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeployKind {
+    Deploy,
+    Rollback,
 }
 
 /// How one attempt of a stage ended.

@@ -32,11 +32,14 @@ macro_rules! errln {
 pub mod actions;
 pub mod app;
 pub mod cli;
+pub mod complete;
 pub mod config;
 pub mod error;
 pub mod events;
 pub mod exec;
+pub mod mask;
 pub mod pipeline;
 pub mod plan;
 pub mod report;
-pub mod state;
+pub mod session;
+pub mod store;

@@ -38,6 +38,12 @@ fn main() -> ExitCode {
                     pydeployer::outln!("{}", app::json::InvalidJson::render(&invalid, &cli.file));
                     pydeployer::errln!("{invalid}");
                 }
+                // A stream reader gets one line, as every other line of the stream.
+                Failure::Invalid(invalid) if cli.format == Format::Jsonl => {
+                    let json = app::json::InvalidJson::new(&invalid, &cli.file);
+                    pydeployer::outln!("{}", serde_json::to_string(&json).unwrap_or_default());
+                    pydeployer::errln!("{invalid}");
+                }
                 Failure::Invalid(invalid) => {
                     let summary = invalid.to_string();
                     for problem in invalid.problems {
@@ -45,7 +51,7 @@ fn main() -> ExitCode {
                     }
                     pydeployer::errln!("{summary}");
                 }
-                Failure::Tool(report) | Failure::Busy(report) if cli.format == Format::Json => {
+                Failure::Tool(report) | Failure::Busy(report) if cli.format != Format::Text => {
                     // What a script reading stdout needs: why, and the exit code it gets.
                     let json = serde_json::json!({
                         "error": report.to_string(),
@@ -53,10 +59,12 @@ fn main() -> ExitCode {
                         "busy": code == pydeployer::error::exit::BUSY,
                         "exit_code": code,
                     });
-                    pydeployer::outln!(
-                        "{}",
-                        serde_json::to_string_pretty(&json).unwrap_or_default()
-                    );
+                    let text = if cli.format == Format::Jsonl {
+                        serde_json::to_string(&json)
+                    } else {
+                        serde_json::to_string_pretty(&json)
+                    };
+                    pydeployer::outln!("{}", text.unwrap_or_default());
                     pydeployer::errln!("{report:?}");
                 }
                 Failure::Tool(report) | Failure::Busy(report) => pydeployer::errln!("{report:?}"),

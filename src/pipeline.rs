@@ -11,7 +11,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::report::logfile::RUNNER_TAG;
+/// The tag of the runner's own lines in the run log; no stage may take it.
+pub const RUNNER_TAG: &str = "pydeployer";
+
+/// Between TERM and KILL when a stage is stopped, unless `grace_period:` says otherwise.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 
 /// A stage's name: letters, digits, `-`, `_`, `.`; safe to use in file names and tags.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -152,15 +156,65 @@ pub struct Stage {
     pub origin: String,
 }
 
+impl Stage {
+    /// The built-in action it uses, if any.
+    pub fn builtin(&self) -> Option<Builtin> {
+        match &self.action {
+            Action::Uses(uses) => Some(uses.builtin()),
+            Action::Run(_) => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// `run:` — a shell string or an argv list.
     Run(RunCommand),
-    /// `uses:` — a built-in action with its `with:` parameters.
-    Uses {
-        action: Builtin,
-        with: BTreeMap<String, serde_json::Value>,
+    /// `uses:` — a built-in action with its `with:` parameters, decoded.
+    Uses(Uses),
+}
+
+/// A built-in action and its parameters, typed: nothing after `config/` reads `with:` again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Uses {
+    GitClone,
+    GitCommit {
+        /// The commit message; `None`: `pydeployer build <date>`.
+        message: Option<String>,
     },
+    Pytest(PytestParams),
+    PythonVenv(VenvParams),
+    GitPush,
+    GitRevert,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PytestParams {
+    /// After `-v`, before pydeployer's `--junitxml`.
+    pub args: Vec<String>,
+    /// Exit code 5 ("no tests collected") passes.
+    pub allow_no_tests: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VenvParams {
+    /// A requirements file that must exist; `None`: `requirements.txt` when it is there.
+    pub requirements: Option<String>,
+    /// The interpreter that makes the venv; `None`: `python3`.
+    pub python: Option<String>,
+}
+
+impl Uses {
+    pub fn builtin(&self) -> Builtin {
+        match self {
+            Uses::GitClone => Builtin::GitClone,
+            Uses::GitCommit { .. } => Builtin::GitCommit,
+            Uses::Pytest(_) => Builtin::Pytest,
+            Uses::PythonVenv(_) => Builtin::PythonVenv,
+            Uses::GitPush => Builtin::GitPush,
+            Uses::GitRevert => Builtin::GitRevert,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

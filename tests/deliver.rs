@@ -313,7 +313,7 @@ fn a_hung_git_in_the_ledgers_bookkeeping_is_killed_and_the_run_ends() {
         &format!(
             // Also a descendant outside its process group holding its output open (`setsid`):
             // the 10 s must hold all the same.
-            "#!/bin/sh\nif [ \"$*\" = \"rev-parse --verify --quiet --end-of-options HEAD\" ]; then\n  echo $$ > \"$PIDFILE\"\n  setsid sleep 30 &\n  echo $! > \"$PIDFILE.escaped\"\n  exec sleep 3017\nfi\nexec {} \"$@\"\n",
+            "#!/bin/sh\nif [ \"$*\" = \"rev-parse --verify --quiet --end-of-options HEAD^{{commit}}\" ]; then\n  echo $$ > \"$PIDFILE\"\n  setsid sleep 30 &\n  echo $! > \"$PIDFILE.escaped\"\n  exec sleep 3017\nfi\nexec {} \"$@\"\n",
             real_git.display()
         ),
     );
@@ -363,4 +363,34 @@ fn a_junit_report_asked_for_in_the_args_is_written_where_asked() {
     assert_eq!(code, 0, "{err}");
     let report = project.read("reports/mine.xml");
     assert!(report.contains("testsuite"), "{report}");
+}
+
+#[test]
+fn the_event_stream_says_what_a_deploy_pushed() {
+    let project = project_with_origin(TESTS);
+    let (code, out, err) = project.run(&["run", "--format", "jsonl"]);
+    assert_eq!(code, 0, "{err}");
+    let deployed: Vec<serde_json::Value> = out
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a line of JSON"))
+        .filter(|e: &serde_json::Value| e["event"] == "stage_finished" && e["stage"] == "deploy")
+        .collect();
+    assert_eq!(deployed.len(), 1, "{out}");
+    let deploy = &deployed[0]["deploy"];
+    assert_eq!(deploy["kind"], "deploy");
+    assert_eq!(deploy["branch"], "master");
+    // The action's own post-step found the commit it pushed, and the ledger took it from there.
+    assert_eq!(deploy["commit"], origin_head(&project));
+    assert_eq!(ledger(&project)[0]["commit"], deploy["commit"]);
+    // The pytest stage's note came from its JUnit report.
+    let test_note = out
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .find(|e| e["event"] == "stage_finished" && e["stage"] == "test")
+        .map(|e| e["note"].clone())
+        .unwrap();
+    assert!(
+        test_note.as_str().unwrap().contains("2 passed"),
+        "{test_note}"
+    );
 }

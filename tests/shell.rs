@@ -207,10 +207,13 @@ fn graph_takes_only_picture_formats() {
     let (code, out, err) = project.run(&["--format", "json", "graph"]);
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("graph --format dot"), "{out}\n{err}");
-    // …and the other commands still take text|json only.
+    // …and the other commands take text, json (and jsonl, which only a run streams).
     let (code, _, err) = project.run(&["plan", "--format", "dot"]);
     assert_eq!(code, 2);
-    assert!(err.contains("[possible values: text, json]"), "{err}");
+    assert!(
+        err.contains("[possible values: text, json, jsonl]"),
+        "{err}"
+    );
     let (code, out, err) = project.run(&["plan", "--format", "json"]);
     assert_eq!(code, 0, "{err}");
     serde_json::from_str::<serde_json::Value>(&out).expect("plan JSON");

@@ -127,6 +127,44 @@ pub fn commit(message: &str) -> Vec<CommandLine> {
     ]
 }
 
+/// A deploy's commands between two probes: the remote's branch as the workspace saw it before
+/// (`previous_commit`), and the commit the workspace holds after (`commit`).
+pub fn probed(repo: &Repo, commands: Vec<CommandLine>) -> Vec<CommandLine> {
+    let remote_ref = format!("refs/remotes/{}/{}^{{commit}}", repo.remote, repo.branch);
+    let mut all = vec![rev_parse(&remote_ref)];
+    all.extend(commands);
+    all.push(rev_parse("HEAD^{commit}"));
+    all
+}
+
+fn rev_parse(what: &str) -> CommandLine {
+    CommandLine::probe(
+        "git",
+        ["rev-parse", "--verify", "--quiet", "--end-of-options", what],
+    )
+}
+
+/// The answers of [`probed`]'s probes: `(previous_commit, commit)`, each a full object id or
+/// `None` (no such ref, or an answer that is not an object id).
+pub fn answers(answers: &[String]) -> (Option<String>, Option<String>) {
+    let id = |answer: Option<&String>| {
+        answer
+            .map(|a| a.trim().to_owned())
+            .filter(|a| is_object_id(a))
+    };
+    match answers {
+        [previous, .., head] => (id(Some(previous)), id(Some(head))),
+        // The stage ended before its last probe ran.
+        [previous] => (id(Some(previous)), None),
+        [] => (None, None),
+    }
+}
+
+/// A full object id: 40 (SHA-1) or 64 (SHA-256) lowercase hex digits.
+pub fn is_object_id(text: &str) -> bool {
+    matches!(text.len(), 40 | 64) && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 /// Pushes HEAD to the branch; a rejected push fails with git's message (never forced).
 pub fn push(repo: &Repo) -> Vec<CommandLine> {
     vec![CommandLine::new(

@@ -9,7 +9,8 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::pipeline::{Action, Builtin, Pipeline, RunCommand, Stage};
+use crate::events::{DeployKind, Deployed};
+use crate::pipeline::{Action, Builtin, Pipeline, RunCommand, Stage, Uses};
 
 pub mod git;
 pub mod junit;
@@ -24,6 +25,9 @@ pub struct CommandLine {
     pub also_ok: Vec<i32>,
     /// How to show it, when the real command line is a wrapper script.
     shown: Option<String>,
+    /// A question the action asks (`git rev-parse HEAD`), not a step of the stage: its output
+    /// is its answer, kept for [`post_step`] instead of shown, and any exit code is fine.
+    pub probe: bool,
 }
 
 impl CommandLine {
@@ -36,6 +40,18 @@ impl CommandLine {
             args: args.into_iter().map(Into::into).collect(),
             also_ok: Vec::new(),
             shown: None,
+            probe: false,
+        }
+    }
+
+    /// A [`probe`](CommandLine::probe): `git rev-parse …` whose output is data.
+    pub fn probe(
+        program: impl Into<String>,
+        args: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        CommandLine {
+            probe: true,
+            ..CommandLine::new(program, args)
         }
     }
 
@@ -83,12 +99,12 @@ pub fn environment(pipeline: &Pipeline, stage: &Stage) -> BTreeMap<String, Optio
         .map(|(k, v)| (k.clone(), Some(v.clone())))
         .collect();
     env.insert("PYDEPLOYER_STAGE".into(), Some(stage.name.to_string()));
-    if let Action::Uses { action, .. } = &stage.action {
-        if action.is_git() {
-            let pinned =
-                git::pinned_environment(pipeline.repo.as_ref(), *action == Builtin::GitClone, &env);
-            env.extend(pinned);
-        }
+    if let Some(action) = stage.builtin()
+        && action.is_git()
+    {
+        let pinned =
+            git::pinned_environment(pipeline.repo.as_ref(), action == Builtin::GitClone, &env);
+        env.extend(pinned);
     }
     env
 }
@@ -140,22 +156,13 @@ pub fn commands(
             .as_ref()
             .ok_or_else(|| format!("`{}` needs `repo:` in the pipeline file", stage.name))
     };
-    let text = |key: &str| {
-        if let Action::Uses { with, .. } = &stage.action {
-            with.get(key)
-                .and_then(serde_json::Value::as_str)
-                .map(str::to_owned)
-        } else {
-            None
-        }
-    };
     Ok(match &stage.action {
         Action::Run(RunCommand::Shell(script)) => vec![shell_command(script)],
         Action::Run(RunCommand::Argv(argv)) => vec![CommandLine::new(&argv[0], &argv[1..])],
-        Action::Uses { action, with } => match action {
-            Builtin::GitClone => git::clone_or_pull(repo()?)?,
-            Builtin::GitCommit => {
-                let message = text("message").unwrap_or_else(|| {
+        Action::Uses(uses) => match uses {
+            Uses::GitClone => git::clone_or_pull(repo()?)?,
+            Uses::GitCommit { message } => {
+                let message = message.clone().unwrap_or_else(|| {
                     format!(
                         "pydeployer build {}",
                         chrono::Local::now().format("%Y-%m-%d %H:%M:%S")
@@ -163,34 +170,70 @@ pub fn commands(
                 });
                 git::commit(&message)
             }
-            Builtin::GitPush => git::push(repo()?),
-            Builtin::GitRevert => git::revert(repo()?, context.revert_to.as_deref()),
-            Builtin::Pytest => vec![python::pytest(
+            Uses::GitPush => git::probed(repo()?, git::push(repo()?)),
+            Uses::GitRevert => {
+                git::probed(repo()?, git::revert(repo()?, context.revert_to.as_deref()))
+            }
+            Uses::Pytest(params) => vec![python::pytest(
                 &pipeline.workdir(stage),
-                with,
+                params,
                 &context.scratch.join(format!("junit-{}.xml", stage.name)),
-            )?],
-            Builtin::PythonVenv => python::venv(&pipeline.workdir(stage), with)?,
+            )],
+            Uses::PythonVenv(params) => python::venv(&pipeline.workdir(stage), params)?,
         },
     })
 }
 
 /// Where pytest writes its JUnit report for `stage`, when the stage is a pytest stage.
 pub fn junit_report(stage: &Stage, context: &RunContext) -> Option<PathBuf> {
-    matches!(
-        stage.action,
-        Action::Uses {
-            action: Builtin::Pytest,
-            ..
-        }
-    )
-    .then(|| context.scratch.join(format!("junit-{}.xml", stage.name)))
+    (stage.builtin() == Some(Builtin::Pytest))
+        .then(|| context.scratch.join(format!("junit-{}.xml", stage.name)))
 }
 
-/// Commands as one line, the way a shell would run them in sequence.
+/// What a stage's action adds to its finished event, from its post-step.
+#[derive(Debug, Default)]
+pub struct PostStep {
+    /// pytest: the counts and the failed tests, from its JUnit report.
+    pub note: Option<String>,
+    pub deploy: Option<Deployed>,
+}
+
+/// The action's post-step, once its commands ended: pytest's JUnit report is read, a deploy
+/// says what it pushed (from its probes' answers, in order).
+pub fn post_step(
+    pipeline: &Pipeline,
+    stage: &Stage,
+    context: &RunContext,
+    answers: &[String],
+) -> PostStep {
+    let note = junit_report(stage, context).and_then(|path| {
+        let counts = junit::parse(&std::fs::read_to_string(path).ok()?)?;
+        Some(counts.describe())
+    });
+    let kind = match stage.builtin() {
+        Some(Builtin::GitPush) => Some(DeployKind::Deploy),
+        Some(Builtin::GitRevert) => Some(DeployKind::Rollback),
+        _ => None,
+    };
+    let deploy = kind.zip(pipeline.repo.as_ref()).map(|(kind, repo)| {
+        let (previous_commit, commit) = git::answers(answers);
+        Deployed {
+            kind,
+            repo: repo.url.clone(),
+            remote: repo.remote.clone(),
+            branch: repo.branch.clone(),
+            commit,
+            previous_commit,
+        }
+    });
+    PostStep { note, deploy }
+}
+
+/// Commands as one line, the way a shell would run them in sequence (probes left out).
 pub fn display(commands: &[CommandLine]) -> String {
     commands
         .iter()
+        .filter(|c| !c.probe)
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(" && ")
@@ -205,10 +248,7 @@ pub fn describe(pipeline: &Pipeline, stage: &Stage) -> String {
 pub fn describe_with(pipeline: &Pipeline, stage: &Stage, context: &RunContext) -> String {
     match &stage.action {
         Action::Run(RunCommand::Shell(script)) => script.clone(),
-        Action::Uses {
-            action: Builtin::GitClone,
-            ..
-        } => match &pipeline.repo {
+        Action::Uses(Uses::GitClone) => match &pipeline.repo {
             Some(repo) => format!(
                 "git clone (or pull) {} into {}",
                 repo.url,
@@ -224,10 +264,7 @@ pub fn describe_with(pipeline: &Pipeline, stage: &Stage, context: &RunContext) -
 }
 
 fn stage_action_name(stage: &Stage) -> &'static str {
-    match &stage.action {
-        Action::Uses { action, .. } => action.name(),
-        Action::Run(_) => "run",
-    }
+    stage.builtin().map_or("run", Builtin::name)
 }
 
 #[cfg(test)]

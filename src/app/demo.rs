@@ -11,7 +11,7 @@ use crate::actions::{CommandLine, git};
 use crate::cli::Cli;
 use crate::error::{Failure, Problem};
 use crate::exec::process;
-use crate::plan::Selection;
+use crate::session::{self, RunRequest};
 
 /// The sample app, as (path, contents).
 const APP: &[(&str, &str)] = &[
@@ -69,13 +69,11 @@ pub(crate) fn run(cli: &Cli, wait: bool) -> Result<(), Failure> {
             origin.display()
         );
     }
-    let request = super::RunRequest {
+    let request = RunRequest {
         command: "demo",
-        selection: Selection::default(),
-        revert_to: None,
-        wait,
+        ..RunRequest::default()
     };
-    let result = super::run_pipeline(cli, &pipeline, request);
+    let result = session::run(&pipeline, &request, &super::settings(cli, wait));
     if result.is_ok() {
         crate::errln!(
             "\nNext, try:\n  pydeployer run --only test     # pytest alone, in the workspace\n  pydeployer history             # the deploy ledger\n  pydeployer rollback            # revert the last commit and push it\n  pydeployer plan                # what `run` does, without running it"

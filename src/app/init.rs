@@ -25,7 +25,7 @@ use crate::cli::{Cli, Format};
 use crate::config::{self, STAGES_DIR};
 use crate::error::{Failure, Invalid, Problem};
 use crate::exec::process;
-use crate::report::mask;
+use crate::mask;
 
 /// What `init` found in the folder.
 #[derive(Debug, Default)]
@@ -90,7 +90,7 @@ pub(crate) fn run(cli: &Cli) -> Result<(), Failure> {
 
     let notes = notes(&detected, &file_name);
     let out = match cli.format {
-        Format::Json => {
+        Format::Json | Format::Jsonl => {
             let json = InitJson {
                 written: files
                     .iter()

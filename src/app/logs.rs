@@ -20,11 +20,12 @@ use super::json::seconds;
 use crate::cli::{Cli, Format, LogsArgs};
 use crate::config;
 use crate::error::{Failure, Problem};
-use crate::report::logfile::{RUNNER_TAG, list_runs};
-use crate::report::logread::{LogInfo, LogLine, RunResult, resolve};
+use crate::pipeline::RUNNER_TAG;
 use crate::report::summary::format_duration;
 use crate::report::terminal::sanitize_for_terminal;
-use crate::state::Holder;
+use crate::store::logs::list_runs;
+use crate::store::logs::{LogInfo, LogLine, RunResult, resolve};
+use crate::store::state::Holder;
 
 /// How often `--follow` looks for more lines (and for a run to start).
 const POLL: Duration = Duration::from_millis(100);
@@ -214,7 +215,9 @@ fn list(cli: &Cli, project: &Project) -> Result<(), Failure> {
         })
         .collect();
     let text = match cli.format {
-        Format::Json => serde_json::to_string_pretty(&listed).unwrap_or_default() + "\n",
+        Format::Json | Format::Jsonl => {
+            serde_json::to_string_pretty(&listed).unwrap_or_default() + "\n"
+        }
         Format::Text if listed.is_empty() => {
             format!("no run logs yet in {}\n", project.dir.display())
         }

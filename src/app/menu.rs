@@ -20,12 +20,13 @@ use dialoguer::console::Term;
 use dialoguer::theme::{ColorfulTheme, SimpleTheme, Theme};
 use dialoguer::{Confirm, MultiSelect, Select};
 
-use super::{RunRequest, history, load, rollback, run_pipeline, use_color};
+use super::{history, load, rollback, use_color};
 use crate::cli::Cli;
 use crate::error::{Failure, Invalid, Problem, exit};
 use crate::exec::watchdog;
-use crate::pipeline::{Action, Builtin, Pipeline, Stage};
+use crate::pipeline::{Builtin, Pipeline, Stage};
 use crate::plan::Selection;
+use crate::session::{self, RunRequest};
 
 /// How long the menu waits, after a run, for that run's watchdog to exit (it sleeps at most
 /// 50 ms between reads of its pipe).
@@ -178,13 +179,7 @@ fn stage_names(pipeline: &Pipeline) -> Vec<String> {
 }
 
 fn is_revert(stage: &Stage) -> bool {
-    matches!(
-        stage.action,
-        Action::Uses {
-            action: Builtin::GitRevert,
-            ..
-        }
-    )
+    stage.builtin() == Some(Builtin::GitRevert)
 }
 
 fn entry_name(entry: &Entry) -> &str {
@@ -290,20 +285,17 @@ fn run_alone(cli: &Cli, pipeline: &Pipeline, stages: Vec<String>) -> Result<(), 
             only: stages,
             ..Selection::default()
         },
-        revert_to: None,
-        wait: false,
+        ..RunRequest::default()
     };
-    run_pipeline(cli, pipeline, request)
+    session::run(pipeline, &request, &super::settings(cli, false))
 }
 
 fn run_all(cli: &Cli, pipeline: &Pipeline) -> Result<(), Failure> {
     let request = RunRequest {
         command: "menu",
-        selection: Selection::default(),
-        revert_to: None,
-        wait: false,
+        ..RunRequest::default()
     };
-    run_pipeline(cli, pipeline, request)
+    session::run(pipeline, &request, &super::settings(cli, false))
 }
 
 /// Shows how the choice ended; `Err` for what ends the menu too (SIGTERM, SIGHUP).

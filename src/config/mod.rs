@@ -1,11 +1,17 @@
 //! Reading `pipeline.yml` and `stages.d/` into a validated [`Pipeline`].
 //!
 //! `raw` mirrors the YAML with spans, `load` finds and parses the files, `validate` turns the
-//! trees into a `Pipeline` while collecting every problem. Nothing outside this module sees YAML.
+//! trees into a `Pipeline` while collecting every problem: `decode` reads typed values,
+//! `settings` the pipeline's keys, `stage` a stage's keys, `params` an action's `with:`; the
+//! graph checks are `plan::check`. Nothing outside this module sees YAML.
 
+mod decode;
 mod load;
+mod params;
 pub mod raw;
 pub mod schema;
+mod settings;
+mod stage;
 mod validate;
 
 use std::path::Path;
@@ -14,7 +20,7 @@ use crate::error::Invalid;
 use crate::pipeline::Pipeline;
 
 pub use load::STAGES_DIR;
-pub(crate) use validate::is_local_path;
+pub(crate) use settings::is_local_path;
 
 /// Loads and checks the pipeline declared by `pipeline_file` and the `stages.d/` beside it.
 pub fn load(pipeline_file: &Path) -> Result<Pipeline, Invalid> {

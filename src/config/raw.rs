@@ -9,14 +9,7 @@ use std::fmt;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::Spanned;
 
-/// A byte range in one source file, with its 1-based line and column for messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Span {
-    pub offset: usize,
-    pub len: usize,
-    pub line: u64,
-    pub column: u64,
-}
+pub use crate::error::Span;
 
 impl Span {
     pub(crate) fn from_location(loc: &serde_saphyr::Location) -> Self {

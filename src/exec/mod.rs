@@ -1,5 +1,6 @@
 //! Running a plan: the scheduler decides, the runner spawns and watches, events come out.
 
+mod boundary;
 pub mod preflight;
 pub mod process;
 pub mod runner;

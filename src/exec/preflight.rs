@@ -5,8 +5,8 @@ use std::path::Path;
 
 use crate::actions::{self, RunContext};
 use crate::error::Problem;
-use crate::pipeline::{Action, Builtin, Pipeline};
-use crate::plan::Plan;
+use crate::pipeline::{Builtin, Pipeline};
+use crate::plan::{Plan, Selection};
 
 /// One problem per stage command whose program cannot be found on PATH, and per built-in
 /// action that cannot work with the workspace as it is (a foreign folder where the clone goes).
@@ -14,15 +14,10 @@ use crate::plan::Plan;
 pub fn missing_programs(pipeline: &Pipeline, plan: &Plan) -> Vec<Problem> {
     let mut problems = Vec::new();
     // A pytest stage uses the workspace's .venv once a python/venv stage made it.
-    let venv_coming = plan.steps.iter().any(|s| {
-        matches!(
-            pipeline.stages[s.stage].action,
-            Action::Uses {
-                action: Builtin::PythonVenv,
-                ..
-            }
-        )
-    });
+    let venv_coming = plan
+        .steps
+        .iter()
+        .any(|s| pipeline.stages[s.stage].builtin() == Some(Builtin::PythonVenv));
     for step in &plan.steps {
         let stage = &pipeline.stages[step.stage];
         let dir = pipeline.workdir(stage);
@@ -45,13 +40,7 @@ pub fn missing_programs(pipeline: &Pipeline, plan: &Plan) -> Vec<Problem> {
                 continue;
             }
         };
-        let is_pytest = matches!(
-            stage.action,
-            Action::Uses {
-                action: Builtin::Pytest,
-                ..
-            }
-        );
+        let is_pytest = stage.builtin() == Some(Builtin::Pytest);
         for command in commands {
             if is_pytest && venv_coming {
                 continue;
@@ -92,4 +81,69 @@ fn waits_for_clone(pipeline: &Pipeline, stage: &crate::pipeline::Stage) -> bool 
 
 fn found(program: &str, path: Option<&OsString>, dir: &Path) -> bool {
     program.contains('/') || which::which_in(program, path, dir).is_ok()
+}
+
+/// A stage named on the command line (`run post`) that needs a manual stage which was not
+/// named would be skipped, and the run would pass without doing what was asked: refused.
+pub fn blocked_targets(pipeline: &Pipeline, plan: &Plan, selection: &Selection) -> Vec<Problem> {
+    plan.steps
+        .iter()
+        .filter_map(|step| {
+            let stage = &pipeline.stages[step.stage];
+            let manual = step.needs_manual.as_ref()?;
+            selection
+                .targets
+                .iter()
+                .any(|t| t == stage.name.as_str())
+                .then(|| {
+                    Problem::general(format!(
+                        "`{}` needs `{manual}`, a manual stage, which runs only when named",
+                        stage.name
+                    ))
+                    .with_help(format!(
+                        "name it too: `pydeployer run {manual} {}`",
+                        stage.name
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// Every secret the run needs must be set (in the environment, or by the pipeline's `env:`):
+/// the pipeline's, and those of the selected stages.
+pub fn missing_secrets(pipeline: &Pipeline, plan: &Plan) -> Vec<Problem> {
+    let unset = |name: &str, stage_env: Option<&std::collections::BTreeMap<String, String>>| {
+        let blank = |v: &String| v.trim().is_empty();
+        std::env::var(name).map_or(true, |v| blank(&v))
+            && pipeline.env.get(name).is_none_or(blank)
+            && stage_env.and_then(|env| env.get(name)).is_none_or(blank)
+    };
+    let mut problems = Vec::new();
+    for name in pipeline.secrets.iter().filter(|n| unset(n, None)) {
+        problems.push(
+            Problem::general(format!(
+                "the secret `{name}` (listed under `secrets:` in {}) is not set",
+                pipeline.file.display()
+            ))
+            .with_help(format!(
+                "export {name}=… before running; a secret only some stages need belongs under those stages' `secrets:`"
+            )),
+        );
+    }
+    for step in &plan.steps {
+        let stage = &pipeline.stages[step.stage];
+        for name in stage.secrets.iter().filter(|n| unset(n, Some(&stage.env))) {
+            problems.push(
+                Problem::general(format!(
+                    "stage `{}` ({}) needs the secret `{name}`, which is not set",
+                    stage.name, stage.origin
+                ))
+                .with_help(format!(
+                    "export {name}=… before running, or leave the stage out with `--skip {}`",
+                    stage.name
+                )),
+            );
+        }
+    }
+    problems
 }

@@ -15,28 +15,29 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::actions::junit;
 use crate::actions::{self, CommandLine, RunContext};
 use crate::error::exit;
 use crate::events::{
     Outcome, RunEvent, RunHeader, RunSummary, SkipReason, StageResult, SummaryRow,
 };
+use crate::exec::boundary::Boundary;
 use crate::exec::process::{
     self, Ended, LEAK_WAIT, Leak, Running, SIGKILL, SIGTERM, Spawn, Target,
 };
 use crate::exec::scheduler::{Decision, Scheduler, StepPolicy};
 use crate::exec::stop::{Request, Stop};
 use crate::exec::watchdog::Watchdog;
+use crate::mask::Masker;
 use crate::pipeline::{Pipeline, StageName};
 use crate::plan::Plan;
-use crate::report::mask::{MaskStream, Masker};
-
-/// How long a stage gets between TERM and KILL.
-pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 
 /// After KILL, how long a stage's main process may take to go before the stage is given up
 /// on (at least; the grace period when it is longer).
 const GIVE_UP_AFTER_KILL: Duration = Duration::from_secs(2);
+
+/// How long an action's probe (`git rev-parse HEAD`) may take: a question answered now or
+/// not at all (a hung filesystem must not hold the run).
+const PROBE_LIMIT: Duration = Duration::from_secs(10);
 
 /// The longest the loop sleeps: signals are noticed at least this often.
 const POLL: Duration = Duration::from_millis(100);
@@ -48,7 +49,7 @@ pub struct RunOptions {
     pub grace: Duration,
     /// Ends the stages' process groups if the runner dies.
     pub watchdog: Option<Arc<Watchdog>>,
-    /// Hides secrets in the stages' output.
+    /// Hides secrets in every event, where events leave the runner.
     pub masker: Masker,
 }
 
@@ -67,10 +68,11 @@ struct Active {
     dir: PathBuf,
     env: BTreeMap<String, Option<String>>,
     interactive: bool,
-    /// pytest's JUnit report, summarised into the stage's note.
-    junit: Option<PathBuf>,
-    masked: MaskStream,
     leak: Option<Leak>,
+    /// The answers of the action's probes so far, in order, for its post-step.
+    answers: Vec<String>,
+    /// A command failed: only the probes after it still run, then the stage ends so.
+    failed: Option<Outcome>,
 }
 
 /// The command a stage is running.
@@ -80,6 +82,10 @@ struct Current {
     program: String,
     /// Exit codes other than 0 that mean success.
     also_ok: Vec<i32>,
+    /// A probe: its output is its answer (kept, not shown), and any exit code is fine.
+    answer: Option<Vec<u8>>,
+    /// A probe is given up on at this instant.
+    limit: Option<Instant>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -105,8 +111,8 @@ enum Watched {
     Exit(usize),
 }
 
-/// Runs every step of `plan`, reporting each event to `report`; returns the summary (also
-/// reported as the last event). `stop` is polled: once it asks, running stages are ended
+/// Runs every step of `plan`, reporting each event to `report`, masked; returns the summary
+/// as reported (the last event). `stop` is polled: once it asks, running stages are ended
 /// (TERM, then KILL; at once on a second signal) and nothing new starts.
 pub fn execute(
     pipeline: &Pipeline,
@@ -137,7 +143,10 @@ pub fn execute(
         pipeline,
         plan,
         options,
-        report,
+        out: Outlet {
+            boundary: Boundary::new(options.masker.clone()),
+            report,
+        },
         start: Instant::now(),
         scheduler: Scheduler::new(policies, options.jobs),
         active: BTreeMap::new(),
@@ -146,7 +155,7 @@ pub fn execute(
         killed: false,
         lingering: Vec::new(),
     };
-    (run.report)(&RunEvent::RunStarted(header));
+    run.out.send(RunEvent::RunStarted(header));
 
     let mut fds: Vec<libc::pollfd> = Vec::new();
     let mut owners: Vec<Watched> = Vec::new();
@@ -220,12 +229,24 @@ pub fn execute(
     run.summary(log)
 }
 
+/// The one way out of the runner: every event passes the [`Boundary`] (and is masked there).
+struct Outlet<F> {
+    boundary: Boundary,
+    report: F,
+}
+
+impl<F: FnMut(&RunEvent)> Outlet<F> {
+    fn send(&mut self, event: RunEvent) -> RunEvent {
+        self.boundary.pass(event, &mut self.report)
+    }
+}
+
 /// The state of one run, owned by the calling thread.
 struct Run<'a, F: FnMut(&RunEvent)> {
     pipeline: &'a Pipeline,
     plan: &'a Plan,
     options: &'a RunOptions,
-    report: F,
+    out: Outlet<F>,
     start: Instant,
     scheduler: Scheduler,
     active: BTreeMap<usize, Active>,
@@ -249,7 +270,8 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
                 Ending::Termed(at) | Ending::Killed(at) => Some(at),
             };
             let command = a.running.as_ref().map(|c| c.running.deadline());
-            for at in [ending, command].into_iter().flatten() {
+            let limit = a.running.as_ref().and_then(|c| c.limit);
+            for at in [ending, command, limit].into_iter().flatten() {
                 wake = wake.min(at);
             }
         }
@@ -291,7 +313,7 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
         let (pipeline, options) = (self.pipeline, self.options);
         let stage = &pipeline.stages[self.plan.steps[step].stage];
         let commands = actions::commands(pipeline, stage, &options.context);
-        (self.report)(&RunEvent::StageStarted {
+        self.out.send(RunEvent::StageStarted {
             stage: stage.name.clone(),
             attempt,
             // What actually runs now (clone or pull?), not the plan's description.
@@ -305,7 +327,7 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
         let now = Instant::now();
         let dir = pipeline.workdir(stage);
         let not_started = match &commands {
-            Err(message) => Some(options.masker.mask_str(message).into_owned()),
+            Err(message) => Some(message.clone()),
             Ok(_) if !dir.is_dir() => Some(format!("the folder {} does not exist", dir.display())),
             Ok(_) => None,
         };
@@ -320,12 +342,12 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
                 timed_out: false,
                 running: None,
                 rest: commands.unwrap_or_default().into(),
-                junit: actions::junit_report(stage, &options.context),
                 dir,
                 env: actions::environment(pipeline, stage),
                 interactive: stage.interactive,
-                masked: options.masker.stream(),
                 leak: None,
+                answers: Vec::new(),
+                failed: None,
             },
         );
         match not_started {
@@ -348,7 +370,8 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
             return self.complete(step, outcome, stop);
         }
         let Some(command) = a.rest.pop_front() else {
-            return self.complete(step, Outcome::Passed, stop);
+            let outcome = a.failed.take().unwrap_or(Outcome::Passed);
+            return self.complete(step, outcome, stop);
         };
         let spawned = process::spawn(&Spawn {
             command: &command,
@@ -364,13 +387,14 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
                 }
                 a.running = Some(Current {
                     running,
+                    answer: command.probe.then(Vec::new),
+                    limit: command.probe.then(|| Instant::now() + PROBE_LIMIT),
                     program: command.program,
                     also_ok: command.also_ok,
                 });
             }
             Err(err) => {
                 let message = format!("{}: {err}", command.program);
-                let message = self.options.masker.mask_str(&message).into_owned();
                 self.complete(step, Outcome::NotStarted { message }, stop);
             }
         }
@@ -392,10 +416,10 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
             return;
         };
         let stage = &self.pipeline.stages[self.plan.steps[step].stage].name;
-        let (report, start, masked) = (&mut self.report, self.start, &mut a.masked);
+        let (out, start, answer) = (&mut self.out, self.start, &mut current.answer);
         let result = current
             .running
-            .read(|bytes| emit(report, stage, start, &masked.push(&bytes)));
+            .read(|bytes| emit(out, answer, stage, start, bytes));
         if let Err(err) = result {
             let message = format!("reading the output of {}: {err}", current.program);
             self.let_go(step);
@@ -417,8 +441,8 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
             let running = &mut current.running;
             let stage = &self.pipeline.stages[self.plan.steps[step].stage].name;
             if exited.contains(&step) || now >= running.deadline() {
-                let (report, start, masked) = (&mut self.report, self.start, &mut a.masked);
-                let checked = running.check(now, |b| emit(report, stage, start, &masked.push(&b)));
+                let (out, start, answer) = (&mut self.out, self.start, &mut current.answer);
+                let checked = running.check(now, |b| emit(out, answer, stage, start, b));
                 if let Err(err) = checked {
                     let message = format!("waiting for {}: {err}", current.program);
                     self.let_go(step);
@@ -455,13 +479,12 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
         let Some(Current {
             mut running,
             also_ok,
+            answer,
             ..
         }) = a.running.take()
         else {
             return;
         };
-        let stage = &self.pipeline.stages[self.plan.steps[step].stage].name;
-        emit(&mut self.report, stage, self.start, &a.masked.finish());
         match running.linger.take() {
             // Processes of its group outlived it and were sent TERM: the group stays watched
             // until it is gone or has had its KILL.
@@ -474,11 +497,22 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
         }
         drop(running);
         a.leak = a.leak.or(ended.leak);
+        if let Some(answer) = answer {
+            a.answers
+                .push(String::from_utf8_lossy(&answer).into_owned());
+            return self.next_command(step, stop);
+        }
         match ended.outcome {
             Outcome::Passed => self.next_command(step, stop),
             Outcome::Failed {
                 code: Some(code), ..
             } if also_ok.contains(&code) => self.next_command(step, stop),
+            // The action's probes still answer (what did the failed deploy leave?).
+            failed if a.rest.iter().any(|c| c.probe) => {
+                a.rest.retain(|c| c.probe);
+                a.failed = Some(failed);
+                self.next_command(step, stop);
+            }
             failed => self.complete(step, failed, stop),
         }
     }
@@ -497,7 +531,7 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
     }
 
     fn complete_with_message(&mut self, step: usize, message: &str) {
-        let message = self.options.masker.mask_str(message).into_owned();
+        let message = message.to_owned();
         // No Stop at hand here, and none needed: a stage that could not be read did not get
         // a Ctrl-C.
         self.complete_inner(step, Outcome::NotStarted { message }, None);
@@ -516,17 +550,14 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
         // something escaped it.
         let stopping = a.ending != Ending::No;
         let leak = a.leak.filter(|l| !stopping || *l == Leak::Escaped);
-        let counts = a.junit.as_deref().and_then(|path| {
-            let counts = junit::parse(&std::fs::read_to_string(path).ok()?)?;
-            Some(counts.describe())
-        });
-        let notes: Vec<&str> = [counts.as_deref(), leak.map(Leak::describe)]
+        let stage = &self.pipeline.stages[self.plan.steps[step].stage];
+        let post = actions::post_step(self.pipeline, stage, &self.options.context, &a.answers);
+        let notes: Vec<&str> = [post.note.as_deref(), leak.map(Leak::describe)]
             .into_iter()
             .flatten()
             .collect();
-        let note = (!notes.is_empty())
-            .then(|| self.options.masker.mask_str(&notes.join("; ")).into_owned());
-        self.finish(step, outcome, note, stop);
+        let note = (!notes.is_empty()).then(|| notes.join("; "));
+        self.finish(step, outcome, note, post.deploy, stop);
     }
     fn skip(&mut self, step: usize, reason: SkipReason) {
         let name = self.pipeline.stages[self.plan.steps[step].stage]
@@ -537,7 +568,7 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
             _ => StageResult::Skipped,
         };
         self.tally[step].result = Some((result, reason.describe()));
-        (self.report)(&RunEvent::StageSkipped {
+        self.out.send(RunEvent::StageSkipped {
             stage: name,
             reason,
             elapsed: self.start.elapsed(),
@@ -545,7 +576,14 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
     }
 
     /// An attempt ended (or was given up on): tell the scheduler, tally, report.
-    fn finish(&mut self, step: usize, outcome: Outcome, note: Option<String>, stop: Option<&Stop>) {
+    fn finish(
+        &mut self,
+        step: usize,
+        outcome: Outcome,
+        note: Option<String>,
+        deploy: Option<crate::events::Deployed>,
+        stop: Option<&Stop>,
+    ) {
         let Some(a) = self.active.remove(&step) else {
             return;
         };
@@ -596,11 +634,12 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
             }
             t.result = Some((result, detail));
         }
-        (self.report)(&RunEvent::StageFinished {
+        self.out.send(RunEvent::StageFinished {
             stage: stage.name.clone(),
             attempt: a.attempt,
             outcome,
             note,
+            deploy: deploy.filter(|_| !will_retry),
             duration,
             will_retry,
             elapsed: self.start.elapsed(),
@@ -626,6 +665,24 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
                 _ => {}
             }
         }
+        // A probe that gives no answer in time gives none: its group is killed, and the stage
+        // goes on without it.
+        let unanswered: Vec<usize> = self
+            .active
+            .iter()
+            .filter(|(_, a)| {
+                let limit = a.running.as_ref().and_then(|c| c.limit);
+                a.ending == Ending::No && limit.is_some_and(|at| at <= now)
+            })
+            .map(|(&step, _)| step)
+            .collect();
+        for step in unanswered {
+            self.let_go(step);
+            if let Some(a) = self.active.get_mut(&step) {
+                a.answers.push(String::new());
+            }
+            self.next_command(step, stop);
+        }
         for step in abandoned {
             // Still not ended after KILL: the output is held by a process that left the
             // group, or the main process does not die (uninterruptible sleep). Its pipe and
@@ -638,7 +695,7 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
                 code: None,
                 signal: Some(SIGKILL),
             };
-            self.finish(step, outcome, Some(note), Some(stop));
+            self.finish(step, outcome, Some(note), None, Some(stop));
         }
     }
 
@@ -679,8 +736,10 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
             exit_code,
             log,
         };
-        (self.report)(&RunEvent::RunFinished(summary.clone()));
-        summary
+        match self.out.send(RunEvent::RunFinished(summary)) {
+            RunEvent::RunFinished(summary) => summary,
+            _ => unreachable!("the boundary keeps an event's kind"),
+        }
     }
 }
 
@@ -697,12 +756,22 @@ fn signal(a: &Active, sig: i32) {
     }
 }
 
-/// Reports output of `stage` (nothing when `bytes` is empty: the masker held it all back).
-fn emit(report: &mut impl FnMut(&RunEvent), stage: &StageName, start: Instant, bytes: &[u8]) {
-    if !bytes.is_empty() {
-        report(&RunEvent::StageOutput {
+/// Reports output of `stage`, or keeps it as a probe's answer.
+fn emit(
+    out: &mut Outlet<impl FnMut(&RunEvent)>,
+    answer: &mut Option<Vec<u8>>,
+    stage: &StageName,
+    start: Instant,
+    bytes: Vec<u8>,
+) {
+    if let Some(answer) = answer {
+        // An answer is a line or two (an object id); a probe that prints more is cut short.
+        let room = 4096usize.saturating_sub(answer.len());
+        answer.extend_from_slice(&bytes[..bytes.len().min(room)]);
+    } else if !bytes.is_empty() {
+        out.send(RunEvent::StageOutput {
             stage: stage.clone(),
-            bytes: bytes.to_vec(),
+            bytes,
             elapsed: start.elapsed(),
         });
     }

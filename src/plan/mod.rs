@@ -4,6 +4,7 @@
 //! what the scheduler obeys: each step lists the steps it waits for, so the scheduler never
 //! looks at the pipeline's graph again.
 
+pub(crate) mod check;
 pub mod graph;
 pub mod render;
 pub mod select;

@@ -24,6 +24,7 @@ pub(crate) fn sample_run(started_at: DateTime<Local>, log: Option<PathBuf>) -> V
     vec![
         RunEvent::RunStarted(RunHeader {
             pipeline: "sample-app".into(),
+            trigger: crate::events::Trigger::Manual,
             started_at,
             selection: "run deploy".into(),
             jobs: 2,
@@ -68,6 +69,7 @@ pub(crate) fn sample_run(started_at: DateTime<Local>, log: Option<PathBuf>) -> V
             elapsed: ms(450),
         },
         RunEvent::StageFinished {
+            deploy: None,
             note: None,
             stage: name("lint"),
             attempt: 1,
@@ -82,6 +84,7 @@ pub(crate) fn sample_run(started_at: DateTime<Local>, log: Option<PathBuf>) -> V
             elapsed: ms(700),
         },
         RunEvent::StageFinished {
+            deploy: None,
             note: None,
             stage: name("test"),
             attempt: 1,
@@ -98,6 +101,7 @@ pub(crate) fn sample_run(started_at: DateTime<Local>, log: Option<PathBuf>) -> V
             elapsed: ms(720),
         },
         RunEvent::StageFinished {
+            deploy: None,
             note: None,
             stage: name("test"),
             attempt: 2,

@@ -1,4 +1,4 @@
-//! The run log: one file per run in the logs folder, streamed as the run goes, and its retention.
+//! The run log: one file per run in the logs folder, streamed as the run goes.
 //!
 //! Every line is `HH:MM:SS.mmm [tag] text`, where the tag is a stage's name or `pydeployer` for
 //! the runner's own lines. A stage's output is kept byte for byte (invalid UTF-8, NUL and `\r`
@@ -7,7 +7,7 @@
 //! last event it handled.
 //!
 //! Logs are named after the run's local start time, `YYYY-MM-DD_HH-MM-SS.log`, with `-2`, `-3`, …
-//! before `.log` when runs share a second; [`prune`] keeps the newest of them.
+//! before `.log` when runs share a second; `store::logs::prune` keeps the newest of them.
 
 use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
@@ -20,15 +20,20 @@ use chrono::{DateTime, Local, SecondsFormat};
 use super::clock::WallClock;
 use super::summary::{attempt_note, finish_text, render_table};
 use crate::events::{RunEvent, RunHeader, RunSummary};
-
-/// The tag of the runner's own lines.
-pub(crate) const RUNNER_TAG: &str = "pydeployer";
+use crate::pipeline::RUNNER_TAG;
+use crate::store::logs::LogKey;
 
 /// Big enough that one batch of stage output (up to ~64 KiB) is written in one or two calls.
 const BUFFER_SIZE: usize = 64 * 1024;
 
 /// How many runs may share a second before [`RunLog::create`] gives up.
 const MAX_SUFFIX: u32 = 10_000;
+
+impl super::Sink for RunLog {
+    fn report(&mut self, event: &RunEvent) -> io::Result<()> {
+        self.write_event(event)
+    }
+}
 
 /// The log of the run in progress.
 #[derive(Debug)]
@@ -44,7 +49,7 @@ pub struct RunLog {
 
 impl RunLog {
     /// Whether, with this log, the folder may hold more than `keep` run logs (so that
-    /// [`prune`] has something to do; logs written meanwhile by other runs aside).
+    /// `store::logs::prune` has something to do; logs written meanwhile by other runs aside).
     pub fn may_exceed(&self, keep: usize) -> bool {
         self.others + 1 > keep
     }
@@ -138,6 +143,7 @@ impl RunLog {
                 duration,
                 will_retry,
                 elapsed,
+                ..
             } => {
                 let text = finish_text(outcome, *duration)
                     + &attempt_note(*attempt, *will_retry, note.as_deref());
@@ -216,94 +222,6 @@ impl RunLog {
     }
 }
 
-/// Removes all but the `keep` newest run logs in `dir`, never `current`; returns what it removed.
-///
-/// Only files named like run logs count; anything else in the folder is left alone. A missing
-/// folder holds no logs.
-pub fn prune(dir: &Path, keep: usize, current: &Path) -> io::Result<Vec<PathBuf>> {
-    let runs = list_runs(dir)?;
-    let excess = runs.len().saturating_sub(keep);
-    let current_name = current.file_name();
-    let current_canonical = fs::canonicalize(current).ok();
-    let is_current = |path: &Path| {
-        path == current
-            || (path.file_name() == current_name
-                && current_canonical.is_some()
-                && fs::canonicalize(path).ok() == current_canonical)
-    };
-    let mut removed = Vec::new();
-    for path in runs.into_iter().take(excess) {
-        if is_current(&path) {
-            continue;
-        }
-        match fs::remove_file(&path) {
-            Ok(()) => removed.push(path),
-            // Someone else (another run pruning at the same time) got there first.
-            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-            Err(err) => return Err(err),
-        }
-    }
-    Ok(removed)
-}
-
-/// The run logs in `dir`, oldest first. A missing folder holds no logs.
-pub fn list_runs(dir: &Path) -> io::Result<Vec<PathBuf>> {
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(err) => return Err(err),
-    };
-    let mut runs = Vec::new();
-    for entry in entries {
-        let entry = entry?;
-        let Some(key) = entry.file_name().to_str().and_then(LogKey::parse) else {
-            continue;
-        };
-        if entry.file_type()?.is_dir() {
-            continue;
-        }
-        runs.push((key, entry.path()));
-    }
-    runs.sort_by(|(a, _), (b, _)| a.cmp(b));
-    Ok(runs.into_iter().map(|(_, path)| path).collect())
-}
-
-/// The order of run logs: start time, then suffix (`.log` is 1, `-2.log` is 2, …).
-///
-/// Names cannot be compared as strings: `…-2.log` sorts before `….log` although it is newer.
-#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct LogKey {
-    /// `YYYY-MM-DD_HH-MM-SS`, whose string order is time order.
-    stamp: [u8; 19],
-    suffix: u32,
-}
-
-impl LogKey {
-    fn parse(name: &str) -> Option<LogKey> {
-        const SHAPE: &[u8; 19] = b"dddd-dd-dd_dd-dd-dd";
-        let bytes = name.as_bytes();
-        let stamp: [u8; 19] = bytes.get(..19)?.try_into().ok()?;
-        let shape_ok = stamp.iter().zip(SHAPE).all(|(b, s)| match s {
-            b'd' => b.is_ascii_digit(),
-            other => b == other,
-        });
-        if !shape_ok {
-            return None;
-        }
-        let rest = name[19..].strip_suffix(".log")?;
-        let suffix = if rest.is_empty() {
-            1
-        } else {
-            let digits = rest.strip_prefix('-')?;
-            if !digits.bytes().all(|b| b.is_ascii_digit()) || digits.starts_with('0') {
-                return None;
-            }
-            digits.parse().ok()?
-        };
-        Some(LogKey { stamp, suffix })
-    }
-}
-
 #[cfg(test)]
 mod tests {
 
@@ -323,21 +241,6 @@ mod tests {
 
     fn name(stage: &str) -> StageName {
         StageName::parse(stage).expect("valid stage name")
-    }
-
-    fn file_names(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(dir)
-            .expect("read dir")
-            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    }
-
-    fn touch(dir: &Path, name: &str) -> PathBuf {
-        let path = dir.join(name);
-        fs::write(&path, b"").expect("write");
-        path
     }
 
     #[test]
@@ -385,140 +288,6 @@ mod tests {
         .expect("write");
         assert!(log.path().ends_with("2024-03-05_12-03-04-2.log"));
         assert_eq!(fs::read(&target).expect("read"), b"keep me");
-    }
-
-    #[test]
-    fn prune_keeps_the_newest_by_time_then_suffix() {
-        let tmp = TempDir::new().expect("tempdir");
-        // 13 seconds, each with a plain and a `-2` log, but the last second has no `-2`: 25.
-        let mut all = Vec::new();
-        for s in 0..13 {
-            all.push(format!("2024-03-05_12-00-{s:02}.log"));
-            if s < 12 {
-                all.push(format!("2024-03-05_12-00-{s:02}-2.log"));
-            }
-        }
-        for name in &all {
-            touch(tmp.path(), name);
-        }
-        let current = tmp.path().join("2024-03-05_12-00-12.log");
-
-        let mut removed: Vec<String> = prune(tmp.path(), 20, &current)
-            .expect("prune")
-            .iter()
-            .map(|p| p.file_name().expect("name").to_string_lossy().into_owned())
-            .collect();
-        removed.sort();
-
-        // A string sort would have removed `12-00-02-2.log` and kept `12-00-02.log`.
-        assert_eq!(
-            removed,
-            [
-                "2024-03-05_12-00-00-2.log",
-                "2024-03-05_12-00-00.log",
-                "2024-03-05_12-00-01-2.log",
-                "2024-03-05_12-00-01.log",
-                "2024-03-05_12-00-02.log",
-            ]
-        );
-        let remaining = file_names(tmp.path());
-        assert_eq!(remaining.len(), 20);
-        assert!(remaining.contains(&"2024-03-05_12-00-02-2.log".to_owned()));
-    }
-
-    #[test]
-    fn prune_never_removes_the_current_log() {
-        let tmp = TempDir::new().expect("tempdir");
-        let oldest = touch(tmp.path(), "2024-03-05_11-00-00.log");
-        for s in 0..5 {
-            touch(tmp.path(), &format!("2024-03-05_12-00-0{s}.log"));
-        }
-
-        prune(tmp.path(), 2, &oldest).expect("prune");
-        assert_eq!(
-            file_names(tmp.path()),
-            [
-                "2024-03-05_11-00-00.log",
-                "2024-03-05_12-00-03.log",
-                "2024-03-05_12-00-04.log"
-            ]
-        );
-
-        // The same file named by another path is still the current log.
-        let dir_name = tmp.path().file_name().expect("tempdir has a name");
-        let roundabout = tmp
-            .path()
-            .join("..")
-            .join(dir_name)
-            .join("2024-03-05_11-00-00.log");
-        prune(tmp.path(), 0, &roundabout).expect("prune");
-        assert_eq!(file_names(tmp.path()), ["2024-03-05_11-00-00.log"]);
-    }
-
-    #[test]
-    fn prune_ignores_what_is_not_a_run_log() {
-        let tmp = TempDir::new().expect("tempdir");
-        let others = [
-            "notes.txt",
-            "latest.log",
-            "2024-03-05_12-03-04.log.gz",
-            "2024-03-05_12-03-04-02.log",
-            "2024-03-05_12-03-04-.log",
-            "2024-3-05_12-03-04.log",
-            "2024-03-05 12-03-04.log",
-            "x2024-03-05_12-03-04.log",
-        ];
-        for name in others {
-            touch(tmp.path(), name);
-        }
-        fs::create_dir(tmp.path().join("2024-03-05_12-00-00.log")).expect("mkdir");
-        let current = touch(tmp.path(), "2024-03-05_13-00-00.log");
-        touch(tmp.path(), "2024-03-05_12-59-59.log");
-
-        let removed = prune(tmp.path(), 0, &current).expect("prune");
-        assert_eq!(removed, [tmp.path().join("2024-03-05_12-59-59.log")]);
-        assert_eq!(file_names(tmp.path()).len(), others.len() + 2);
-    }
-
-    #[test]
-    fn prune_of_a_missing_folder_removes_nothing() {
-        let tmp = TempDir::new().expect("tempdir");
-        let dir = tmp.path().join("none");
-        assert!(
-            prune(&dir, 1, &dir.join("x.log"))
-                .expect("prune")
-                .is_empty()
-        );
-    }
-
-    #[test]
-    fn list_runs_is_oldest_first() {
-        let tmp = TempDir::new().expect("tempdir");
-        for name in [
-            "2024-03-05_12-00-01.log",
-            "2024-03-05_12-00-00-10.log",
-            "2024-03-05_12-00-00-2.log",
-            "2024-03-05_12-00-00.log",
-            "2023-12-31_23-59-59.log",
-            "readme.md",
-        ] {
-            touch(tmp.path(), name);
-        }
-        let names: Vec<_> = list_runs(tmp.path())
-            .expect("list")
-            .iter()
-            .map(|p| p.file_name().expect("name").to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(
-            names,
-            [
-                "2023-12-31_23-59-59.log",
-                "2024-03-05_12-00-00.log",
-                "2024-03-05_12-00-00-2.log",
-                "2024-03-05_12-00-00-10.log",
-                "2024-03-05_12-00-01.log",
-            ]
-        );
     }
 
     #[test]

@@ -174,6 +174,7 @@ impl Terminal {
                 duration,
                 will_retry,
                 elapsed,
+                ..
             } => self.stage_finished(
                 stage,
                 outcome,
@@ -449,6 +450,23 @@ impl Terminal {
         } else {
             text.to_owned()
         }
+    }
+}
+
+/// The terminal as a run's output: when the terminal hung up (`hung_up` says so), the bars
+/// are dropped and nothing more is drawn; the run goes on.
+pub struct TerminalSink<'a> {
+    pub terminal: Terminal,
+    pub hung_up: &'a dyn Fn() -> bool,
+}
+
+impl super::Sink for TerminalSink<'_> {
+    fn report(&mut self, event: &RunEvent) -> io::Result<()> {
+        if (self.hung_up)() {
+            self.terminal.detach();
+        }
+        self.terminal.report(event);
+        Ok(())
     }
 }
 

@@ -13,6 +13,7 @@
 //!
 //! Bytes are masked as bytes: invalid UTF-8 around a secret passes through untouched.
 
+use crate::pipeline::Pipeline;
 use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::mem;
@@ -65,6 +66,30 @@ enum Matcher {
 }
 
 impl Masker {
+    /// Hides the values of the pipeline's secrets (those that are set) and the credentials in
+    /// its repository URL.
+    pub fn for_pipeline(pipeline: &Pipeline) -> Masker {
+        let names: Vec<&String> = pipeline
+            .secrets
+            .iter()
+            .chain(pipeline.stages.iter().flat_map(|s| &s.secrets))
+            .collect();
+        // The value a stage sees: from the environment, or set by an `env:` of the pipeline.
+        let from_env = names.iter().filter_map(|name| std::env::var(name).ok());
+        let from_yaml = std::iter::once(&pipeline.env)
+            .chain(pipeline.stages.iter().map(|s| &s.env))
+            .flat_map(|env| env.iter())
+            .filter(|(key, _)| names.contains(key))
+            .map(|(_, value)| value.clone());
+        let values = from_env.chain(from_yaml);
+        let credentials = pipeline
+            .repo
+            .as_ref()
+            .map(|repo| url_credentials(&repo.url))
+            .unwrap_or_default();
+        Masker::new(values.chain(credentials))
+    }
+
     /// Builds the patterns for these secret values.
     ///
     /// Values that are empty or only whitespace mask nothing.

@@ -1,0 +1,263 @@
+//! One stage's keys: `run` or `uses`, `needs`, `env`, `workdir`, `timeout`, `retries`,
+//! `allow_failure`, `when`, `description`, `interactive`, `secrets`.
+
+use std::collections::BTreeMap;
+
+use crate::config::raw::{Key, Node, Value};
+use crate::config::validate::{Checker, Declared, MAX_RETRIES, STAGE_KEYS};
+use crate::error::{Problem, SourceFile};
+use crate::pipeline::{Action, Builtin, RunCommand, Stage, StageName, Uses, When};
+
+impl Checker<'_> {
+    pub(super) fn stage<'f>(
+        &mut self,
+        file: &'f SourceFile,
+        key: &Key,
+        node: &Node,
+    ) -> Option<Declared<'f>> {
+        self.declared_names.push(key.name.clone());
+        let name = match StageName::parse(&key.name) {
+            Ok(name) => Some(name),
+            Err(why) => {
+                self.push(Problem::at(
+                    file,
+                    key.span,
+                    format!("invalid stage name `{}`", key.name),
+                    why,
+                ));
+                None
+            }
+        };
+        let entries = self.map(file, node, &format!("stage `{}`", key.name))?;
+        self.unknown_keys(file, entries, &STAGE_KEYS, "stage key");
+
+        let mut run = None;
+        let mut uses = None;
+        let mut with = None;
+        let mut stage = Stage {
+            name: name.clone().unwrap_or_else(StageName::placeholder),
+            action: Action::Run(RunCommand::Argv(Vec::new())),
+            needs: Vec::new(),
+            env: BTreeMap::new(),
+            workdir: None,
+            timeout: None,
+            retries: 0,
+            allow_failure: false,
+            when: When::OnSuccess,
+            description: None,
+            interactive: false,
+            secrets: Vec::new(),
+            origin: format!("{}:{}", file.name.display(), key.span.line),
+        };
+        let mut need_spans = Vec::new();
+        let mut ok = true;
+        for (key, value) in entries {
+            let before = self.problems.len();
+            match key.name.as_str() {
+                "run" => run = self.run_command(file, value).map(|cmd| (cmd, key.span)),
+                "uses" => uses = self.uses(file, value).map(|b| (b, key.span)),
+                "with" => with = Some((key.span, value)),
+                "needs" => {
+                    if let Some(needs) =
+                        self.string_list(file, value, "`needs`", "`needs: [build, lint]`")
+                    {
+                        for (need, span) in needs {
+                            match StageName::parse(&need) {
+                                Ok(need) => {
+                                    stage.needs.push(need);
+                                    need_spans.push(span);
+                                }
+                                Err(why) => self.push(Problem::at(
+                                    file,
+                                    span,
+                                    format!("invalid stage name `{need}` in `needs`"),
+                                    why,
+                                )),
+                            }
+                        }
+                    }
+                }
+                "env" => stage.env = self.env(file, value),
+                "workdir" => {
+                    stage.workdir =
+                        self.path(file, value, "`workdir`", "`workdir: workspace/docs`");
+                }
+                "timeout" => {
+                    stage.timeout = self.duration(file, value, "`timeout`", "`timeout: 10m`");
+                }
+                "retries" => {
+                    stage.retries = self
+                        .integer(file, value, "`retries`", (0, MAX_RETRIES), "`retries: 2`")
+                        .and_then(|n| u32::try_from(n).ok())
+                        .unwrap_or(0);
+                }
+                "allow_failure" => {
+                    stage.allow_failure = self
+                        .boolean(file, value, "`allow_failure`")
+                        .unwrap_or(false);
+                }
+                "interactive" => {
+                    stage.interactive = self.boolean(file, value, "`interactive`").unwrap_or(false);
+                }
+                "secrets" => stage.secrets = self.secrets(file, value),
+                "when" => {
+                    if let Some(text) = self.string(file, value, "`when`", "`when: manual`") {
+                        match When::from_name(&text) {
+                            Some(when) => stage.when = when,
+                            None => {
+                                let mut problem = Problem::at(
+                                    file,
+                                    value.span,
+                                    format!("unknown `when` value `{text}`"),
+                                    "unknown value",
+                                );
+                                problem = problem.with_suggestion(
+                                    &text,
+                                    When::NAMES,
+                                    format!("one of {}", When::NAMES.join(", ")),
+                                );
+                                self.push(problem);
+                            }
+                        }
+                    }
+                }
+                "description" => {
+                    stage.description = self.string(
+                        file,
+                        value,
+                        "`description`",
+                        "`description: run the unit tests`",
+                    );
+                }
+                _ => {}
+            }
+            ok &= self.problems.len() == before;
+        }
+
+        stage.action = match (run, uses) {
+            (Some((command, _)), None) => {
+                if let Some((span, _)) = with {
+                    self.push(
+                        Problem::at(
+                            file,
+                            span,
+                            "`with` is for `uses:` stages",
+                            "`with` without `uses`",
+                        )
+                        .with_help("pass arguments in the `run:` command itself"),
+                    );
+                    ok = false;
+                }
+                Action::Run(command)
+            }
+            (None, Some((action, _))) => {
+                match self.uses_with(file, action, with.map(|(_, node)| node)) {
+                    Some(uses) => Action::Uses(uses),
+                    None => {
+                        // Reported; the rest of the stage is still checked.
+                        ok = false;
+                        Action::Uses(Uses::GitClone)
+                    }
+                }
+            }
+            (Some((_, run_span)), Some((_, uses_span))) => {
+                self.push(
+                    Problem::at(file, run_span, format!("stage `{}` has both `run` and `uses`", key.name), "`run` here")
+                        .with_label(uses_span, "`uses` here")
+                        .with_help("a stage is either a command (`run:`) or a built-in action (`uses:`); split it in two stages"),
+                );
+                return None;
+            }
+            (None, None) => {
+                // A `run`/`uses` that was present but invalid is already reported.
+                if !entries
+                    .iter()
+                    .any(|(k, _)| k.name == "run" || k.name == "uses")
+                {
+                    self.push(
+                        Problem::at(
+                            file,
+                            key.span,
+                            format!("stage `{}` has neither `run` nor `uses`", key.name),
+                            "nothing to do",
+                        )
+                        .with_help(format!(
+                            "add `run: <command>` or `uses: <action>` (actions: {})",
+                            Builtin::ALL.map(Builtin::name).join(", ")
+                        )),
+                    );
+                }
+                return None;
+            }
+        };
+        (ok && name.is_some()).then_some(Declared {
+            stage,
+            file,
+            name_span: key.span,
+            need_spans,
+        })
+    }
+
+    pub(super) fn run_command(&mut self, file: &SourceFile, node: &Node) -> Option<RunCommand> {
+        match &node.value {
+            Value::Str(s) if !s.trim().is_empty() => Some(RunCommand::Shell(s.clone())),
+            Value::Seq(_) => {
+                let argv = self.string_list(file, node, "`run`", "`run: [pytest, -v]`")?;
+                if argv.is_empty() || argv[0].0.is_empty() {
+                    self.push(
+                        Problem::at(
+                            file,
+                            node.span,
+                            "`run` needs a program to run",
+                            "empty command",
+                        )
+                        .with_help("for example: `run: [pytest, -v]`"),
+                    );
+                    return None;
+                }
+                Some(RunCommand::Argv(argv.into_iter().map(|(s, _)| s).collect()))
+            }
+            Value::Str(_) | Value::Null => {
+                self.push(
+                    Problem::at(file, node.span, "`run` cannot be empty", "empty command")
+                        .with_help("for example: `run: pytest -v`"),
+                );
+                None
+            }
+            _ => {
+                self.wrong_type(
+                    file,
+                    node,
+                    "`run`",
+                    "a string or a list of strings",
+                    "`run: pytest -v` or `run: [pytest, -v]`",
+                );
+                None
+            }
+        }
+    }
+
+    pub(super) fn uses(&mut self, file: &SourceFile, node: &Node) -> Option<Builtin> {
+        let name = self.string(file, node, "`uses`", "`uses: pytest`")?;
+        if let Some(action) = Builtin::from_name(&name) {
+            return Some(action);
+        }
+        let names = Builtin::ALL.map(Builtin::name);
+        let mut problem = Problem::at(
+            file,
+            node.span,
+            format!("unknown action `{name}`"),
+            "not a built-in action",
+        );
+        problem = problem.with_suggestion(
+            &name,
+            names,
+            format!(
+                "built-in actions: {}; anything else is a `run:` stage",
+                names.join(", ")
+            ),
+        );
+        self.push(problem);
+        None
+    }
+}

@@ -1,0 +1,111 @@
+//! Where events leave the runner: every secret in every event is masked here, once, so no
+//! reporter, sink or JSON path after it masks on its own, and a new output is safe by
+//! construction.
+//!
+//! A stage's output is masked as a stream (a secret may arrive cut between two reads): the tail
+//! of a read that may start a secret is held back until the next read, or until the stage's
+//! finished event, before which it is let out.
+
+use std::collections::HashMap;
+
+use crate::events::{Outcome, RunEvent};
+use crate::mask::{MaskStream, Masker};
+use crate::pipeline::StageName;
+
+pub(crate) struct Boundary {
+    masker: Masker,
+    /// One per stage whose output is on its way.
+    streams: HashMap<StageName, MaskStream>,
+}
+
+impl Boundary {
+    pub(crate) fn new(masker: Masker) -> Self {
+        Boundary {
+            masker,
+            streams: HashMap::new(),
+        }
+    }
+
+    /// Masks `event` and hands it (after any output it let out first) to `report`; returns
+    /// the event as it was reported.
+    pub(crate) fn pass(&mut self, event: RunEvent, report: &mut impl FnMut(&RunEvent)) -> RunEvent {
+        if self.masker.is_empty() {
+            report(&event);
+            return event;
+        }
+        let text = |s: &mut String| {
+            if let std::borrow::Cow::Owned(masked) = self.masker.mask_str(s) {
+                *s = masked;
+            }
+        };
+        let mut event = event;
+        match &mut event {
+            RunEvent::StageOutput { stage, bytes, .. } => {
+                let stream = self
+                    .streams
+                    .entry(stage.clone())
+                    .or_insert_with(|| self.masker.stream());
+                *bytes = stream.push(bytes);
+                if bytes.is_empty() {
+                    // All of it may be the start of a secret: held back.
+                    return event;
+                }
+            }
+            RunEvent::RunStarted(header) => {
+                text(&mut header.pipeline);
+                text(&mut header.selection);
+                path(&self.masker, &mut header.log);
+                for stage in &mut header.stages {
+                    text(&mut stage.command);
+                }
+            }
+            RunEvent::StageStarted { command, .. } => text(command),
+            RunEvent::StageFinished {
+                stage,
+                outcome,
+                note,
+                deploy,
+                elapsed,
+                ..
+            } => {
+                if let Some(mut stream) = self.streams.remove(stage) {
+                    let held = stream.finish();
+                    if !held.is_empty() {
+                        report(&RunEvent::StageOutput {
+                            stage: stage.clone(),
+                            bytes: held,
+                            elapsed: *elapsed,
+                        });
+                    }
+                }
+                if let Outcome::NotStarted { message } = outcome {
+                    text(message);
+                }
+                if let Some(note) = note {
+                    text(note);
+                }
+                if let Some(deploy) = deploy {
+                    text(&mut deploy.repo);
+                }
+            }
+            RunEvent::StageSkipped { .. } => {}
+            RunEvent::RunFinished(summary) => {
+                path(&self.masker, &mut summary.log);
+                for row in &mut summary.stages {
+                    text(&mut row.detail);
+                }
+            }
+        }
+        report(&event);
+        event
+    }
+}
+
+/// A path with a secret in it (a log folder named after a token) shown masked.
+fn path(masker: &Masker, path: &mut Option<std::path::PathBuf>) {
+    if let Some(p) = path
+        && let std::borrow::Cow::Owned(masked) = masker.mask_str(&p.to_string_lossy())
+    {
+        *p = masked.into();
+    }
+}

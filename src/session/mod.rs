@@ -1,0 +1,229 @@
+//! A run session: the one way a run happens, whoever asks for it (a command, the menu, the
+//! demo; later watch, schedule and the dashboard). It takes a validated [`Pipeline`], a
+//! [`RunRequest`] (what to run, and why) and [`RunSettings`] (how to show it), and owns
+//! everything a run needs around the runner: the checks before anything starts, the project's
+//! lock, the ledger and scratch folder, signals, the run log, the watchdog, and the
+//! [`Reporter`] every event goes to.
+//!
+//! Front ends build the request and the settings; nothing here knows about the command line.
+
+mod outputs;
+
+use std::sync::Arc;
+
+use chrono::Local;
+
+use crate::actions::{self, RunContext};
+use crate::error::{Failure, Invalid};
+use crate::events::{PlannedStage, RunHeader, Trigger};
+use crate::exec::preflight;
+use crate::exec::runner::{self, RunOptions};
+use crate::exec::stop::Stop;
+use crate::exec::watchdog::Watchdog;
+use crate::mask::Masker;
+use crate::pipeline::{Builtin, Pipeline};
+use crate::plan::{Plan, Selection};
+use crate::report::Flow;
+use crate::report::terminal::Verbosity;
+use crate::store::ledger::Ledger;
+use crate::store::state::{LockError, RunLock, StateDir};
+
+pub use outputs::Format;
+
+/// What to run, and why.
+#[derive(Debug, Clone, Default)]
+pub struct RunRequest {
+    /// The command's name, recorded in the lock file (`run`, `menu`, `demo`, …).
+    pub command: &'static str,
+    pub selection: Selection,
+    pub trigger: Trigger,
+    /// `rollback --to`: the commit whose tree the rollback restores.
+    pub revert_to: Option<String>,
+}
+
+/// How the run is shown, and how it waits for another run of the project.
+#[derive(Debug, Clone, Copy)]
+pub struct RunSettings {
+    /// Stages at once; `None`: the pipeline's `jobs:`, else the number of CPUs.
+    pub jobs: Option<usize>,
+    pub verbosity: Verbosity,
+    pub color: bool,
+    pub format: Format,
+    /// Queue behind another run of the project instead of failing (exit 3).
+    pub wait: bool,
+}
+
+impl RunSettings {
+    /// Stages at once for this pipeline.
+    pub fn jobs(&self, pipeline: &Pipeline) -> usize {
+        self.jobs
+            .or(pipeline.jobs)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
+    }
+}
+
+/// Runs the request to its end; `Ok` is exit code 0, a failed stage `Failure::Exit(1)`.
+pub fn run(
+    pipeline: &Pipeline,
+    request: &RunRequest,
+    settings: &RunSettings,
+) -> Result<(), Failure> {
+    let plan = checked_plan(pipeline, &request.selection)?;
+    let masker = Masker::for_pipeline(pipeline);
+    // One run at a time per project; everything below happens under the lock.
+    let state = StateDir::open(&pipeline.root).map_err(|err| Failure::Tool(err.into()))?;
+    let lock = lock(&state, request.command, settings.wait)?;
+    let ledger = ledger(pipeline, &plan)?;
+    let scratch = scratch(pipeline, &plan, &state, &lock)?;
+    let (stop, _signals) = Stop::for_run()
+        .map_err(|err| Failure::Tool(miette::miette!("cannot watch for Ctrl-C: {err}")))?;
+    let started_at = Local::now();
+    let log = outputs::create_log(pipeline, started_at)?;
+    let log_path = log.path().to_path_buf();
+    let prune = log.may_exceed(pipeline.logs.keep);
+    let context = RunContext {
+        scratch: scratch
+            .as_ref()
+            .map(|d| d.path().to_path_buf())
+            .unwrap_or_default(),
+        revert_to: request.revert_to.clone(),
+    };
+    let header = header(
+        pipeline, &plan, request, settings, &context, started_at, &log_path,
+    );
+    // Without a watchdog the stages' main processes still die with the runner
+    // (PR_SET_PDEATHSIG); only their background children would outlive a `kill -9`.
+    // Started before the terminal: it is forked, and the runner has no thread yet.
+    let watchdog = Watchdog::start(lock.file()).ok().map(Arc::new);
+    let hung_up = || stop.hung_up();
+    let mut reporter = outputs::reporter(settings, log, ledger, &hung_up);
+    let options = RunOptions {
+        context,
+        jobs: header.jobs,
+        grace: pipeline.grace_period,
+        watchdog: watchdog.clone(),
+        masker,
+    };
+    let summary = runner::execute(pipeline, &plan, header, &options, &stop, |event| {
+        if reporter.report(event) == Flow::Stop {
+            // An output the run cannot go without failed (the log): nothing more starts.
+            stop.fail();
+        }
+    });
+    // The lock is released first: the watchdog holds a copy of it, and exits on its own time.
+    lock.release();
+    if let Some(watchdog) = &watchdog {
+        watchdog.finish();
+    }
+    let failures = reporter.finish();
+    if prune {
+        outputs::prune_logs(pipeline, &log_path);
+    }
+    drop(lock);
+    outputs::verdict(&failures, summary.exit_code)
+}
+
+/// The plan, once every check before a run holds: a named stage that needs an unnamed manual
+/// stage, programs that are not there, secrets that are not set.
+fn checked_plan(pipeline: &Pipeline, selection: &Selection) -> Result<Plan, Failure> {
+    let plan = Plan::build(pipeline, selection)?;
+    let mut problems = preflight::blocked_targets(pipeline, &plan, selection);
+    problems.extend(preflight::missing_programs(pipeline, &plan));
+    problems.extend(preflight::missing_secrets(pipeline, &plan));
+    if problems.is_empty() {
+        Ok(plan)
+    } else {
+        Err(Invalid { problems }.into())
+    }
+}
+
+fn lock(state: &StateDir, command: &'static str, wait: bool) -> Result<RunLock, Failure> {
+    state
+        .lock(command, wait, |holder| {
+            let who = holder.map_or_else(String::new, |h| format!(" (pid {})", h.pid));
+            crate::errln!("waiting for another run of this project{who} to finish…");
+        })
+        .map_err(|err| match err {
+            busy @ LockError::Busy { .. } => Failure::Busy(miette::miette!(
+                help = "wait for it to finish, or pass `--wait` to queue behind it",
+                "{busy}"
+            )),
+            other => Failure::Tool(other.into()),
+        })
+}
+
+/// The ledger, when the plan may deploy: one that does not parse, or a folder that cannot
+/// take the next write, stops the run before anything runs, and the ledger stays untouched.
+fn ledger(pipeline: &Pipeline, plan: &Plan) -> Result<Option<Ledger>, Failure> {
+    let deploys = plan.steps.iter().any(|s| {
+        matches!(
+            pipeline.stages[s.stage].builtin(),
+            Some(Builtin::GitPush | Builtin::GitRevert)
+        )
+    });
+    if !deploys {
+        return Ok(None);
+    }
+    let ledger = Ledger::open(&pipeline.archive).map_err(|err| Failure::Tool(err.into()))?;
+    ledger.prepare_for_run().map_err(|err| {
+        Failure::Tool(miette::miette!(
+            help = "free some space or fix the folder's permissions; nothing was run",
+            "the deploy ledger {} cannot be written: {err}",
+            pipeline.archive.display()
+        ))
+    })?;
+    Ok(Some(ledger))
+}
+
+/// A scratch folder for the run, when a stage needs one (pytest's JUnit reports).
+fn scratch(
+    pipeline: &Pipeline,
+    plan: &Plan,
+    state: &StateDir,
+    lock: &RunLock,
+) -> Result<Option<tempfile::TempDir>, Failure> {
+    let pytest = plan
+        .steps
+        .iter()
+        .any(|s| pipeline.stages[s.stage].builtin() == Some(Builtin::Pytest));
+    if !pytest {
+        return Ok(None);
+    }
+    state.scratch(lock).map(Some).map_err(|err| {
+        Failure::Tool(miette::miette!(
+            "cannot create a scratch folder in .pydeployer/tmp: {err}"
+        ))
+    })
+}
+
+/// What the run is about to do, as its first event says.
+fn header(
+    pipeline: &Pipeline,
+    plan: &Plan,
+    request: &RunRequest,
+    settings: &RunSettings,
+    context: &RunContext,
+    started_at: chrono::DateTime<Local>,
+    log: &std::path::Path,
+) -> RunHeader {
+    RunHeader {
+        pipeline: pipeline.name.clone(),
+        trigger: request.trigger,
+        started_at,
+        selection: plan.selection.clone(),
+        jobs: settings.jobs(pipeline),
+        log: Some(log.to_path_buf()),
+        stages: plan
+            .steps
+            .iter()
+            .map(|step| {
+                let stage = &pipeline.stages[step.stage];
+                PlannedStage {
+                    name: stage.name.clone(),
+                    // `rollback --to` reverts a range: the header shows it.
+                    command: actions::describe_with(pipeline, stage, context),
+                }
+            })
+            .collect(),
+    }
+}
