@@ -14,7 +14,17 @@ fn main() -> ExitCode {
     let matches = Cli::command()
         .arg_required_else_help(!on_terminal)
         .get_matches();
-    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
+    // Without -f, the project is found from any folder inside it; `init` writes where it is.
+    let default_file = matches!(
+        matches.value_source("file"),
+        None | Some(clap::parser::ValueSource::DefaultValue)
+    );
+    if default_file && !matches!(cli.command, Some(pydeployer::cli::Command::Init)) {
+        if let Some(found) = pydeployer::config::find_upward(&cli.file) {
+            cli.file = found;
+        }
+    }
     let color = app::use_color(cli.color);
     // Off a terminal (CI logs, scripts that grep), a message stays on one line.
     let wrap = std::io::stderr().is_terminal();

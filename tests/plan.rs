@@ -121,3 +121,40 @@ fn two_post_stages_with_stages_after_them_do_not_wait_on_each_other() {
     let (code, _, err) = project.run(&["run"]);
     assert_eq!(code, 0, "{err}");
 }
+
+#[test]
+fn from_a_subfolder_the_project_is_found_upward() {
+    let project = Project::with_pipeline("name: app\nstages:\n  a: { run: pwd }\n");
+    std::fs::create_dir_all(project.join("src/deep")).unwrap();
+    let in_sub = |args: &[&str]| {
+        let output = project
+            .cmd(args)
+            .current_dir(project.join("src/deep"))
+            .output()
+            .unwrap();
+        (
+            output.status.code().unwrap(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = in_sub(&["plan"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Plan for app"), "{out}");
+    // The run happens at the project's root: its log is there, and the stage runs there.
+    let (code, _, err) = in_sub(&["run"]);
+    assert_eq!(code, 0, "{err}");
+    let log = project.last_log();
+    let root = std::fs::canonicalize(project.path()).unwrap();
+    assert!(log.contains(&format!("[a] {}", root.display())), "{log}");
+    assert!(!project.join("src/deep/logs").exists());
+    // No pipeline.yml anywhere above: the error names `init`.
+    let empty = tempfile::TempDir::new().unwrap();
+    let output = project
+        .cmd(&["plan"])
+        .current_dir(empty.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("pydeployer init"));
+}

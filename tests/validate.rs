@@ -309,3 +309,22 @@ fn a_key_given_twice_in_one_file_shows_both_places() {
     // Every problem of the file at once: not only the first duplicate.
     assert!(err.contains("3 problems"), "{err}");
 }
+
+#[test]
+fn x_keys_hold_anchors_that_stages_merge() {
+    // As in Compose files: a top-level `x-…` key is the user's own, and `<<: *anchor` merges it.
+    let project = Project::with_pipeline(
+        "x-defaults: &defaults\n  timeout: 1s\n  env: { GREETING: hi }\nstages:\n  a: { <<: *defaults, run: 'echo \"$GREETING\"' }\n  slow:\n    <<: *defaults\n    run: sleep 5\n    needs: [a]\n",
+    );
+    let (code, stdout, stderr) = project.run(&["validate"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("2 stages"), "{stdout}");
+    let (code, _, stderr) = project.run(&["run"]);
+    // The merged timeout holds; the merged env reaches the stage.
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("timed out after 1s"), "{stderr}");
+    assert!(project.last_log().contains("[a] hi"));
+    // Any other unknown top-level key is still refused.
+    let project = Project::with_pipeline("y-defaults: {}\nstages:\n  a: { run: echo a }\n");
+    assert!(invalid(&project).contains("unknown pipeline setting `y-defaults`"));
+}

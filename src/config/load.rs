@@ -9,6 +9,21 @@ use crate::error::{Problem, SourceFile};
 /// The folder of drop-in stage files, next to `pipeline.yml`.
 pub const STAGES_DIR: &str = "stages.d";
 
+/// The default pipeline file, found as git and cargo find theirs: in the current folder, else
+/// the nearest folder above that has one (as a relative path: `../../pipeline.yml`). `None` when
+/// no folder up to the root has one.
+pub fn find_upward(name: &Path) -> Option<PathBuf> {
+    let cwd = std::env::current_dir().ok()?;
+    let mut up = PathBuf::new();
+    for dir in cwd.ancestors() {
+        if dir.join(name).is_file() {
+            return Some(up.join(name));
+        }
+        up.push("..");
+    }
+    None
+}
+
 /// One parsed file, ready for validation.
 pub(crate) struct Parsed {
     pub(crate) file: SourceFile,
@@ -91,9 +106,13 @@ fn read_one(path: &Path, problems: &mut Vec<Problem>) -> Option<Parsed> {
     let text = match fs::read_to_string(path) {
         Ok(text) => text,
         Err(err) => {
+            let help = if err.kind() == std::io::ErrorKind::NotFound {
+                "no pipeline.yml here or in any folder above: `pydeployer init` writes one, or pass the file with -f PATH"
+            } else {
+                "pass the pipeline file with -f PATH, or run where pipeline.yml is"
+            };
             problems.push(
-                Problem::general(format!("cannot read {}: {err}", path.display()))
-                    .with_help("pass the pipeline file with -f PATH, or run where pipeline.yml is"),
+                Problem::general(format!("cannot read {}: {err}", path.display())).with_help(help),
             );
             return None;
         }

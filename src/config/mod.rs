@@ -19,7 +19,7 @@ use std::path::Path;
 use crate::error::Invalid;
 use crate::pipeline::Pipeline;
 
-pub use load::STAGES_DIR;
+pub use load::{STAGES_DIR, find_upward};
 pub(crate) use settings::is_local_path;
 
 /// Loads and checks the pipeline declared by `pipeline_file` and the `stages.d/` beside it.

@@ -46,6 +46,14 @@ pub fn schema(kind: SchemaKind) -> Schema {
     if root.get("type") == Some(&Value::String("object".into())) {
         root.insert("type".into(), Value::from(vec!["object", "null"]));
     }
+    if kind == SchemaKind::Pipeline {
+        // `x-…` keys are the user's own: anchors for stages to merge (`<<: *defaults`).
+        let pattern = format!("^{}", super::validate::EXTENSION_PREFIX);
+        root.insert(
+            "patternProperties".into(),
+            serde_json::json!({ pattern: { "description": "ignored by pydeployer: a place for YAML anchors" } }),
+        );
+    }
     root
 }
 

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::config::load::Parsed;
-use crate::config::raw::{Span, Value};
+use crate::config::raw::{Key, Node, Span, Value};
 use crate::error::{Problem, SourceFile};
 use crate::pipeline::{LogSettings, Pipeline, Stage};
 use crate::plan::check;
@@ -22,6 +22,8 @@ pub(crate) const TOP_KEYS: [&str; 10] = [
     "stages",
     "version",
 ];
+/// Top-level keys with this prefix are the user's own (anchor holders), never settings.
+pub(crate) const EXTENSION_PREFIX: &str = "x-";
 pub(crate) const REPO_KEYS: [&str; 4] = ["url", "branch", "remote", "dir"];
 pub(crate) const LOGS_KEYS: [&str; 2] = ["dir", "keep"];
 pub(crate) const STAGE_KEYS: [&str; 13] = [
@@ -62,13 +64,9 @@ pub(crate) fn validate(
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let root = std::path::absolute(&root).unwrap_or(root);
-    // `absolute` keeps a trailing `.`; the folder's own name is the pipeline's default name.
-    let root = if root.ends_with(".") {
-        root.parent().map_or(root.clone(), Path::to_path_buf)
-    } else {
-        root
-    };
+    // `absolute` keeps `.` and `..` (`../../pipeline.yml`, found from a subfolder): they are
+    // folded away, so that the folder's own name is the pipeline's default name.
+    let root = lexically_normal(&std::path::absolute(&root).unwrap_or(root));
     let mut check = Checker {
         problems: &mut problems,
         root: &root,
@@ -99,8 +97,15 @@ pub(crate) fn validate(
     if let Some(main) = main
         && let Some(entries) = check.map(&main.file, &main.root, "the pipeline file")
     {
-        check.unknown_keys(&main.file, entries, &TOP_KEYS, "pipeline setting");
-        for (key, value) in entries {
+        // `x-…` keys hold YAML anchors for the stages to merge (`<<: *defaults`), as in
+        // Compose files: not settings.
+        let entries: Vec<(Key, Node)> = entries
+            .iter()
+            .filter(|(key, _)| !key.name.starts_with(EXTENSION_PREFIX))
+            .cloned()
+            .collect();
+        check.unknown_keys(&main.file, &entries, &TOP_KEYS, "pipeline setting");
+        for (key, value) in &entries {
             check.setting(&main.file, key, value, &mut pipeline, &mut declared);
         }
     }
@@ -178,5 +183,40 @@ pub(super) struct Checker<'p> {
 impl Checker<'_> {
     pub(super) fn push(&mut self, problem: Problem) {
         self.problems.push(problem);
+    }
+}
+
+/// `path` without `.` and `..` components, folded as written (no symlink is resolved).
+fn lexically_normal(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dots_are_folded_away() {
+        assert_eq!(
+            lexically_normal(Path::new("/tmp/app/sub/deeper/../..")),
+            PathBuf::from("/tmp/app")
+        );
+        assert_eq!(
+            lexically_normal(Path::new("/tmp/app/.")),
+            PathBuf::from("/tmp/app")
+        );
     }
 }
