@@ -42,6 +42,9 @@ pub enum RunEvent {
         outcome: Outcome,
         /// What the stage's action adds (pytest: counts and failed tests).
         note: Option<String>,
+        /// What to show under the stage when it failed for good, instead of the last lines of
+        /// its output (pytest: the failure sections, the assertion and its traceback).
+        details: Option<String>,
         /// A deploy or rollback stage's last attempt: what it pushed, where. Found by the
         /// action itself (its post-step), not by whoever reads the event.
         deploy: Option<Deployed>,

@@ -107,7 +107,7 @@ fn a_failing_test_stops_the_deploy_and_is_named() {
     let (code, _, err) = project.run(&["run"]);
     assert_eq!(code, 1, "{err}");
     assert!(
-        err.contains("test_calc::test_add"),
+        err.contains("test_calc.py::test_add"),
         "failed test not named: {err}"
     );
     assert!(err.contains("deploy skipped"), "{err}");
@@ -392,5 +392,55 @@ fn the_event_stream_says_what_a_deploy_pushed() {
     assert!(
         test_note.as_str().unwrap().contains("2 passed"),
         "{test_note}"
+    );
+}
+
+#[test]
+fn a_failing_pytest_stage_shows_its_assertion_ids_pytest_takes_and_pytests_counts() {
+    let project =
+        Project::with_pipeline("stages:\n  test: { uses: pytest, with: { args: [tests] } }\n");
+    project.file(
+        "tests/test_funcs.py",
+        "import pytest\n\n\nclass TestAsDict:\n    def test_shallow(self):\n        assert 1 + 2 == 4\n\n\ndef test_ok():\n    pass\n\n\n@pytest.mark.skip(reason='later')\ndef test_skip():\n    pass\n\n\n@pytest.mark.xfail(reason='known')\ndef test_xfail():\n    assert False\n\n\n@pytest.mark.xfail(reason='fixed?')\ndef test_xpass():\n    pass\n",
+    );
+    let (code, _, err) = project.run(&["run"]);
+    assert_eq!(code, 1, "{err}");
+    // Without -v, the assertion and where it is, not the last lines of pytest's output.
+    assert!(err.contains(">       assert 1 + 2 == 4"), "{err}");
+    assert!(
+        err.contains("tests/test_funcs.py:6: AssertionError"),
+        "{err}"
+    );
+    // The counts are pytest's own (its report cannot tell xpassed from passed).
+    let pytest = std::process::Command::new("python3")
+        .args(["-m", "pytest", "-q", "tests"])
+        .current_dir(project.path())
+        .output()
+        .expect("pytest");
+    let summary = String::from_utf8_lossy(&pytest.stdout)
+        .lines()
+        .last()
+        .unwrap()
+        .to_owned();
+    assert!(
+        summary.starts_with("1 failed, 1 passed, 1 skipped, 1 xfailed, 1 xpassed"),
+        "{summary}"
+    );
+    assert!(
+        err.contains("1 passed, 1 failed, 1 skipped, 1 xfailed, 1 xpassed"),
+        "{err}"
+    );
+    // The failed test's id is one pytest takes on its command line.
+    let id = "tests/test_funcs.py::TestAsDict::test_shallow";
+    assert!(err.contains(&format!("failed: {id}")), "{err}");
+    let rerun = std::process::Command::new("python3")
+        .args(["-m", "pytest", "-q", id])
+        .current_dir(project.path())
+        .output()
+        .expect("pytest");
+    let rerun = String::from_utf8_lossy(&rerun.stdout);
+    assert!(
+        rerun.lines().last().unwrap().starts_with("1 failed in"),
+        "{rerun}"
     );
 }

@@ -195,21 +195,33 @@ pub fn junit_report(stage: &Stage, context: &RunContext) -> Option<PathBuf> {
 pub struct PostStep {
     /// pytest: the counts and the failed tests, from its JUnit report.
     pub note: Option<String>,
+    /// What to show under the stage when it failed, instead of its output's last lines
+    /// (pytest: the failure sections).
+    pub details: Option<String>,
     pub deploy: Option<Deployed>,
 }
 
-/// The action's post-step, once its commands ended: pytest's JUnit report is read, a deploy
-/// says what it pushed (from its probes' answers, in order).
+/// Whether the action's post-step reads the last line of the stage's output (pytest's
+/// summary line has its counts).
+pub fn wants_last_line(stage: &Stage) -> bool {
+    stage.builtin() == Some(Builtin::Pytest)
+}
+
+/// The action's post-step, once its commands ended: pytest's JUnit report is read (and its
+/// summary line, `last_line`), a deploy says what it pushed (from its probes' answers).
 pub fn post_step(
     pipeline: &Pipeline,
     stage: &Stage,
     context: &RunContext,
     answers: &[String],
+    last_line: &str,
 ) -> PostStep {
-    let note = junit_report(stage, context).and_then(|path| {
+    let counts = junit_report(stage, context).and_then(|path| {
         let counts = junit::parse(&std::fs::read_to_string(path).ok()?)?;
-        Some(counts.describe())
+        Some(counts.with_summary_line(last_line))
     });
+    let note = counts.as_ref().map(junit::TestCounts::describe);
+    let details = counts.as_ref().and_then(junit::TestCounts::details);
     let kind = match stage.builtin() {
         Some(Builtin::GitPush) => Some(DeployKind::Deploy),
         Some(Builtin::GitRevert) => Some(DeployKind::Rollback),
@@ -226,7 +238,11 @@ pub fn post_step(
             previous_commit,
         }
     });
-    PostStep { note, deploy }
+    PostStep {
+        note,
+        details,
+        deploy,
+    }
 }
 
 /// Commands as one line, the way a shell would run them in sequence (probes left out).

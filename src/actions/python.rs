@@ -26,6 +26,8 @@ pub fn pytest(dir: &Path, params: &PytestParams, report: &Path) -> CommandLine {
         .any(|a| a.starts_with("--junitxml") || a.starts_with("--junit-xml"));
     if !report.as_os_str().is_empty() && !own_report {
         args.push(format!("--junitxml={}", report.display()));
+        // xunit1 keeps each test's file: failed tests are named as `pytest ID` takes them.
+        args.extend(["-o".to_owned(), "junit_family=xunit1".to_owned()]);
     }
     let mut command = CommandLine::new(program, args);
     if params.allow_no_tests {

@@ -64,6 +64,7 @@ impl Boundary {
                 stage,
                 outcome,
                 note,
+                details,
                 deploy,
                 elapsed,
                 ..
@@ -81,8 +82,8 @@ impl Boundary {
                 if let Outcome::NotStarted { message } = outcome {
                     text(message);
                 }
-                if let Some(note) = note {
-                    text(note);
+                for text_of in [note, details].into_iter().flatten() {
+                    text(text_of);
                 }
                 if let Some(deploy) = deploy {
                     text(&mut deploy.repo);

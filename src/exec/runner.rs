@@ -73,6 +73,46 @@ struct Active {
     answers: Vec<String>,
     /// A command failed: only the probes after it still run, then the stage ends so.
     failed: Option<Outcome>,
+    /// The last line of output, for an action whose post-step reads it.
+    last_line: Option<LastLine>,
+}
+
+/// The last non-empty line of a stage's output, kept as it streams by (at most 4 KiB of it).
+#[derive(Default)]
+struct LastLine {
+    done: Vec<u8>,
+    partial: Vec<u8>,
+}
+
+impl LastLine {
+    const MAX: usize = 4096;
+
+    fn push(&mut self, bytes: &[u8]) {
+        for line in bytes.split_inclusive(|b| *b == b'\n') {
+            let (text, ended) = match line.strip_suffix(b"\n") {
+                Some(text) => (text, true),
+                None => (line, false),
+            };
+            let room = Self::MAX.saturating_sub(self.partial.len());
+            self.partial
+                .extend_from_slice(&text[..text.len().min(room)]);
+            if ended {
+                if !self.partial.iter().all(u8::is_ascii_whitespace) {
+                    self.done = std::mem::take(&mut self.partial);
+                }
+                self.partial.clear();
+            }
+        }
+    }
+
+    fn text(&self) -> String {
+        let last = if self.partial.iter().all(u8::is_ascii_whitespace) {
+            &self.done
+        } else {
+            &self.partial
+        };
+        String::from_utf8_lossy(last).into_owned()
+    }
 }
 
 /// The command a stage is running.
@@ -348,6 +388,7 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
                 leak: None,
                 answers: Vec::new(),
                 failed: None,
+                last_line: actions::wants_last_line(stage).then(LastLine::default),
             },
         );
         match not_started {
@@ -417,9 +458,10 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
         };
         let stage = &self.pipeline.stages[self.plan.steps[step].stage].name;
         let (out, start, answer) = (&mut self.out, self.start, &mut current.answer);
+        let last = &mut a.last_line;
         let result = current
             .running
-            .read(|bytes| emit(out, answer, stage, start, bytes));
+            .read(|bytes| emit(out, answer, last, stage, start, bytes));
         if let Err(err) = result {
             let message = format!("reading the output of {}: {err}", current.program);
             self.let_go(step);
@@ -442,7 +484,8 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
             let stage = &self.pipeline.stages[self.plan.steps[step].stage].name;
             if exited.contains(&step) || now >= running.deadline() {
                 let (out, start, answer) = (&mut self.out, self.start, &mut current.answer);
-                let checked = running.check(now, |b| emit(out, answer, stage, start, b));
+                let last = &mut a.last_line;
+                let checked = running.check(now, |b| emit(out, answer, last, stage, start, b));
                 if let Err(err) = checked {
                     let message = format!("waiting for {}: {err}", current.program);
                     self.let_go(step);
@@ -551,13 +594,20 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
         let stopping = a.ending != Ending::No;
         let leak = a.leak.filter(|l| !stopping || *l == Leak::Escaped);
         let stage = &self.pipeline.stages[self.plan.steps[step].stage];
-        let post = actions::post_step(self.pipeline, stage, &self.options.context, &a.answers);
+        let last_line = a.last_line.as_ref().map(LastLine::text).unwrap_or_default();
+        let post = actions::post_step(
+            self.pipeline,
+            stage,
+            &self.options.context,
+            &a.answers,
+            &last_line,
+        );
         let notes: Vec<&str> = [post.note.as_deref(), leak.map(Leak::describe)]
             .into_iter()
             .flatten()
             .collect();
         let note = (!notes.is_empty()).then(|| notes.join("; "));
-        self.finish(step, outcome, note, post.deploy, stop);
+        self.finish(step, outcome, note, post.details, post.deploy, stop);
     }
     fn skip(&mut self, step: usize, reason: SkipReason) {
         let name = self.pipeline.stages[self.plan.steps[step].stage]
@@ -581,6 +631,7 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
         step: usize,
         outcome: Outcome,
         note: Option<String>,
+        details: Option<String>,
         deploy: Option<crate::events::Deployed>,
         stop: Option<&Stop>,
     ) {
@@ -639,6 +690,7 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
             attempt: a.attempt,
             outcome,
             note,
+            details,
             deploy: deploy.filter(|_| !will_retry),
             duration,
             will_retry,
@@ -695,7 +747,7 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
                 code: None,
                 signal: Some(SIGKILL),
             };
-            self.finish(step, outcome, Some(note), None, Some(stop));
+            self.finish(step, outcome, Some(note), None, None, Some(stop));
         }
     }
 
@@ -760,10 +812,16 @@ fn signal(a: &Active, sig: i32) {
 fn emit(
     out: &mut Outlet<impl FnMut(&RunEvent)>,
     answer: &mut Option<Vec<u8>>,
+    last: &mut Option<LastLine>,
     stage: &StageName,
     start: Instant,
     bytes: Vec<u8>,
 ) {
+    if let Some(last) = last
+        && answer.is_none()
+    {
+        last.push(&bytes);
+    }
     if let Some(answer) = answer {
         // An answer is a line or two (an object id); a probe that prints more is cut short.
         let room = 4096usize.saturating_sub(answer.len());

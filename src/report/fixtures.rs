@@ -69,6 +69,7 @@ pub(crate) fn sample_run(started_at: DateTime<Local>, log: Option<PathBuf>) -> V
             elapsed: ms(450),
         },
         RunEvent::StageFinished {
+            details: None,
             deploy: None,
             note: None,
             stage: name("lint"),
@@ -84,6 +85,7 @@ pub(crate) fn sample_run(started_at: DateTime<Local>, log: Option<PathBuf>) -> V
             elapsed: ms(700),
         },
         RunEvent::StageFinished {
+            details: None,
             deploy: None,
             note: None,
             stage: name("test"),
@@ -101,6 +103,7 @@ pub(crate) fn sample_run(started_at: DateTime<Local>, log: Option<PathBuf>) -> V
             elapsed: ms(720),
         },
         RunEvent::StageFinished {
+            details: None,
             deploy: None,
             note: None,
             stage: name("test"),

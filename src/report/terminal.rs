@@ -171,18 +171,38 @@ impl Terminal {
                 attempt,
                 outcome,
                 note,
+                details,
                 duration,
                 will_retry,
                 elapsed,
                 ..
-            } => self.stage_finished(
-                stage,
-                outcome,
-                *duration,
-                *elapsed,
-                &attempt_note(*attempt, *will_retry, note.as_deref()),
-                *will_retry,
-            ),
+            } => {
+                // What the action says of a failure (pytest's assertion and traceback) is worth
+                // more than the last lines of its output.
+                let details = details.as_deref().filter(|_| {
+                    !outcome.passed() && !*will_retry && !matches!(outcome, Outcome::Cancelled)
+                });
+                if details.is_some() {
+                    self.tails.remove(stage);
+                }
+                self.stage_finished(
+                    stage,
+                    outcome,
+                    *duration,
+                    *elapsed,
+                    &attempt_note(*attempt, *will_retry, note.as_deref()),
+                    *will_retry,
+                );
+                if let Some(details) = details {
+                    let mut text = String::new();
+                    for line in details.lines() {
+                        let line =
+                            truncate_chars(sanitize_for_terminal(line.as_bytes()), TAIL_CHARS);
+                        let _ = writeln!(text, "  | {line}");
+                    }
+                    self.print(&text);
+                }
+            }
             RunEvent::StageSkipped {
                 stage,
                 reason,
