@@ -44,6 +44,7 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
             let request = RunRequest {
                 command: "run",
                 selection: selection(&args.select),
+                worktree: args.worktree,
                 ..RunRequest::default()
             };
             session::run(&load(cli)?, &request, &settings(cli, args.lock.wait))

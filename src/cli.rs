@@ -228,6 +228,10 @@ pub struct HistoryArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub select: SelectArgs,
+    /// Test the project's checkout as it is on disk (uncommitted changes, untracked files git
+    /// does not ignore) instead of what was pushed; it is never deployed with uncommitted changes.
+    #[arg(long)]
+    pub worktree: bool,
     /// Show the plan instead of running it.
     #[arg(long)]
     pub dry_run: bool,

@@ -124,6 +124,19 @@ pub struct Repo {
     pub remote: String,
     /// Where the clone lives, absolute.
     pub dir: PathBuf,
+    /// What `git/clone` puts in the workspace.
+    pub source: Source,
+}
+
+/// What a run tests: what was pushed, or what is on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Source {
+    /// `git/clone` clones (or pulls) `url`'s branch.
+    #[default]
+    Clone,
+    /// `git/clone` takes a snapshot of the project's own checkout as it is on disk
+    /// (`run --worktree`).
+    Worktree,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

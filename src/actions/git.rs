@@ -114,6 +114,69 @@ pub fn clone_or_pull(repo: &Repo) -> Result<Vec<CommandLine>, String> {
     }
 }
 
+/// Where a snapshot's script leaves word that the checkout held uncommitted changes (inside the
+/// snapshot's own `.git`, which only pydeployer writes).
+const UNCOMMITTED_MARK: &str = "pydeployer-uncommitted";
+
+/// `run --worktree`: the workspace becomes a snapshot of the project's own checkout as it is
+/// on disk, without touching the checkout (its index, stash and files stay as they are): a
+/// clone that shares its objects, with the files git would show (tracked, with their changes;
+/// untracked, unless ignored) copied over it, and its remote pointed at `repo.url`.
+pub fn snapshot(repo: &Repo, snapshot: &super::Snapshot) -> Vec<CommandLine> {
+    let script = format!(
+        r#"unset GIT_DIR GIT_WORK_TREE
+set -e
+checkout=$1 dir=$2 url=$3 remote=$4
+shift 4
+rm -rf -- "$dir"
+git clone --quiet --shared --no-checkout --origin "$remote" -- "$checkout" "$dir"
+( cd "$checkout" && git ls-files -z --cached --others --exclude-standard -- . "$@" \
+    | tar --null --no-recursion --ignore-failed-read -cf - -T - 2>/dev/null ) | tar -xf - -C "$dir"
+cd "$dir"
+git reset --quiet
+git remote set-url -- "$remote" "$url"
+if [ -n "$(git status --porcelain)" ]; then
+  touch .git/{UNCOMMITTED_MARK}
+  echo "the snapshot holds uncommitted changes: it can be tested, not deployed"
+  git status --short
+else
+  echo "the snapshot is $(git rev-parse --short HEAD), with no uncommitted changes"
+fi"#
+    );
+    let checkout = snapshot.checkout.display().to_string();
+    let dir = repo.dir.display().to_string();
+    let mut args = vec![
+        "-c".to_owned(),
+        script,
+        "git/clone".to_owned(),
+        checkout.clone(),
+        dir.clone(),
+        repo.url.clone(),
+        repo.remote.clone(),
+    ];
+    args.extend(
+        snapshot
+            .exclude
+            .iter()
+            .map(|path| format!(":(exclude){path}")),
+    );
+    vec![CommandLine::new("sh", args).shown_as(format!(
+        "snapshot of {checkout} as it is on disk into {dir}"
+    ))]
+}
+
+/// A deploy from a snapshot that held uncommitted changes is refused: what it would push is
+/// not a commit anyone made.
+pub fn refuse_uncommitted_snapshot(repo: &Repo) -> Result<(), String> {
+    if repo.dir.join(".git").join(UNCOMMITTED_MARK).exists() {
+        return Err(format!(
+            "refusing to deploy: {} is a snapshot of a checkout with uncommitted changes; commit them and run again (or run without --worktree)",
+            repo.dir.display()
+        ));
+    }
+    Ok(())
+}
+
 /// `git add -A` and a commit with `message`; nothing to commit is a success, said so.
 pub fn commit(message: &str) -> Vec<CommandLine> {
     let script = format!(
@@ -249,7 +312,8 @@ fn remote_url(dir: &Path, remote: &str) -> Option<String> {
     None
 }
 
-fn same_repository(a: &str, b: &str) -> bool {
+/// Whether two URLs or paths name the same repository (paths compared once resolved).
+pub fn same_repository(a: &str, b: &str) -> bool {
     let canonical = |s: &str| -> PathBuf {
         fs::canonicalize(s).unwrap_or_else(|_| PathBuf::from(s.trim_end_matches('/')))
     };

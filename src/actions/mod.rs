@@ -141,6 +141,18 @@ pub struct RunContext {
     pub scratch: PathBuf,
     /// `rollback --to`: the commit whose tree the rollback restores.
     pub revert_to: Option<String>,
+    /// `run --worktree`: `git/clone` takes a snapshot of this checkout instead of cloning.
+    pub snapshot: Option<Snapshot>,
+}
+
+/// The project's own checkout, as `run --worktree` copies it into the workspace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Its top folder (`git rev-parse --show-toplevel`).
+    pub checkout: PathBuf,
+    /// Folders inside it that are pydeployer's own (logs, ledger, workspace, `.pydeployer`),
+    /// relative to `checkout`: never copied, even where git does not ignore them.
+    pub exclude: Vec<String>,
 }
 
 /// The commands a stage runs, in order; the stage fails at the first that fails. Built-in
@@ -160,7 +172,10 @@ pub fn commands(
         Action::Run(RunCommand::Shell(script)) => vec![shell_command(script)],
         Action::Run(RunCommand::Argv(argv)) => vec![CommandLine::new(&argv[0], &argv[1..])],
         Action::Uses(uses) => match uses {
-            Uses::GitClone => git::clone_or_pull(repo()?)?,
+            Uses::GitClone => match &context.snapshot {
+                Some(snapshot) => git::snapshot(repo()?, snapshot),
+                None => git::clone_or_pull(repo()?)?,
+            },
             Uses::GitCommit { message } => {
                 let message = message.clone().unwrap_or_else(|| {
                     format!(
@@ -170,7 +185,12 @@ pub fn commands(
                 });
                 git::commit(&message)
             }
-            Uses::GitPush => git::probed(repo()?, git::push(repo()?)),
+            Uses::GitPush => {
+                if context.snapshot.is_some() {
+                    git::refuse_uncommitted_snapshot(repo()?)?;
+                }
+                git::probed(repo()?, git::push(repo()?))
+            }
             Uses::GitRevert => {
                 git::probed(repo()?, git::revert(repo()?, context.revert_to.as_deref()))
             }
@@ -264,13 +284,18 @@ pub fn describe(pipeline: &Pipeline, stage: &Stage) -> String {
 pub fn describe_with(pipeline: &Pipeline, stage: &Stage, context: &RunContext) -> String {
     match &stage.action {
         Action::Run(RunCommand::Shell(script)) => script.clone(),
-        Action::Uses(Uses::GitClone) => match &pipeline.repo {
-            Some(repo) => format!(
+        Action::Uses(Uses::GitClone) => match (&pipeline.repo, &context.snapshot) {
+            (Some(repo), Some(snapshot)) => format!(
+                "snapshot of {} as it is on disk (tracked files with their changes, untracked files git does not ignore) into {}",
+                snapshot.checkout.display(),
+                repo.dir.display()
+            ),
+            (Some(repo), None) => format!(
                 "git clone (or pull) {} into {}",
                 repo.url,
                 repo.dir.display()
             ),
-            None => "git clone".to_owned(),
+            (None, _) => "git clone".to_owned(),
         },
         _ => match commands(pipeline, stage, context) {
             Ok(commands) => display(&commands),

@@ -191,6 +191,18 @@ struct RepoSettings {
     /// Where the clone lives, relative to pipeline.yml. Default: `workspace`.
     #[schemars(regex(pattern = r"\S"))]
     dir: Option<String>,
+    /// What `git/clone` puts in the workspace: `clone` (default) clones `url`'s branch, what
+    /// was pushed; `worktree` takes a snapshot of this project's own checkout as it is on disk
+    /// (as `run --worktree` does).
+    source: Option<RepoSource>,
+}
+
+#[derive(JsonSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+enum RepoSource {
+    Clone,
+    Worktree,
 }
 
 /// Run logs: one file per run.

@@ -7,7 +7,7 @@ use crate::config::decode::as_written;
 use crate::config::raw::{Key, Node, Span, Value};
 use crate::config::validate::{Checker, Declared, LOGS_KEYS, REPO_KEYS};
 use crate::error::{Problem, SourceFile};
-use crate::pipeline::{Pipeline, Repo};
+use crate::pipeline::{Pipeline, Repo, Source};
 
 impl Checker<'_> {
     /// `secrets: [NAME, …]`: names of environment variables (their values are masked).
@@ -195,6 +195,7 @@ impl Checker<'_> {
             branch: "master".into(),
             remote: "origin".into(),
             dir: self.root.join("workspace"),
+            source: Source::Clone,
         };
         for (key, value) in entries {
             match key.name.as_str() {
@@ -233,6 +234,23 @@ impl Checker<'_> {
                 "dir" => {
                     if let Some(dir) = self.path(file, value, "`repo.dir`", "`dir: workspace`") {
                         repo.dir = dir;
+                    }
+                }
+                "source" => {
+                    let source = self.string(file, value, "`repo.source`", "`source: worktree`");
+                    match source.as_deref() {
+                        None => {}
+                        Some("clone") => repo.source = Source::Clone,
+                        Some("worktree") => repo.source = Source::Worktree,
+                        Some(other) => self.push(
+                            Problem::at(
+                                file,
+                                value.span,
+                                format!("`repo.source` is `clone` or `worktree`, not `{other}`"),
+                                "unknown source",
+                            )
+                            .with_help("`clone`: test what was pushed (the default); `worktree`: test what is on disk"),
+                        ),
                     }
                 }
                 _ => {}

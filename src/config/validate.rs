@@ -24,7 +24,7 @@ pub(crate) const TOP_KEYS: [&str; 10] = [
 ];
 /// Top-level keys with this prefix are the user's own (anchor holders), never settings.
 pub(crate) const EXTENSION_PREFIX: &str = "x-";
-pub(crate) const REPO_KEYS: [&str; 4] = ["url", "branch", "remote", "dir"];
+pub(crate) const REPO_KEYS: [&str; 5] = ["url", "branch", "remote", "dir", "source"];
 pub(crate) const LOGS_KEYS: [&str; 2] = ["dir", "keep"];
 pub(crate) const STAGE_KEYS: [&str; 13] = [
     "run",

@@ -8,6 +8,7 @@
 //! Front ends build the request and the settings; nothing here knows about the command line.
 
 mod outputs;
+mod source;
 
 use std::sync::Arc;
 
@@ -39,6 +40,8 @@ pub struct RunRequest {
     pub trigger: Trigger,
     /// `rollback --to`: the commit whose tree the rollback restores.
     pub revert_to: Option<String>,
+    /// Test the project's checkout as it is on disk, not what was pushed (`run --worktree`).
+    pub worktree: bool,
 }
 
 /// How the run is shown, and how it waits for another run of the project.
@@ -68,7 +71,12 @@ pub fn run(
     request: &RunRequest,
     settings: &RunSettings,
 ) -> Result<(), Failure> {
+    let (pipeline, snapshot) = source::workspace(pipeline, request.worktree)?;
+    let pipeline = pipeline.as_ref();
     let plan = checked_plan(pipeline, &request.selection)?;
+    if let Some(note) = source::differs(pipeline, &plan) {
+        crate::errln!("{note}");
+    }
     let masker = Masker::for_pipeline(pipeline);
     // One run at a time per project; everything below happens under the lock.
     let state = StateDir::open(&pipeline.root).map_err(|err| Failure::Tool(err.into()))?;
@@ -87,6 +95,7 @@ pub fn run(
             .map(|d| d.path().to_path_buf())
             .unwrap_or_default(),
         revert_to: request.revert_to.clone(),
+        snapshot,
     };
     let header = header(
         pipeline, &plan, request, settings, &context, started_at, &log_path,
