@@ -45,6 +45,7 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
                 command: "run",
                 selection: selection(&args.select),
                 worktree: args.worktree,
+                force: args.force,
                 ..RunRequest::default()
             };
             session::run(&load(cli)?, &request, &settings(cli, args.lock.wait))
@@ -208,7 +209,8 @@ fn rollback(cli: &Cli, to: Option<u64>, wait: bool) -> Result<(), Failure> {
                 Problem::general(format!("the ledger has no entry {id}"))
                     .with_help("`pydeployer history` lists the entries")
             })?;
-            if entry.status != Status::Success {
+            // An up-to-date deploy's commit was live too: the branch already held it.
+            if !matches!(entry.status, Status::Success | Status::UpToDate) {
                 // Its commit may never have reached the remote: returning to it would publish
                 // what was never deployed.
                 return Err(Problem::general(format!(

@@ -232,6 +232,10 @@ pub struct RunArgs {
     /// does not ignore) instead of what was pushed; it is never deployed with uncommitted changes.
     #[arg(long)]
     pub worktree: bool,
+    /// Deploy even a commit that has not passed the stages its deploy needs (the ledger says
+    /// it was forced).
+    #[arg(long)]
+    pub force: bool,
     /// Show the plan instead of running it.
     #[arg(long)]
     pub dry_run: bool,

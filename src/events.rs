@@ -96,6 +96,8 @@ pub struct PlannedStage {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Deployed {
     pub kind: DeployKind,
+    /// Deployed with `--force` although it had not passed the stages it needs.
+    pub forced: bool,
     /// The repository's URL or path, as configured (credentials masked like any secret).
     pub repo: String,
     pub remote: String,

@@ -106,6 +106,34 @@ impl Pipeline {
             .collect()
     }
 
+    /// The stages a deploy stage must have passed on the commit it deploys: everything it
+    /// needs, transitively, but the built-in git actions and `python/venv` (which make the
+    /// workspace rather than test it).
+    pub fn guards<'a>(&'a self, stage: &'a Stage) -> Vec<&'a StageName> {
+        let mut seen: Vec<&'a StageName> = Vec::new();
+        let mut todo: Vec<&'a StageName> = stage.needs.iter().collect();
+        while let Some(name) = todo.pop() {
+            if seen.contains(&name) {
+                continue;
+            }
+            seen.push(name);
+            if let Some(need) = self.stage(name.as_str()) {
+                todo.extend(&need.needs);
+            }
+        }
+        let mut guards: Vec<&'a StageName> = seen
+            .into_iter()
+            .filter(|name| {
+                self.stage(name.as_str()).is_some_and(|s| {
+                    !s.builtin()
+                        .is_some_and(|b| b.is_git() || b == Builtin::PythonVenv)
+                })
+            })
+            .collect();
+        guards.sort();
+        guards
+    }
+
     pub fn workdir(&self, stage: &Stage) -> PathBuf {
         if let Some(dir) = &stage.workdir {
             return dir.clone();

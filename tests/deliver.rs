@@ -42,7 +42,6 @@ fn ledger(project: &Project) -> serde_json::Value {
 #[test]
 fn run_clones_builds_tests_and_deploys() {
     let project = project_with_origin(TESTS);
-    // A local change the build stage commits and the deploy pushes.
     let (code, _, err) = project.run(&["run"]);
     assert_eq!(code, 0, "{err}");
     assert!(project.exists("workspace/calc.py"));
@@ -55,9 +54,11 @@ fn run_clones_builds_tests_and_deploys() {
     let ledger = ledger(&project);
     assert_eq!(ledger.as_array().unwrap().len(), 1);
     assert_eq!(ledger[0]["kind"], "deploy");
-    assert_eq!(ledger[0]["status"], "success");
+    // origin already held the commit it tested: the deploy pushed nothing, and says so.
+    assert_eq!(ledger[0]["status"], "up_to_date");
     assert_eq!(ledger[0]["id"], 1);
     assert_eq!(ledger[0]["commit"], origin_head(&project));
+    assert_eq!(ledger[0]["previous_commit"], origin_head(&project));
 }
 
 #[test]
@@ -443,4 +444,47 @@ fn a_failing_pytest_stage_shows_its_assertion_ids_pytest_takes_and_pytests_count
         rerun.lines().last().unwrap().starts_with("1 failed in"),
         "{rerun}"
     );
+}
+
+#[test]
+fn a_commit_that_did_not_pass_its_tests_is_not_deployed_unless_forced() {
+    let project = project_with_origin(TESTS);
+    let (code, _, err) = project.run(&["run"]);
+    assert_eq!(code, 0, "{err}");
+    let deployed = origin_head(&project);
+    // A change that breaks the tests: the build commits it, the test fails, deploy is skipped.
+    project.file("workspace/calc.py", "def add(a, b):\n    return a - b\n");
+    let (code, _, err) = project.run(&["run"]);
+    assert_eq!(code, 1, "{err}");
+    let broken = git(&project.join("workspace"), &["rev-parse", "HEAD"]);
+    assert_ne!(broken, deployed);
+
+    // `run --only deploy` right after: refused, naming the commit and the stage.
+    let (code, _, err) = project.run(&["run", "--only", "deploy"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("refusing to deploy"), "{err}");
+    assert!(err.contains(&broken[..10]), "{err}");
+    assert!(err.contains("`test`"), "{err}");
+    assert_eq!(origin_head(&project), deployed, "origin changed");
+
+    // --force deploys it, and the ledger says so.
+    let (code, _, err) = project.run(&["run", "--only", "deploy", "--force"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(origin_head(&project), broken);
+    let entries = ledger(&project);
+    let last = entries.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["status"], "success");
+    assert_eq!(last["forced"], true);
+    assert_eq!(last["commit"], broken.as_str());
+
+    // A commit that passed (in an earlier run) deploys without --force.
+    project.file("workspace/calc.py", "def add(a, b):\n    return a + b\n");
+    let (code, _, err) = project.run(&["run", "test"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = project.run(&["run", "--only", "deploy"]);
+    assert_eq!(code, 0, "{err}");
+    let entries = ledger(&project);
+    let last = entries.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["status"], "success");
+    assert!(last.get("forced").is_none(), "{last}");
 }

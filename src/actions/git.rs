@@ -200,6 +200,11 @@ pub fn probed(repo: &Repo, commands: Vec<CommandLine>) -> Vec<CommandLine> {
     all
 }
 
+/// The commit the workspace holds (a probe of a git action, so git is pinned to it).
+pub fn head() -> CommandLine {
+    rev_parse("HEAD^{commit}")
+}
+
 fn rev_parse(what: &str) -> CommandLine {
     CommandLine::probe(
         "git",

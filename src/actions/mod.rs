@@ -28,6 +28,9 @@ pub struct CommandLine {
     /// A question the action asks (`git rev-parse HEAD`), not a step of the stage: its output
     /// is its answer, kept for [`post_step`] instead of shown, and any exit code is fine.
     pub probe: bool,
+    /// Not a process: the runner asks [`gate`] whether the stage may go on (a deploy of a
+    /// commit that did not pass its stages may not).
+    pub gate: bool,
 }
 
 impl CommandLine {
@@ -41,6 +44,15 @@ impl CommandLine {
             also_ok: Vec::new(),
             shown: None,
             probe: false,
+            gate: false,
+        }
+    }
+
+    /// The [`gate`](CommandLine::gate) of a deploy.
+    pub fn gate() -> Self {
+        CommandLine {
+            gate: true,
+            ..CommandLine::new("gate", Vec::<String>::new())
         }
     }
 
@@ -143,6 +155,8 @@ pub struct RunContext {
     pub revert_to: Option<String>,
     /// `run --worktree`: `git/clone` takes a snapshot of this checkout instead of cloning.
     pub snapshot: Option<Snapshot>,
+    /// `--force`: deploy what did not pass its stages (the ledger says so).
+    pub force: bool,
 }
 
 /// The project's own checkout, as `run --worktree` copies it into the workspace.
@@ -189,7 +203,9 @@ pub fn commands(
                 if context.snapshot.is_some() {
                     git::refuse_uncommitted_snapshot(repo()?)?;
                 }
-                git::probed(repo()?, git::push(repo()?))
+                let mut push = vec![git::head(), CommandLine::gate()];
+                push.extend(git::push(repo()?));
+                git::probed(repo()?, push)
             }
             Uses::GitRevert => {
                 git::probed(repo()?, git::revert(repo()?, context.revert_to.as_deref()))
@@ -208,6 +224,63 @@ pub fn commands(
 pub fn junit_report(stage: &Stage, context: &RunContext) -> Option<PathBuf> {
     (stage.builtin() == Some(Builtin::Pytest))
         .then(|| context.scratch.join(format!("junit-{}.xml", stage.name)))
+}
+
+/// Whether a deploy stage may push the commit its probe found (the last answer so far): every
+/// stage it needs must have passed, in this run (`passed_now`: the workspace flowed through
+/// them to this commit) or, on that very commit, in an earlier one (`passed`). `Ok(true)`: it
+/// may only because of `--force`.
+pub fn gate(
+    pipeline: &Pipeline,
+    stage: &Stage,
+    context: &RunContext,
+    answers: &[String],
+    passed: &crate::store::passed::Passed,
+    passed_now: &std::collections::BTreeSet<crate::pipeline::StageName>,
+) -> Result<bool, String> {
+    let guards = pipeline.guards(stage);
+    if guards.is_empty() {
+        return Ok(false);
+    }
+    let commit = answers
+        .last()
+        .map(|a| a.trim())
+        .filter(|a| git::is_object_id(a));
+    let missing: Vec<&str> = match commit {
+        Some(commit) => guards
+            .iter()
+            .filter(|g| !passed_now.contains(**g) && !passed.passed(commit, g))
+            .map(|g| g.as_str())
+            .collect(),
+        None => guards
+            .iter()
+            .filter(|g| !passed_now.contains(**g))
+            .map(|g| g.as_str())
+            .collect(),
+    };
+    if missing.is_empty() {
+        return Ok(false);
+    }
+    if context.force {
+        return Ok(true);
+    }
+    let what = commit.map_or_else(
+        || "the workspace's commit".to_owned(),
+        |c| format!("commit {}", &c[..10]),
+    );
+    Err(format!(
+        "refusing to deploy {what}: it has not passed {} (in this run or an earlier one); run {} first, or pass --force to deploy it anyway (the ledger will say so)",
+        missing
+            .iter()
+            .map(|m| format!("`{m}`"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        missing
+            .iter()
+            .map(|m| format!("`pydeployer run {m}`"))
+            .collect::<Vec<_>>()
+            .join(" or "),
+    ))
 }
 
 /// What a stage's action adds to its finished event, from its post-step.
@@ -251,6 +324,7 @@ pub fn post_step(
         let (previous_commit, commit) = git::answers(answers);
         Deployed {
             kind,
+            forced: false,
             repo: repo.url.clone(),
             remote: repo.remote.clone(),
             branch: repo.branch.clone(),

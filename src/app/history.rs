@@ -111,6 +111,7 @@ mod tests {
             commit: commit.map(String::from),
             previous_commit: None,
             log: None,
+            forced: false,
         }
     }
 

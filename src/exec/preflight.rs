@@ -42,7 +42,7 @@ pub fn missing_programs(pipeline: &Pipeline, plan: &Plan) -> Vec<Problem> {
         };
         let is_pytest = stage.builtin() == Some(Builtin::Pytest);
         for command in commands {
-            if is_pytest && venv_coming {
+            if (is_pytest && venv_coming) || command.gate {
                 continue;
             }
             if !found(&command.program, path.as_ref(), &dir) {

@@ -30,6 +30,7 @@ use crate::exec::watchdog::Watchdog;
 use crate::mask::Masker;
 use crate::pipeline::{Pipeline, StageName};
 use crate::plan::Plan;
+use crate::store::passed::Passed;
 
 /// After KILL, how long a stage's main process may take to go before the stage is given up
 /// on (at least; the grace period when it is longer).
@@ -51,6 +52,8 @@ pub struct RunOptions {
     pub watchdog: Option<Arc<Watchdog>>,
     /// Hides secrets in every event, where events leave the runner.
     pub masker: Masker,
+    /// Which commit passed which stages in earlier runs, for a deploy's gate.
+    pub passed: Passed,
 }
 
 /// A stage attempt in progress.
@@ -75,6 +78,8 @@ struct Active {
     failed: Option<Outcome>,
     /// The last line of output, for an action whose post-step reads it.
     last_line: Option<LastLine>,
+    /// The deploy's gate let it through only because of `--force`.
+    forced: bool,
 }
 
 /// The last non-empty line of a stage's output, kept as it streams by (at most 4 KiB of it).
@@ -194,6 +199,7 @@ pub fn execute(
         stopped: None,
         killed: false,
         lingering: Vec::new(),
+        passed_now: std::collections::BTreeSet::new(),
     };
     run.out.send(RunEvent::RunStarted(header));
 
@@ -298,6 +304,8 @@ struct Run<'a, F: FnMut(&RunEvent)> {
     /// Groups whose command ended while other processes of theirs ran on: they were sent TERM,
     /// and get KILL at the instant given if still there.
     lingering: Vec<(Instant, Target)>,
+    /// The stages that passed in this run, for a deploy's gate.
+    passed_now: std::collections::BTreeSet<StageName>,
 }
 
 impl<F: FnMut(&RunEvent)> Run<'_, F> {
@@ -389,6 +397,7 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
                 answers: Vec::new(),
                 failed: None,
                 last_line: actions::wants_last_line(stage).then(LastLine::default),
+                forced: false,
             },
         );
         match not_started {
@@ -414,6 +423,20 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
             let outcome = a.failed.take().unwrap_or(Outcome::Passed);
             return self.complete(step, outcome, stop);
         };
+        if command.gate {
+            let stage = &self.pipeline.stages[self.plan.steps[step].stage];
+            let context = &self.options.context;
+            let (passed, now) = (&self.options.passed, &self.passed_now);
+            match actions::gate(self.pipeline, stage, context, &a.answers, passed, now) {
+                Ok(forced) => {
+                    a.forced = forced;
+                    self.next_command(step, stop);
+                }
+                Err(message) => self.complete(step, Outcome::NotStarted { message }, stop),
+            }
+            return;
+        }
+
         let spawned = process::spawn(&Spawn {
             command: &command,
             dir: &a.dir,
@@ -607,7 +630,15 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
             .flatten()
             .collect();
         let note = (!notes.is_empty()).then(|| notes.join("; "));
-        self.finish(step, outcome, note, post.details, post.deploy, stop);
+        let forced = a.forced;
+        let post = actions::PostStep {
+            note,
+            deploy: post
+                .deploy
+                .map(|deploy| crate::events::Deployed { forced, ..deploy }),
+            ..post
+        };
+        self.finish(step, outcome, post, stop);
     }
     fn skip(&mut self, step: usize, reason: SkipReason) {
         let name = self.pipeline.stages[self.plan.steps[step].stage]
@@ -630,11 +661,14 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
         &mut self,
         step: usize,
         outcome: Outcome,
-        note: Option<String>,
-        details: Option<String>,
-        deploy: Option<crate::events::Deployed>,
+        post: actions::PostStep,
         stop: Option<&Stop>,
     ) {
+        let actions::PostStep {
+            note,
+            details,
+            deploy,
+        } = post;
         let Some(a) = self.active.remove(&step) else {
             return;
         };
@@ -667,6 +701,9 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
             outcome
         };
         let passed = outcome.passed();
+        if passed {
+            self.passed_now.insert(stage.name.clone());
+        }
         let will_retry = self.stopped.is_none() && self.scheduler.finished(step, passed);
         let t = &mut self.tally[step];
         t.attempts = a.attempt;
@@ -747,7 +784,11 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
                 code: None,
                 signal: Some(SIGKILL),
             };
-            self.finish(step, outcome, Some(note), None, None, Some(stop));
+            let post = actions::PostStep {
+                note: Some(note),
+                ..actions::PostStep::default()
+            };
+            self.finish(step, outcome, post, Some(stop));
         }
     }
 

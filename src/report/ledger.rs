@@ -53,10 +53,19 @@ impl super::Sink for LedgerSink {
                         DeployKind::Rollback => Kind::Rollback,
                     },
                     status: match outcome {
+                        // A deploy that found the branch already there pushed nothing.
+                        Outcome::Passed
+                            if deploy.kind == DeployKind::Deploy
+                                && deploy.commit.is_some()
+                                && deploy.commit == deploy.previous_commit =>
+                        {
+                            Status::UpToDate
+                        }
                         Outcome::Passed => Status::Success,
                         Outcome::Cancelled => Status::Cancelled,
                         _ => Status::Failed,
                     },
+                    forced: deploy.forced,
                     started_at: self.started.remove(stage).unwrap_or(finished_at),
                     finished_at,
                     repo: deploy.repo.clone(),

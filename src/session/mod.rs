@@ -27,6 +27,8 @@ use crate::plan::{Plan, Selection};
 use crate::report::Flow;
 use crate::report::terminal::Verbosity;
 use crate::store::ledger::Ledger;
+use crate::store::passed::Passed;
+
 use crate::store::state::{LockError, RunLock, StateDir};
 
 pub use outputs::Format;
@@ -42,6 +44,8 @@ pub struct RunRequest {
     pub revert_to: Option<String>,
     /// Test the project's checkout as it is on disk, not what was pushed (`run --worktree`).
     pub worktree: bool,
+    /// Deploy a commit that has not passed the stages its deploy needs (`--force`).
+    pub force: bool,
 }
 
 /// How the run is shown, and how it waits for another run of the project.
@@ -96,6 +100,7 @@ pub fn run(
             .unwrap_or_default(),
         revert_to: request.revert_to.clone(),
         snapshot,
+        force: request.force,
     };
     let header = header(
         pipeline, &plan, request, settings, &context, started_at, &log_path,
@@ -106,7 +111,16 @@ pub fn run(
     let watchdog = Watchdog::start(lock.file()).ok().map(Arc::new);
     let hung_up = || stop.hung_up();
     let mut reporter = outputs::reporter(settings, log, ledger, &hung_up);
+    // Only a run with a deploy, or a stage a deploy needs, reads what passed before.
+    let guards = guards(pipeline, &plan);
+    let record = crate::store::passed::path(&pipeline.root);
+    let passed = if guards.is_empty() {
+        Passed::default()
+    } else {
+        Passed::load(&record, |warning| crate::errln!("warning: {warning}"))
+    };
     let options = RunOptions {
+        passed,
         context,
         jobs: header.jobs,
         grace: pipeline.grace_period,
@@ -124,12 +138,38 @@ pub fn run(
     if let Some(watchdog) = &watchdog {
         watchdog.finish();
     }
+    outputs::record_passed(pipeline, &guards, &summary, options.passed, &log_path);
     let failures = reporter.finish();
     if prune {
         outputs::prune_logs(pipeline, &log_path);
     }
     drop(lock);
     outputs::verdict(&failures, summary.exit_code)
+}
+
+/// The stages some deploy of the pipeline needs to have passed, when this plan runs one of them
+/// or a deploy: the commit each runs on is recorded when it passes (`run test` now lets
+/// `run --only deploy` go later).
+fn guards(
+    pipeline: &Pipeline,
+    plan: &Plan,
+) -> std::collections::BTreeSet<crate::pipeline::StageName> {
+    let guards: std::collections::BTreeSet<_> = pipeline
+        .stages
+        .iter()
+        .filter(|s| s.builtin() == Some(Builtin::GitPush))
+        .flat_map(|deploy| pipeline.guards(deploy))
+        .cloned()
+        .collect();
+    let involved = plan.steps.iter().any(|step| {
+        let stage = &pipeline.stages[step.stage];
+        guards.contains(&stage.name) || stage.builtin() == Some(Builtin::GitPush)
+    });
+    if involved {
+        guards
+    } else {
+        std::collections::BTreeSet::new()
+    }
 }
 
 /// The plan, once every check before a run holds: a named stage that needs an unnamed manual

@@ -6,9 +6,15 @@ use std::path::Path;
 
 use chrono::{DateTime, Local};
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use super::RunSettings;
+use crate::actions::{CommandLine, git};
 use crate::error::Failure;
+use crate::events::{RunSummary, StageResult};
+use crate::exec::process;
 use crate::pipeline::Pipeline;
+use crate::pipeline::StageName;
 use crate::report::json::JsonSummary;
 use crate::report::jsonl::JsonLines;
 use crate::report::ledger::LedgerSink;
@@ -16,6 +22,7 @@ use crate::report::logfile::RunLog;
 use crate::report::terminal::{Terminal, TerminalOptions, TerminalSink};
 use crate::report::{OnFailure, Reporter, SinkFailure};
 use crate::store::ledger::Ledger;
+use crate::store::passed::Passed;
 
 /// What stdout carries during a run; progress and the summary table go to stderr always.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -85,6 +92,48 @@ pub(super) fn prune_logs(pipeline: &Pipeline, current: &Path) {
         crate::errln!(
             "warning: could not remove old logs in {}: {err}",
             pipeline.logs.dir.display()
+        );
+    }
+}
+
+/// Records the stages some deploy needs that passed in this run, on the commit the workspace
+/// holds now (the one a later `run --only deploy` would push).
+pub(super) fn record_passed(
+    pipeline: &Pipeline,
+    guards: &BTreeSet<StageName>,
+    summary: &RunSummary,
+    mut passed: Passed,
+    log: &Path,
+) {
+    let (Some(repo), false) = (&pipeline.repo, guards.is_empty()) else {
+        return;
+    };
+    let now: Vec<&StageName> = summary
+        .stages
+        .iter()
+        .filter(|row| row.result == StageResult::Passed && guards.contains(&row.stage))
+        .map(|row| &row.stage)
+        .collect();
+    if now.is_empty() {
+        return;
+    }
+    let env = git::pinned_environment(Some(repo), false, &BTreeMap::new());
+    let head = CommandLine::new("git", ["rev-parse", "--verify", "--quiet", "HEAD^{commit}"]);
+    let Ok(commit) = process::capture(&head, &repo.dir, &env) else {
+        return;
+    };
+    let log = log
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    for stage in now {
+        passed.record(&commit, stage, &log);
+    }
+    let record = crate::store::passed::path(&pipeline.root);
+    if let Err(err) = passed.save(&record) {
+        crate::errln!(
+            "warning: could not record what passed in {}: {err}; a deploy of this commit needs its stages to pass again",
+            record.display()
         );
     }
 }

@@ -44,6 +44,9 @@ pub struct Entry {
     pub previous_commit: Option<String>,
     /// The run log of the run that did it.
     pub log: Option<PathBuf>,
+    /// Deployed with `--force`, although it had not passed the stages its deploy needs.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forced: bool,
 }
 
 /// What an entry records.
@@ -62,6 +65,9 @@ pub enum Status {
     Failed,
     /// The run was interrupted while the stage ran.
     Cancelled,
+    /// It passed, and pushed nothing: the branch already held that commit.
+    #[serde(rename = "up_to_date")]
+    UpToDate,
 }
 
 impl Kind {
@@ -81,6 +87,7 @@ impl Status {
             Status::Success => "success",
             Status::Failed => "failed",
             Status::Cancelled => "cancelled",
+            Status::UpToDate => "up_to_date",
         }
     }
 }
@@ -113,6 +120,7 @@ pub struct NewEntry {
     pub commit: Option<String>,
     pub previous_commit: Option<String>,
     pub log: Option<PathBuf>,
+    pub forced: bool,
 }
 
 impl NewEntry {
@@ -129,6 +137,7 @@ impl NewEntry {
             branch: self.branch,
             commit: self.commit,
             previous_commit: self.previous_commit,
+            forced: self.forced,
             // JSON strings are UTF-8: a path that is not would make the whole append fail,
             // and a slightly mangled log path is better than a deploy left unrecorded.
             log: self
@@ -389,6 +398,7 @@ mod tests {
             commit: commit.map(String::from),
             previous_commit: None,
             log: Some(PathBuf::from("logs/2024-03-05_12-00-00.log")),
+            forced: false,
         }
     }
 

@@ -6,4 +6,5 @@
 
 pub mod ledger;
 pub mod logs;
+pub mod passed;
 pub mod state;
