@@ -7,6 +7,7 @@ mod init;
 pub mod json;
 mod logs;
 mod menu;
+mod port;
 pub mod shell;
 
 use std::borrow::Cow;
@@ -99,6 +100,8 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Init => init::run(cli),
+        Command::Export(args) => port::export(cli, args),
+        Command::Import(args) => port::import(cli, args),
     }
 }
 

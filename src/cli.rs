@@ -176,6 +176,60 @@ Examples:
   cd my-project && pydeployer init && pydeployer run
   pydeployer -f services/api/pipeline.yml init")]
     Init,
+    /// Write the pipeline as a GitHub Actions workflow or a .gitlab-ci.yml (stdout by default).
+    ///
+    /// One job per stage, with its needs. What has no equivalent on the CI is a comment in the
+    /// file and a warning. `--check` compares with the file `-o` names: exit 1 when it is stale.
+    #[command(after_help = "\
+Examples:
+  pydeployer export github -o .github/workflows/pydeployer.yml
+  pydeployer export gitlab -o .gitlab-ci.yml
+  pydeployer export github -o .github/workflows/pydeployer.yml --check   in a pre-commit hook")]
+    Export(ExportArgs),
+    /// Turn a GitHub Actions workflow (or a .gitlab-ci.yml) into pipeline.yml and stages.d/.
+    ///
+    /// Each job becomes a stage (a matrix: one per combination); what cannot be carried over is
+    /// listed in the report. Never overwrites: the folder must have no pipeline yet.
+    #[command(after_help = "\
+Examples:
+  pydeployer import github .github/workflows/ci.yml && pydeployer run
+  pydeployer import gitlab .gitlab-ci.yml -o local/")]
+    Import(ImportArgs),
+}
+
+/// The hosted CIs `export` and `import` know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CiKind {
+    /// GitHub Actions.
+    Github,
+    /// GitLab CI/CD.
+    Gitlab,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The CI to write for.
+    #[arg(value_enum, value_name = "CI")]
+    pub target: CiKind,
+    /// Write to this file instead of stdout (its folders are created).
+    #[arg(short, long, value_name = "FILE", value_hint = ValueHint::FilePath)]
+    pub output: Option<PathBuf>,
+    /// Write nothing: exit 0 when FILE is what export would write, 1 when it is stale.
+    #[arg(long, requires = "output")]
+    pub check: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The CI the file is for.
+    #[arg(value_enum, value_name = "CI")]
+    pub source: CiKind,
+    /// The workflow: .github/workflows/NAME.yml, or .gitlab-ci.yml.
+    #[arg(value_name = "FILE", value_hint = ValueHint::FilePath)]
+    pub workflow: PathBuf,
+    /// The folder to write pipeline.yml and stages.d/ in (default: the folder of `-f`).
+    #[arg(short, long, value_name = "DIR", value_hint = ValueHint::DirPath)]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -40,6 +40,7 @@ pub mod exec;
 pub mod mask;
 pub mod pipeline;
 pub mod plan;
+pub mod port;
 pub mod report;
 pub mod session;
 pub mod store;

@@ -15,12 +15,17 @@ fn main() -> ExitCode {
         .arg_required_else_help(!on_terminal)
         .get_matches();
     let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
-    // Without -f, the project is found from any folder inside it; `init` writes where it is.
+    // Without -f, the project is found from any folder inside it; `init` and `import` write
+    // where they are.
     let default_file = matches!(
         matches.value_source("file"),
         None | Some(clap::parser::ValueSource::DefaultValue)
     );
-    if default_file && !matches!(cli.command, Some(pydeployer::cli::Command::Init)) {
+    let writes_here = matches!(
+        cli.command,
+        Some(pydeployer::cli::Command::Init | pydeployer::cli::Command::Import(_))
+    );
+    if default_file && !writes_here {
         if let Some(found) = pydeployer::config::find_upward(&cli.file) {
             cli.file = found;
         }

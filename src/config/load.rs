@@ -102,6 +102,12 @@ fn stage_files(dir: &Path) -> std::io::Result<(Vec<PathBuf>, Vec<PathBuf>)> {
     Ok((files, not_files))
 }
 
+/// Parses a YAML file that is not part of the pipeline (a workflow to import), with the same
+/// parser settings and syntax errors as the pipeline's own files.
+pub(crate) fn parse_yaml(file: &SourceFile) -> Result<Node, crate::error::Invalid> {
+    parse(&file.text).map_err(|err| syntax_problem(file, &err).into())
+}
+
 fn read_one(path: &Path, problems: &mut Vec<Problem>) -> Option<Parsed> {
     let text = match fs::read_to_string(path) {
         Ok(text) => text,

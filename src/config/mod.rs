@@ -19,6 +19,7 @@ use std::path::Path;
 use crate::error::Invalid;
 use crate::pipeline::Pipeline;
 
+pub(crate) use load::parse_yaml;
 pub use load::{STAGES_DIR, find_upward};
 pub(crate) use settings::is_local_path;
 
