@@ -373,7 +373,7 @@ pub fn import(file: &SourceFile, root: &Node, machine: &Machine<'_>) -> Result<I
     if let Some(env) = get(root, "env") {
         for (key, value) in entries(file, env, "`env`")? {
             let text = scalar_text(value).unwrap_or_default();
-            match resolve(&text, &[], &mut secrets_all) {
+            match resolve(&text, &[], &mut out.secrets) {
                 Ok(parts) => match plain(&parts) {
                     Some(v) => {
                         out.env.insert(key.name.clone(), v);
@@ -509,8 +509,15 @@ pub fn import(file: &SourceFile, root: &Node, machine: &Machine<'_>) -> Result<I
             continue;
         }
         let up = upstream(id);
-        let clone_covered = up.iter().any(|j| roles[j] == Some(Setup::Clone));
-        let venv_covered = up.iter().any(|j| roles[j] == Some(Setup::Venv));
+        // A set-up job before this one made the workspace (or the venv) already; so did it
+        // for a job run by hand, later.
+        let by_hand = matches!(condition(get(job, "if")), Cond::Manual(_));
+        let covered = |role: Setup| {
+            up.iter().any(|j| roles[j] == Some(role))
+                || (by_hand && roles.values().any(|r| *r == Some(role)))
+        };
+        let clone_covered = covered(Setup::Clone);
+        let venv_covered = covered(Setup::Venv);
 
         // A job that only sets up is that built-in stage.
         if let Some(role) = roles[id] {
@@ -830,6 +837,7 @@ pub fn import(file: &SourceFile, root: &Node, machine: &Machine<'_>) -> Result<I
         out.stages[index].needs = unique;
     }
     out.drop_default_post_needs();
+    secrets_all.extend(out.secrets.iter().cloned());
     if !secrets_all.is_empty() {
         out.notes.push(format!(
             "secrets become environment variables: export {} before running the stages that need them",

@@ -27,6 +27,8 @@ pub struct Imported {
     /// `repo:` for a `git/clone` stage: the project itself, on this branch.
     pub clone_branch: Option<String>,
     pub env: BTreeMap<String, String>,
+    /// Secrets the whole workflow reads (its `env:`): every run needs them.
+    pub secrets: BTreeSet<String>,
     /// In the order the workflow gives them.
     pub stages: Vec<NewStage>,
     /// What could not be carried over, one line each.
@@ -100,6 +102,17 @@ impl Imported {
                 env.insert(k.clone(), v.as_str());
             }
             main.insert("env", env);
+        }
+        if !self.secrets.is_empty() {
+            main.insert(
+                "secrets",
+                Yaml::Seq(
+                    self.secrets
+                        .iter()
+                        .map(|s| Yaml::from(s.as_str()))
+                        .collect(),
+                ),
+            );
         }
         let mut files = vec![(
             PathBuf::from("pipeline.yml"),
