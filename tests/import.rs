@@ -16,15 +16,7 @@ const SEED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/seed-workflow
 
 /// The seed workflow: from the shared folder beside the repository (CI lays it there).
 fn seed() -> String {
-    let candidates = [
-        Path::new(SEED).to_path_buf(),
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/seed-workflow.yml"),
-        Path::new("/work/shared/seed-workflow.yml").to_path_buf(),
-    ];
-    candidates
-        .iter()
-        .find_map(|p| std::fs::read_to_string(p).ok())
-        .unwrap_or_else(|| panic!("seed-workflow.yml is not in ../shared/ ({candidates:?})"))
+    std::fs::read_to_string(SEED).unwrap_or_else(|e| panic!("cannot read {SEED}: {e}"))
 }
 
 /// Each stage's needs, and whether a plain run runs it.
