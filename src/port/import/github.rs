@@ -769,7 +769,7 @@ pub fn import(file: &SourceFile, root: &Node, machine: &Machine<'_>) -> Result<I
                         s.timeout.clone_from(&stage.timeout);
                         if s.when == Some("manual") {
                             out.report.push(format!(
-                                "stage `{own}` (step `{step_name}` of job `{id}`) is manual: {}",
+                                "stage `{own}`: {}",
                                 s.description.as_deref().unwrap_or_default()
                             ));
                         }
