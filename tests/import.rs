@@ -12,7 +12,9 @@ use std::path::Path;
 use common::{Project, git};
 use serde_json::Value;
 
-const SEED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/seed-workflow.yml");
+/// The workflow of the original plan (`../shared/seed-workflow.yml`), kept here so that a
+/// clone of this repository alone runs the tests.
+const SEED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/seed-workflow.yml");
 
 /// The seed workflow: from the shared folder beside the repository (CI lays it there).
 fn seed() -> String {
