@@ -194,40 +194,10 @@ fn plan(cli: &Cli, selection: &Selection) -> Result<(), Failure> {
 
 fn rollback(cli: &Cli, to: Option<u64>, wait: bool) -> Result<(), Failure> {
     let pipeline = load(cli)?;
-    let stage = pipeline
-        .stages
-        .iter()
-        .find(|s| s.builtin() == Some(Builtin::GitRevert))
-        .ok_or_else(|| {
-            Problem::general("this pipeline has no rollback stage").with_help(
-                "add a stage with `uses: git/revert` (see stages.d/90-rollback.yml in the README)",
-            )
-        })?;
+    let stage = rollback_stage(&pipeline)?;
     let revert_to = match to {
         None => None,
-        Some(id) => {
-            let ledger =
-                Ledger::open(&pipeline.archive).map_err(|err| Failure::Tool(err.into()))?;
-            let entry = ledger.get(id).ok_or_else(|| {
-                Problem::general(format!("the ledger has no entry {id}"))
-                    .with_help("`pydeployer history` lists the entries")
-            })?;
-            // An up-to-date deploy's commit was live too: the branch already held it.
-            if !matches!(entry.status, Status::Success | Status::UpToDate) {
-                // Its commit may never have reached the remote: returning to it would publish
-                // what was never deployed.
-                return Err(Problem::general(format!(
-                    "ledger entry {id} is a {} {}: its commit was never deployed",
-                    entry.status, entry.kind
-                ))
-                .with_help("return to an entry whose status is success (`pydeployer history`)")
-                .into());
-            }
-            let commit = entry.commit.clone().ok_or_else(|| {
-                Problem::general(format!("ledger entry {id} has no commit to return to"))
-            })?;
-            Some(commit)
-        }
+        Some(id) => Some(rollback_target(&pipeline, id)?),
     };
     let request = RunRequest {
         command: "rollback",
@@ -241,9 +211,88 @@ fn rollback(cli: &Cli, to: Option<u64>, wait: bool) -> Result<(), Failure> {
     session::run(&pipeline, &request, &settings(cli, wait))
 }
 
+/// The pipeline's one `git/revert` stage; none, or more than one, is refused.
+fn rollback_stage(pipeline: &Pipeline) -> Result<&crate::pipeline::Stage, Failure> {
+    let mut stages = pipeline
+        .stages
+        .iter()
+        .filter(|s| s.builtin() == Some(Builtin::GitRevert));
+    let stage = stages.next().ok_or_else(|| {
+        Problem::general("this pipeline has no rollback stage").with_help(
+            "add a stage with `uses: git/revert` (see stages.d/90-rollback.yml in the README)",
+        )
+    })?;
+    let others: Vec<String> = stages.map(|s| format!("`{}`", s.name)).collect();
+    if !others.is_empty() {
+        return Err(Problem::general(format!(
+            "this pipeline has more than one rollback stage: `{}`, {}",
+            stage.name,
+            others.join(", ")
+        ))
+        .with_help("keep one stage with `uses: git/revert`; `rollback` would not know which to run")
+        .into());
+    }
+    Ok(stage)
+}
+
+/// The commit `rollback --to ID` returns to: entry `id` of the ledger, which must be there
+/// once, a successful deploy or rollback of this pipeline's repository, remote and branch.
+fn rollback_target(pipeline: &Pipeline, id: u64) -> Result<crate::object_id::ObjectId, Failure> {
+    let ledger = Ledger::open(&pipeline.archive).map_err(session::ledger_failure)?;
+    let mut matching = ledger.entries().iter().filter(|e| e.id == id);
+    let entry = matching.next().ok_or_else(|| {
+        Problem::general(format!("the ledger has no entry {id}"))
+            .with_help("`pydeployer history` lists the entries")
+    })?;
+    let duplicates = matching.count();
+    if duplicates > 0 {
+        return Err(Problem::general(format!(
+            "the ledger {} holds {} entries with id {id}: which one to return to is unclear",
+            pipeline.archive.display(),
+            duplicates + 1
+        ))
+        .with_help("fix the ids in the file (each id once), or return to another entry")
+        .into());
+    }
+    if let Some(repo) = &pipeline.repo {
+        let differs = [
+            ("repository", &entry.repo, &repo.url),
+            ("remote", &entry.remote, &repo.remote),
+            ("branch", &entry.branch, &repo.branch),
+        ]
+        .into_iter()
+        .find(|(_, theirs, ours)| theirs != ours);
+        if let Some((what, theirs, ours)) = differs {
+            return Err(Problem::general(format!(
+                "ledger entry {id} is a {} of {what} `{theirs}`, not of this pipeline's `{ours}`",
+                entry.kind
+            ))
+            .with_help(
+                "the ledger is shared with another pipeline; return to an entry of this one \
+                 (`pydeployer history`)",
+            )
+            .into());
+        }
+    }
+    // An up-to-date deploy's commit was live too: the branch already held it.
+    if !matches!(entry.status, Status::Success | Status::UpToDate) {
+        // Its commit may never have reached the remote: returning to it would publish
+        // what was never deployed.
+        return Err(Problem::general(format!(
+            "ledger entry {id} is a {} {}: its commit was never deployed",
+            entry.status, entry.kind
+        ))
+        .with_help("return to an entry whose status is success (`pydeployer history`)")
+        .into());
+    }
+    entry.commit.clone().ok_or_else(|| {
+        Problem::general(format!("ledger entry {id} has no commit to return to")).into()
+    })
+}
+
 fn history(cli: &Cli, limit: Option<usize>) -> Result<(), Failure> {
     let pipeline = load(cli)?;
-    let ledger = Ledger::open(&pipeline.archive).map_err(|err| Failure::Tool(err.into()))?;
+    let ledger = Ledger::open(&pipeline.archive).map_err(session::ledger_failure)?;
     let entries = ledger.entries();
     let shown = &entries[entries.len().saturating_sub(limit.unwrap_or(usize::MAX))..];
     match cli.format {

@@ -10,6 +10,7 @@ use std::time::Duration;
 use chrono::{DateTime, Local};
 use serde::Serialize;
 
+use crate::object_id::ObjectId;
 use crate::pipeline::StageName;
 
 #[derive(Debug, Clone, Serialize)]
@@ -104,10 +105,10 @@ pub struct Deployed {
     pub branch: String,
     /// The commit the workspace held after the stage (a full object id); `None` when it
     /// could not be read.
-    pub commit: Option<String>,
+    pub commit: Option<ObjectId>,
     /// What the remote's branch pointed at before, as the workspace last saw it; `None` when
     /// it had no such branch.
-    pub previous_commit: Option<String>,
+    pub previous_commit: Option<ObjectId>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -38,6 +38,7 @@ pub mod error;
 pub mod events;
 pub mod exec;
 pub mod mask;
+pub mod object_id;
 pub mod pipeline;
 pub mod plan;
 pub mod port;

@@ -14,7 +14,10 @@ use serde_json::Value;
 
 /// The workflow of the original plan (`../shared/seed-workflow.yml`), kept here so that a
 /// clone of this repository alone runs the tests.
-const SEED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/seed-workflow.yml");
+const SEED: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/seed-workflow.yml"
+);
 
 /// The seed workflow: from the shared folder beside the repository (CI lays it there).
 fn seed() -> String {

@@ -220,3 +220,84 @@ fn a_symlinked_scratch_folder_is_refused_and_its_target_kept() {
     assert!(victim.exists("precious.txt") && victim.exists("run-1/inside.txt"));
     assert!(!project.exists("ran"));
 }
+
+/// `mknod PATH c 1 3`: a character device (the same as /dev/null) at `path`.
+fn null_device(path: &std::path::Path) {
+    let status = Command::new("mknod")
+        .arg(path)
+        .args(["c", "1", "3"])
+        .status()
+        .expect("mknod");
+    assert!(status.success(), "mknod needs root (the tests run as root)");
+}
+
+#[test]
+fn a_device_or_fifo_in_place_of_the_ledger_is_refused_never_replaced() {
+    for (kind, make) in [
+        ("character device", null_device as fn(&std::path::Path)),
+        ("FIFO", |path: &std::path::Path| {
+            let status = Command::new("mkfifo").arg(path).status().expect("mkfifo");
+            assert!(status.success());
+        }),
+    ] {
+        let project = Project::with_pipeline(&DEPLOYING.replace(
+            "repo: { url: origin.git }",
+            "repo: { url: origin.git }\narchive: nulldev",
+        ));
+        bare_origin(&project);
+        make(&project.join("nulldev"));
+        let tree = || -> Vec<String> {
+            // The lock is taken before the ledger is read.
+            project
+                .tree()
+                .into_iter()
+                .filter(|p| !p.starts_with(".pydeployer"))
+                .collect()
+        };
+        let before = tree();
+        let (code, _, err) = project.run(&["run"]);
+        assert_eq!(code, 2, "{kind}: {err}");
+        assert!(err.contains("nulldev"), "{err}");
+        assert!(err.contains(kind), "{err}");
+        assert!(err.contains("regular file"), "{err}");
+        assert_eq!(tree(), before, "{kind}: something ran or was written");
+        let meta = fs::symlink_metadata(project.join("nulldev")).expect("still there");
+        assert!(!meta.is_file(), "{kind} replaced by a file");
+        // Reading it back is refused the same way.
+        let (code, _, err) = project.run(&["history"]);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains(kind), "{err}");
+    }
+}
+
+#[test]
+fn a_device_in_place_of_the_lock_is_refused() {
+    let project = Project::with_pipeline("stages:\n  a: { run: touch ran }\n");
+    fs::create_dir_all(project.join(".pydeployer")).expect("mkdir");
+    null_device(&project.join(".pydeployer/lock"));
+    let (code, _, err) = project.run(&["run"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(".pydeployer/lock"), "{err}");
+    assert!(err.contains("character device"), "{err}");
+    assert!(!project.exists("ran"));
+}
+
+#[test]
+fn a_fifo_named_like_a_log_does_not_hang_the_listing_or_count_as_a_run() {
+    let project = Project::with_pipeline("logs: { keep: 1 }\nstages:\n  a: { run: 'true' }\n");
+    fs::create_dir_all(project.join("logs")).expect("mkdir");
+    let status = Command::new("mkfifo")
+        .arg(project.join("logs/2000-01-01_00-00-00.log"))
+        .status()
+        .expect("mkfifo");
+    assert!(status.success());
+    let child = project.spawn(&["logs", "--list"]);
+    let (code, out, err) = common::finish(child, std::time::Duration::from_secs(20));
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("2000-01-01"), "{out}");
+    assert_eq!(project.run(&["run", "-q"]).0, 0);
+    let child = project.spawn(&["logs", "--list"]);
+    let (code, out, err) = common::finish(child, std::time::Duration::from_secs(20));
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("2000-01-01"), "{out}");
+}

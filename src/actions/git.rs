@@ -9,6 +9,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::actions::CommandLine;
+use crate::object_id::ObjectId;
 use crate::pipeline::Repo;
 
 /// Git identity used only when the user has none configured (a fresh CI-like machine).
@@ -90,16 +91,11 @@ pub fn clone_or_pull(repo: &Repo) -> Result<Vec<CommandLine>, String> {
         )]);
     }
     match remote_url(dir, &repo.remote) {
-        Some(url) if same_repository(&url, &repo.url) => Ok(vec![CommandLine::new(
-            "git",
-            [
-                "pull",
-                "--ff-only",
-                "--end-of-options",
-                &repo.remote,
-                &repo.branch,
-            ],
-        )]),
+        Some(url) if same_repository(&url, &repo.url) => Ok(if on_branch(dir, &repo.branch) {
+            vec![pull(repo)]
+        } else {
+            vec![switch_and_pull(repo)]
+        }),
         Some(url) => Err(format!(
             "{} is a clone of {url}, not of {}; move it away or set `repo.dir` to another folder",
             dir.display(),
@@ -177,6 +173,52 @@ pub fn refuse_uncommitted_snapshot(repo: &Repo) -> Result<(), String> {
     Ok(())
 }
 
+fn pull(repo: &Repo) -> CommandLine {
+    CommandLine::new(
+        "git",
+        [
+            "pull",
+            "--ff-only",
+            "--end-of-options",
+            &repo.remote,
+            &repo.branch,
+        ],
+    )
+}
+
+/// The workspace is on another branch (`repo.branch` changed): it is switched to the
+/// configured one, made to track the remote's, then pulled. A pull into the old branch would
+/// mix the two, and the deploy would push the old branch's commits to the new one.
+fn switch_and_pull(repo: &Repo) -> CommandLine {
+    let script = r#"git fetch --quiet --end-of-options "$1" "+refs/heads/$2:refs/remotes/$1/$2" || exit
+if git rev-parse --verify --quiet --end-of-options "refs/heads/$2" >/dev/null; then
+  git switch --quiet --end-of-options "$2" || exit
+else
+  git switch --quiet --create "$2" --end-of-options "refs/remotes/$1/$2" || exit
+fi
+git branch --quiet --set-upstream-to="$1/$2" || exit
+echo "the workspace is now on branch $2 (repo.branch), tracking $1/$2"
+exec git pull --ff-only --end-of-options "$1" "$2""#;
+    CommandLine::new(
+        "sh",
+        ["-c", script, "git/clone", &repo.remote, &repo.branch],
+    )
+    .shown_as(format!(
+        "git switch {} && {}",
+        super::quote(&repo.branch),
+        pull(repo)
+    ))
+}
+
+/// Whether the clone at `dir` has `branch` checked out, from its `HEAD` file.
+fn on_branch(dir: &Path, branch: &str) -> bool {
+    crate::store::read_regular(&dir.join(".git").join("HEAD"), SMALL_FILE)
+        .is_ok_and(|head| head.trim_ascii() == format!("ref: refs/heads/{branch}").as_bytes())
+}
+
+/// The most read of a clone's small files (`HEAD`, `config`).
+const SMALL_FILE: u64 = 1 << 20;
+
 /// `git add -A` and a commit with `message`; nothing to commit is a success, said so.
 pub fn commit(message: &str) -> Vec<CommandLine> {
     let script = format!(
@@ -214,23 +256,14 @@ fn rev_parse(what: &str) -> CommandLine {
 
 /// The answers of [`probed`]'s probes: `(previous_commit, commit)`, each a full object id or
 /// `None` (no such ref, or an answer that is not an object id).
-pub fn answers(answers: &[String]) -> (Option<String>, Option<String>) {
-    let id = |answer: Option<&String>| {
-        answer
-            .map(|a| a.trim().to_owned())
-            .filter(|a| is_object_id(a))
-    };
+pub fn answers(answers: &[String]) -> (Option<ObjectId>, Option<ObjectId>) {
+    let id = |answer: Option<&String>| answer.and_then(|a| a.trim().parse::<ObjectId>().ok());
     match answers {
         [previous, .., head] => (id(Some(previous)), id(Some(head))),
         // The stage ended before its last probe ran.
         [previous] => (id(Some(previous)), None),
         [] => (None, None),
     }
-}
-
-/// A full object id: 40 (SHA-1) or 64 (SHA-256) lowercase hex digits.
-pub fn is_object_id(text: &str) -> bool {
-    matches!(text.len(), 40 | 64) && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// Pushes HEAD to the branch; a rejected push fails with git's message (never forced).
@@ -248,34 +281,70 @@ pub fn push(repo: &Repo) -> Vec<CommandLine> {
 
 /// Reverts the last deploy (or every commit after `to`, newest first) and pushes.
 ///
-/// It starts from what the remote's branch holds (fetched first): the workspace may hold a
-/// build that was never deployed (its tests failed), and reverting that would publish it.
-/// A workspace behind the remote catches up first; one with commits the remote does not have
-/// stops the rollback, with what to do.
-pub fn revert(repo: &Repo, to: Option<&str>) -> Vec<CommandLine> {
+/// It starts from what the remote's branch holds (fetched first, with `--prune`, so a branch
+/// deleted there is not resurrected from a stale remote-tracking ref): the workspace may hold
+/// a build that was never deployed (its tests failed), and reverting that would publish it. A
+/// workspace behind the remote catches up first; one with commits the remote does not have,
+/// or with uncommitted changes, stops the rollback, with what to do.
+///
+/// With `to`, the commit must still be in the branch's history, and the result is checked to
+/// hold that commit's tree. Whatever fails (a merge in the range, a check, the push, a
+/// signal), the workspace is put back where the rollback found it, so the next run never
+/// deploys half a rollback.
+pub fn revert(repo: &Repo, to: Option<&ObjectId>) -> Vec<CommandLine> {
     let script = format!(
-        r#"{FALLBACK_IDENTITY}git fetch --quiet --end-of-options "$2" || exit
+        r#"{FALLBACK_IDENTITY}git fetch --quiet --prune --end-of-options "$2" || exit
 deployed="refs/remotes/$2/$3"
-git rev-parse --verify --quiet "$deployed" >/dev/null || {{ echo "$2 has no branch $3: nothing was deployed there" >&2; exit 1; }}
-if ! git merge-base --is-ancestor HEAD "$deployed"; then
+git rev-parse --verify --quiet --end-of-options "$deployed^{{commit}}" >/dev/null || {{ echo "$2 has no branch $3: nothing was deployed there" >&2; exit 1; }}
+start=$(git rev-parse --verify --quiet --end-of-options "HEAD^{{commit}}") || {{ echo "the workspace has no commit to start from" >&2; exit 1; }}
+if ! git diff --quiet HEAD -- || ! git diff --cached --quiet HEAD --; then
+  echo "the workspace has uncommitted changes: a rollback starts from a clean workspace, so it stops here" >&2
+  echo "commit them with a run, or drop them with: git -C "$PWD" reset --hard" >&2
+  exit 1
+fi
+if ! git merge-base --is-ancestor --end-of-options HEAD "$deployed"; then
   echo "the workspace holds commits that $2/$3 does not (a build that was not deployed): a rollback reverts what was deployed, so it stops here" >&2
   echo "deploy them first, or drop them with: git -C "$PWD" reset --hard $2/$3" >&2
   exit 1
 fi
-git merge --quiet --ff-only "$deployed" || exit
+undo() {{
+  trap '' TERM INT HUP
+  git revert --abort >/dev/null 2>&1
+  git reset --quiet --hard --end-of-options "$start" >/dev/null 2>&1
+  echo "the rollback failed: the workspace is back at $start, where the rollback found it, and $2/$3 is unchanged" >&2
+  exit "${{1:-1}}"
+}}
+trap 'undo 143' TERM
+trap 'undo 130' INT
+trap 'undo 129' HUP
+git merge --quiet --ff-only --end-of-options "$deployed" || undo
 if [ -n "$1" ]; then
-  if git diff --quiet "$1" HEAD --; then echo 'the branch already holds that commit'"'"'s files: nothing to revert'; exit 0; fi
-  git revert --no-edit "$1..HEAD"
+  if ! git merge-base --is-ancestor --end-of-options "$1" HEAD 2>/dev/null; then
+    echo "commit $1 is no longer in the history of $2/$3 (the branch was rewritten, or force-pushed): reverting what came after it cannot give back its tree" >&2
+    undo
+  fi
+  if git diff --quiet --end-of-options "$1" HEAD --; then echo 'the branch already holds that commit'"'"'s files: nothing to revert'; exit 0; fi
+  git revert --no-edit --end-of-options "$1..HEAD" || undo
+  if ! git diff --quiet --end-of-options "$1" HEAD --; then
+    echo "the reverts did not give back the tree of $1, so nothing is pushed" >&2
+    undo
+  fi
 else
-  git revert --no-edit HEAD
-fi"#
+  git revert --no-edit --end-of-options HEAD || undo
+fi
+git push --end-of-options "$2" "HEAD:refs/heads/$3" || undo"#
     );
-    let target = to.unwrap_or("");
-    let shown = match to {
+    let target = to.map_or("", ObjectId::as_str);
+    let revert = match to {
         Some(commit) => format!("git revert --no-edit {commit}..HEAD"),
         None => "git revert --no-edit HEAD".to_owned(),
     };
-    let mut commands = vec![
+    let push = push(repo)
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(" && ");
+    vec![
         CommandLine::new(
             "sh",
             [
@@ -287,10 +356,8 @@ fi"#
                 &repo.branch,
             ],
         )
-        .shown_as(shown),
-    ];
-    commands.extend(push(repo));
-    commands
+        .shown_as(format!("{revert} && {push}")),
+    ]
 }
 
 fn is_empty_or_missing(dir: &Path) -> bool {
@@ -299,7 +366,8 @@ fn is_empty_or_missing(dir: &Path) -> bool {
 
 /// The URL of `remote` in the clone at `dir`, read from its config file (no process needed).
 fn remote_url(dir: &Path, remote: &str) -> Option<String> {
-    let config = fs::read_to_string(dir.join(".git").join("config")).ok()?;
+    let config = crate::store::read_regular(&dir.join(".git").join("config"), SMALL_FILE).ok()?;
+    let config = String::from_utf8_lossy(&config);
     let header = format!("[remote \"{remote}\"]");
     let mut in_section = false;
     for line in config.lines() {

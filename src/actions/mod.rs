@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::events::{DeployKind, Deployed};
+use crate::object_id::ObjectId;
 use crate::pipeline::{Action, Builtin, Pipeline, RunCommand, Stage, Uses};
 
 pub mod git;
@@ -152,7 +153,7 @@ pub struct RunContext {
     /// A folder for this run's reports (pytest's JUnit XML), removed after the run.
     pub scratch: PathBuf,
     /// `rollback --to`: the commit whose tree the rollback restores.
-    pub revert_to: Option<String>,
+    pub revert_to: Option<ObjectId>,
     /// `run --worktree`: `git/clone` takes a snapshot of this checkout instead of cloning.
     pub snapshot: Option<Snapshot>,
     /// `--force`: deploy what did not pass its stages (the ledger says so).
@@ -208,7 +209,7 @@ pub fn commands(
                 git::probed(repo()?, push)
             }
             Uses::GitRevert => {
-                git::probed(repo()?, git::revert(repo()?, context.revert_to.as_deref()))
+                git::probed(repo()?, git::revert(repo()?, context.revert_to.as_ref()))
             }
             Uses::Pytest(params) => vec![python::pytest(
                 &pipeline.workdir(stage),
@@ -245,7 +246,7 @@ pub fn gate(
     let commit = answers
         .last()
         .map(|a| a.trim())
-        .filter(|a| git::is_object_id(a));
+        .filter(|a| a.parse::<crate::object_id::ObjectId>().is_ok());
     let missing: Vec<&str> = match commit {
         Some(commit) => guards
             .iter()

@@ -64,8 +64,8 @@ where
         .collect();
     let commit = entry
         .commit
-        .as_deref()
-        .map_or_else(|| "-".to_owned(), |c| c.chars().take(10).collect());
+        .as_ref()
+        .map_or_else(|| "-".to_owned(), |c| c.as_str().chars().take(10).collect());
     // A clock set back during the run gives a negative duration, which says nothing.
     let duration = (entry.finished_at - entry.started_at)
         .to_std()
@@ -108,10 +108,11 @@ mod tests {
             repo: "https://example.com/app.git".into(),
             remote: "origin".into(),
             branch: branch.into(),
-            commit: commit.map(String::from),
+            commit: commit.map(|c| format!("{c:0<40}").parse().expect("an object id")),
             previous_commit: None,
             log: None,
             forced: false,
+            other: serde_json::Map::new(),
         }
     }
 

@@ -7,8 +7,8 @@
 //! takes the lock, not even for an instant, so `logs` never makes a run starting at the same
 //! moment fail as busy.
 
-use std::fs::{self, File};
-use std::io::{self, IsTerminal, Read, Write};
+use std::fs;
+use std::io::{self, BufRead as _, IsTerminal, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -29,6 +29,8 @@ use crate::store::state::Holder;
 
 /// How often `--follow` looks for more lines (and for a run to start).
 const POLL: Duration = Duration::from_millis(100);
+/// The longest piece of a line read at once from a log (pydeployer writes at most 64 KiB).
+const MAX_LINE: u64 = 1 << 20;
 
 /// Where a project keeps its logs and its lock.
 struct Project {
@@ -58,22 +60,35 @@ pub(crate) fn run(cli: &Cli, args: &LogsArgs) -> Result<(), Failure> {
         return follow(cli, &project, &path, args.stage.as_deref(), &mut out);
     }
     let path = pick(&project, args.run.as_deref().unwrap_or("-1"))?;
-    let bytes = fs::read(&path).map_err(|err| read_error(&path, &err))?;
-    match &args.stage {
-        None => out.write(&bytes),
-        Some(stage) => {
-            let mut found = false;
-            for line in bytes.split_inclusive(|b| *b == b'\n') {
-                if is_stage_line(line, stage) {
-                    found = true;
-                    out.write(line);
-                }
-            }
-            if !found {
-                let info = LogInfo::parse(&bytes, &bytes);
-                no_lines(cli, &path, &info, stage)?;
-            }
+    // Read as a stream, a line (or a piece of a very long one) at a time: a log may be
+    // hundreds of megabytes, and the file may be anything someone put in the folder.
+    let file = crate::store::open_regular(&path).map_err(|err| read_error(&path, &err))?;
+    let mut reader = io::BufReader::with_capacity(64 * 1024, file);
+    let mut line = Vec::new();
+    let mut found = false;
+    loop {
+        line.clear();
+        let n = (&mut reader)
+            .take(MAX_LINE)
+            .read_until(b'\n', &mut line)
+            .map_err(|err| read_error(&path, &err))?;
+        if n == 0 {
+            break;
         }
+        match &args.stage {
+            None => out.write(&line),
+            Some(stage) if is_stage_line(&line, stage) => {
+                found = true;
+                out.write(&line);
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(stage) = &args.stage
+        && !found
+    {
+        let info = LogInfo::read(&path).map_err(|err| read_error(&path, &err))?;
+        no_lines(cli, &path, &info, stage)?;
     }
     Ok(())
 }
@@ -280,8 +295,8 @@ fn list_table(runs: &[ListedRun]) -> String {
 /// When the run holding the project's lock took it; `None` when no run holds it.
 fn writer_started(root: &Path) -> Option<DateTime<FixedOffset>> {
     let path = root.join(".pydeployer").join("lock");
-    let text = fs::read_to_string(&path).ok()?;
-    let holder: Holder = serde_json::from_str(text.trim()).ok()?;
+    let text = crate::store::read_regular(&path, 64 * 1024).ok()?;
+    let holder: Holder = serde_json::from_str(String::from_utf8_lossy(&text).trim()).ok()?;
     let inode = fs::metadata(&path).ok()?.ino();
     let held = match fs::read_to_string("/proc/locks") {
         Ok(locks) => locks.lines().any(|line| holds(line, holder.pid, inode)),
@@ -340,7 +355,7 @@ fn follow(
     stage: Option<&str>,
     out: &mut Output,
 ) -> Result<(), Failure> {
-    let mut file = File::open(path).map_err(|err| read_error(path, &err))?;
+    let mut file = crate::store::open_regular(path).map_err(|err| read_error(path, &err))?;
     let mut tail = Tail {
         stage,
         pending: Vec::new(),

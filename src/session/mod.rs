@@ -15,20 +15,20 @@ use std::sync::Arc;
 use chrono::Local;
 
 use crate::actions::{self, RunContext};
-use crate::error::{Failure, Invalid};
+use crate::error::{Failure, Invalid, Problem};
 use crate::events::{PlannedStage, RunHeader, Trigger};
 use crate::exec::preflight;
 use crate::exec::runner::{self, RunOptions};
 use crate::exec::stop::Stop;
 use crate::exec::watchdog::Watchdog;
 use crate::mask::Masker;
+use crate::object_id::ObjectId;
 use crate::pipeline::{Builtin, Pipeline};
 use crate::plan::{Plan, Selection};
 use crate::report::Flow;
 use crate::report::terminal::Verbosity;
-use crate::store::ledger::Ledger;
+use crate::store::ledger::{Ledger, LedgerError};
 use crate::store::passed::Passed;
-
 use crate::store::state::{LockError, RunLock, StateDir};
 
 pub use outputs::Format;
@@ -41,7 +41,7 @@ pub struct RunRequest {
     pub selection: Selection,
     pub trigger: Trigger,
     /// `rollback --to`: the commit whose tree the rollback restores.
-    pub revert_to: Option<String>,
+    pub revert_to: Option<ObjectId>,
     /// Test the project's checkout as it is on disk, not what was pushed (`run --worktree`).
     pub worktree: bool,
     /// Deploy a commit that has not passed the stages its deploy needs (`--force`).
@@ -213,7 +213,7 @@ fn ledger(pipeline: &Pipeline, plan: &Plan) -> Result<Option<Ledger>, Failure> {
     if !deploys {
         return Ok(None);
     }
-    let ledger = Ledger::open(&pipeline.archive).map_err(|err| Failure::Tool(err.into()))?;
+    let ledger = Ledger::open(&pipeline.archive).map_err(ledger_failure)?;
     ledger.prepare_for_run().map_err(|err| {
         Failure::Tool(miette::miette!(
             help = "free some space or fix the folder's permissions; nothing was run",
@@ -222,6 +222,24 @@ fn ledger(pipeline: &Pipeline, plan: &Plan) -> Result<Option<Ledger>, Failure> {
         ))
     })?;
     Ok(Some(ledger))
+}
+
+/// A ledger that cannot be read: one that is not a regular file, too big or not a deploy
+/// history is bad input (exit 2: nothing ran, the file is untouched); a read that failed is
+/// pydeployer's (exit 1).
+pub(crate) fn ledger_failure(err: LedgerError) -> Failure {
+    match err {
+        LedgerError::Io { .. } => Failure::Tool(err.into()),
+        LedgerError::NotAFile { .. } | LedgerError::Corrupt { .. } => {
+            use miette::Diagnostic as _;
+            let help = err.help().map(|h| h.to_string()).unwrap_or_default();
+            let message = match &err {
+                LedgerError::NotAFile { source, .. } => format!("{err}: {source}"),
+                _ => err.to_string(),
+            };
+            Problem::general(message).with_help(help).into()
+        }
+    }
 }
 
 /// A scratch folder for the run, when a stage needs one (pytest's JUnit reports).

@@ -21,10 +21,10 @@ use miette::Diagnostic;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::object_id::ObjectId;
+
 /// One recorded deploy or rollback, as stored in the file.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-// An unknown field would be dropped by the next append's rewrite; refusing the file keeps it.
-#[serde(deny_unknown_fields)]
 pub struct Entry {
     /// 1 for the first entry, then one more than the highest id in the file.
     pub id: u64,
@@ -39,14 +39,19 @@ pub struct Entry {
     /// The branch pushed to.
     pub branch: String,
     /// The commit that was pushed; `None` when the deploy failed before there was one.
-    pub commit: Option<String>,
+    /// Checked as it is read: a value that is not a full object id makes the file invalid.
+    pub commit: Option<ObjectId>,
     /// What the branch pointed at before; `None` when it did not exist or could not be read.
-    pub previous_commit: Option<String>,
+    pub previous_commit: Option<ObjectId>,
     /// The run log of the run that did it.
     pub log: Option<PathBuf>,
     /// Deployed with `--force`, although it had not passed the stages its deploy needs.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub forced: bool,
+    /// Fields this version does not know (written by a newer one): kept as they are, and
+    /// written back by the next append.
+    #[serde(flatten)]
+    pub other: serde_json::Map<String, serde_json::Value>,
 }
 
 /// What an entry records.
@@ -117,8 +122,8 @@ pub struct NewEntry {
     pub repo: String,
     pub remote: String,
     pub branch: String,
-    pub commit: Option<String>,
-    pub previous_commit: Option<String>,
+    pub commit: Option<ObjectId>,
+    pub previous_commit: Option<ObjectId>,
     pub log: Option<PathBuf>,
     pub forced: bool,
 }
@@ -143,6 +148,7 @@ impl NewEntry {
             log: self
                 .log
                 .map(|path| PathBuf::from(path.to_string_lossy().into_owned())),
+            other: serde_json::Map::new(),
         }
     }
 }
@@ -156,6 +162,17 @@ pub enum LedgerError {
              and run again"
     ))]
     Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("the deploy ledger {} cannot be used: {source}", path.display())]
+    #[diagnostic(help(
+        "the ledger must be a regular file (or not exist yet); set `archive:` to a file path \
+         and run again; nothing was run or written"
+    ))]
+    NotAFile {
         path: PathBuf,
         #[source]
         source: io::Error,
@@ -210,6 +227,7 @@ impl Ledger {
     /// killed mid-write (those older than ten minutes), then proves that the folder takes a write the size of the next rewrite, so
     /// a full or read-only disk is found before anything is pushed, not after.
     pub fn prepare_for_run(&self) -> io::Result<()> {
+        super::check_replaceable(&self.path)?;
         let parent = parent_folder(&self.path);
         fs::create_dir_all(parent)?;
         let prefix = temp_prefix(&self.path);
@@ -259,7 +277,9 @@ impl Ledger {
             Ok(entries) => entries,
             Err(err) => {
                 let kind = match &err {
-                    LedgerError::Io { source, .. } => source.kind(),
+                    LedgerError::Io { source, .. } | LedgerError::NotAFile { source, .. } => {
+                        source.kind()
+                    }
                     LedgerError::Corrupt { .. } => io::ErrorKind::InvalidData,
                 };
                 return Err(io::Error::new(kind, err));
@@ -301,9 +321,20 @@ impl Ledger {
 
 /// The entries in the file at `path`; none when it is missing or blank.
 fn read_entries(path: &Path) -> Result<Vec<Entry>, LedgerError> {
-    let bytes = match fs::read(path) {
+    let bytes = match super::read_regular(path, super::LEDGER_LIMIT) {
         Ok(bytes) => bytes,
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source)
+            if matches!(
+                source.kind(),
+                io::ErrorKind::InvalidInput | io::ErrorKind::InvalidData
+            ) =>
+        {
+            return Err(LedgerError::NotAFile {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
         Err(source) => {
             return Err(LedgerError::Io {
                 path: path.to_path_buf(),
@@ -356,6 +387,8 @@ fn write_atomically(path: &Path, entries: &[Entry]) -> io::Result<()> {
     }
     temp.write_all(&json)?;
     temp.as_file().sync_all()?;
+    // Checked again just before the rename: a device or FIFO put there since is not replaced.
+    super::check_replaceable(path)?;
     // On failure the returned temporary file is dropped, which removes it.
     temp.persist(path).map_err(|err| err.error)?;
 
@@ -386,7 +419,12 @@ mod tests {
             + Duration::milliseconds(ms)
     }
 
-    fn deploy(commit: Option<&str>) -> NewEntry {
+    /// A commit id made of one repeated hex digit.
+    fn oid(digit: char) -> ObjectId {
+        digit.to_string().repeat(40).parse().expect("an object id")
+    }
+
+    fn deploy(commit: Option<char>) -> NewEntry {
         NewEntry {
             kind: Kind::Deploy,
             status: Status::Success,
@@ -395,7 +433,7 @@ mod tests {
             repo: "https://example.com/app.git".into(),
             remote: "origin".into(),
             branch: "master".into(),
-            commit: commit.map(String::from),
+            commit: commit.map(oid),
             previous_commit: None,
             log: Some(PathBuf::from("logs/2024-03-05_12-00-00.log")),
             forced: false,
@@ -435,11 +473,11 @@ mod tests {
         let dir = TempDir::new().expect("temp dir");
         let path = ledger_path(&dir);
         let mut ledger = Ledger::open(&path).expect("open");
-        assert_eq!(ledger.append(deploy(Some("abc123"))).expect("append").id, 1);
+        assert_eq!(ledger.append(deploy(Some('a'))).expect("append").id, 1);
         let mut rollback = deploy(None);
         rollback.kind = Kind::Rollback;
         rollback.status = Status::Failed;
-        rollback.previous_commit = Some("abc123".into());
+        rollback.previous_commit = Some(oid('a'));
         rollback.log = None;
         assert_eq!(ledger.append(rollback).expect("append").id, 2);
 
@@ -475,7 +513,7 @@ mod tests {
         assert_eq!(first["id"], 1);
         assert_eq!(first["kind"], "deploy");
         assert_eq!(first["status"], "success");
-        assert_eq!(first["commit"], "abc123");
+        assert_eq!(first["commit"], "a".repeat(40));
         assert_eq!(first["previous_commit"], serde_json::Value::Null);
         assert_eq!(first["log"], "logs/2024-03-05_12-00-00.log");
         let finished = first["finished_at"].as_str().expect("a string");
@@ -485,7 +523,7 @@ mod tests {
         assert_eq!(second["kind"], "rollback");
         assert_eq!(second["status"], "failed");
         assert_eq!(second["commit"], serde_json::Value::Null);
-        assert_eq!(second["previous_commit"], "abc123");
+        assert_eq!(second["previous_commit"], "a".repeat(40));
         assert_eq!(second["log"], serde_json::Value::Null);
 
         let reopened = Ledger::open(&path).expect("reopen");
@@ -538,10 +576,50 @@ mod tests {
     }
 
     #[test]
-    fn a_folder_in_place_of_the_file_is_an_io_error() {
+    fn a_folder_or_a_device_in_place_of_the_file_is_refused() {
         let dir = TempDir::new().expect("temp dir");
         let err = Ledger::open(dir.path()).expect_err("a folder");
-        assert!(matches!(err, LedgerError::Io { .. }), "{err:?}");
+        assert!(matches!(err, LedgerError::NotAFile { .. }), "{err:?}");
+        let err = Ledger::open(Path::new("/dev/null")).expect_err("a device");
+        assert!(matches!(err, LedgerError::NotAFile { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn a_commit_that_is_not_an_object_id_makes_the_file_invalid() {
+        let dir = TempDir::new().expect("temp dir");
+        let path = ledger_path(&dir);
+        let mut ledger = Ledger::open(&path).expect("open");
+        ledger.append(deploy(Some('a'))).expect("append");
+        let good = fs::read_to_string(&path).expect("read");
+        for bad in ["--output=victim.txt", "HEAD~3"] {
+            let text = good.replace(&"a".repeat(40), bad);
+            fs::write(&path, &text).expect("write");
+            let err = Ledger::open(&path).expect_err(bad);
+            assert!(matches!(err, LedgerError::Corrupt { .. }), "{err:?}");
+            assert!(err.to_string().contains("not a full commit id"), "{err}");
+            assert!(err.to_string().contains("line "), "{err}");
+            assert!(ledger.append(deploy(None)).is_err());
+            assert_eq!(fs::read_to_string(&path).expect("read"), text);
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_kept_by_the_next_append() {
+        let dir = TempDir::new().expect("temp dir");
+        let path = ledger_path(&dir);
+        let mut ledger = Ledger::open(&path).expect("open");
+        ledger.append(deploy(Some('a'))).expect("append");
+        let text = fs::read_to_string(&path).expect("read").replace(
+            "\"id\": 1,",
+            "\"id\": 1,\n    \"environment\": {\"name\": \"staging\"},",
+        );
+        fs::write(&path, text).expect("write");
+        let mut ledger = Ledger::open(&path).expect("a newer version's ledger");
+        ledger.append(deploy(Some('b'))).expect("append");
+        let json: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(&path).expect("read")).expect("JSON");
+        assert_eq!(json[0]["environment"]["name"], "staging");
+        assert_eq!(json[1].get("environment"), None);
     }
 
     #[test]
@@ -560,17 +638,23 @@ mod tests {
         let path = ledger_path(&dir);
         let mut this_run = Ledger::open(&path).expect("open");
         let mut other_run = Ledger::open(&path).expect("open");
-        other_run.append(deploy(Some("aaaa"))).expect("append");
+        other_run.append(deploy(Some('a'))).expect("append");
 
-        let appended = this_run.append(deploy(Some("bbbb"))).expect("append");
+        let appended = this_run.append(deploy(Some('b'))).expect("append");
         assert_eq!(appended.id, 2);
         let on_disk = Ledger::open(&path).expect("reopen");
         let commits: Vec<_> = on_disk
             .entries()
             .iter()
-            .map(|e| (e.id, e.commit.as_deref()))
+            .map(|e| (e.id, e.commit.as_ref().map(ObjectId::as_str)))
             .collect();
-        assert_eq!(commits, [(1, Some("aaaa")), (2, Some("bbbb"))]);
+        assert_eq!(
+            commits,
+            [
+                (1, Some("a".repeat(40).as_str())),
+                (2, Some("b".repeat(40).as_str()))
+            ]
+        );
         assert_eq!(this_run.entries(), on_disk.entries());
     }
 
@@ -579,10 +663,10 @@ mod tests {
         let dir = TempDir::new().expect("temp dir");
         let path = ledger_path(&dir);
         let mut ledger = Ledger::open(&path).expect("open");
-        ledger.append(deploy(Some("aaaa"))).expect("append");
+        ledger.append(deploy(Some('a'))).expect("append");
         fs::write(&path, "[ oops").expect("write");
 
-        let err = ledger.append(deploy(Some("bbbb"))).expect_err("corrupt");
+        let err = ledger.append(deploy(Some('b'))).expect_err("corrupt");
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
         assert!(err.to_string().contains("deploy_history.json"), "{err}");
         assert_eq!(fs::read_to_string(&path).expect("read"), "[ oops");
@@ -598,10 +682,10 @@ mod tests {
         let dir = TempDir::new().expect("temp dir");
         let path = ledger_path(&dir);
         let mut ledger = Ledger::open(&path).expect("open");
-        ledger.append(deploy(Some("aaaa"))).expect("append");
+        ledger.append(deploy(Some('a'))).expect("append");
         fs::write(&path, "[]\n").expect("write");
 
-        let err = ledger.append(deploy(Some("bbbb"))).expect_err("shrunk");
+        let err = ledger.append(deploy(Some('b'))).expect_err("shrunk");
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
         assert_eq!(fs::read_to_string(&path).expect("read"), "[]\n");
     }

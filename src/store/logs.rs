@@ -6,7 +6,7 @@
 //! lines (`pipeline:`, `started:`, `selection:`, `jobs:`, `stages:` and one `  name: command`
 //! per stage), and a finished run's last line is `[pydeployer] exit code N`.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -76,7 +76,7 @@ pub struct LogInfo {
 impl LogInfo {
     /// Reads the header from the head of the file and the last line from its end.
     pub fn read(path: &Path) -> io::Result<LogInfo> {
-        let mut file = File::open(path)?;
+        let mut file = super::open_regular(path)?;
         let len = file.metadata()?.len();
         let mut head = Vec::new();
         (&mut file).take(HEAD_BYTES).read_to_end(&mut head)?;
@@ -316,7 +316,12 @@ pub fn list_runs(dir: &Path) -> io::Result<Vec<PathBuf>> {
         let Some(key) = entry.file_name().to_str().and_then(LogKey::parse) else {
             continue;
         };
-        if entry.file_type()?.is_dir() {
+        // Only regular files (or links to one): a FIFO or a device named like a log is not
+        // one, and reading it could block or do anything.
+        let file_type = entry.file_type()?;
+        let regular = file_type.is_file()
+            || (file_type.is_symlink() && fs::metadata(entry.path()).is_ok_and(|m| m.is_file()));
+        if !regular {
             continue;
         }
         runs.push((key, entry.path()));

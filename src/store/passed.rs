@@ -15,8 +15,12 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::actions::git::is_object_id;
+use crate::object_id::ObjectId;
 use crate::pipeline::StageName;
+
+fn is_object_id(text: &str) -> bool {
+    text.parse::<ObjectId>().is_ok()
+}
 
 const MAX_BYTES: u64 = 4 * 1024 * 1024;
 const MAX_COMMITS: usize = 500;

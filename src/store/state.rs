@@ -127,9 +127,11 @@ impl StateDir {
             .create(true)
             .truncate(false)
             .mode(0o644)
-            .custom_flags(libc::O_NOFOLLOW)
+            // Not a FIFO either: opening one must not wait for a writer.
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
             .open(&path)
             .map_err(io_error)?;
+        super::check_regular(&path, &file).map_err(io_error)?;
         match file.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
@@ -203,7 +205,9 @@ fn alive(pid: u32) -> bool {
 
 fn read_holder(file: &mut File) -> Option<Holder> {
     let mut text = String::new();
-    file.read_to_string(&mut text).ok()?;
+    Read::take(&mut *file, HOLDER_RECORD as u64 * 4)
+        .read_to_string(&mut text)
+        .ok()?;
     serde_json::from_str(text.trim()).ok()
 }
 
