@@ -627,3 +627,59 @@ fn litter(project: &Project) -> Vec<String> {
     }
     found
 }
+
+// --- Containment: processes that leave the stage's process group ----------------------
+
+/// GNU `timeout` moves itself into a process group of its own; its child records both pids.
+const TIMEOUT_WRAPPED: &str = "timeout 600 sh -c 'echo $PPID > timeout.pid; echo $$ > inner.pid; echo working; exec sleep 300'";
+
+#[test]
+fn a_stage_timeout_reaches_a_command_that_left_the_group() {
+    let project = Project::with_pipeline(&format!(
+        "stages:\n  slow: {{ run: \"{TIMEOUT_WRAPPED}; echo done\", timeout: 2s }}\n"
+    ));
+    let (code, _, err) = finish(project.spawn(&["run"]), LIMIT);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("timed out"), "{err}");
+    for file in ["timeout.pid", "inner.pid"] {
+        let pid = project.pid(file);
+        assert!(gone_within(pid, LIMIT), "{file}: {pid} outlived its stage");
+    }
+    assert!(!project.last_log().contains("[slow] done"));
+}
+
+#[test]
+fn a_job_of_a_shell_with_job_control_is_ended_with_its_stage() {
+    let project = Project::with_pipeline(concat!(
+        "stages:\n",
+        "  jobs: { run: \"bash -c 'set -m; sleep 300 >/dev/null 2>&1 & echo $! > bg.pid'\" }\n",
+        "  next: { run: touch next.ran, needs: [jobs] }\n",
+    ));
+    let (code, _, err) = finish(project.spawn(&["run"]), LIMIT);
+    assert_eq!(code, 0, "{err}");
+    let pid = project.pid("bg.pid");
+    assert!(gone_within(pid, LIMIT), "the job {pid} outlived its stage");
+    assert!(err.contains("leaked processes"), "{err}");
+    assert!(project.exists("next.ran"));
+}
+
+#[test]
+fn ctrl_c_and_kill_9_reach_a_command_that_left_the_group() {
+    for (signal_sent, code) in [(libc::SIGINT, 130), (libc::SIGKILL, 128 + libc::SIGKILL)] {
+        let project = Project::with_pipeline(&format!(
+            "stages:\n  slow: {{ run: \"{TIMEOUT_WRAPPED}\" }}\n"
+        ));
+        let run = project.spawn(&["run"]);
+        project.wait_for_log("[slow] working", LIMIT);
+        let pids = [project.pid("timeout.pid"), project.pid("inner.pid")];
+        signal(run.id(), signal_sent);
+        let (got, _, err) = finish(run, LIMIT);
+        assert_eq!(got, code, "{err}");
+        for pid in pids {
+            assert!(
+                gone_within(pid, LIMIT),
+                "signal {signal_sent}: {pid} outlived the run"
+            );
+        }
+    }
+}

@@ -1,16 +1,17 @@
 //! The one place stage processes are started and stopped.
 //!
-//! Every stage command runs in its own process group, with stdin from `/dev/null` (an
-//! interactive stage gets the terminal, and its group is made the terminal's foreground group
-//! while it runs) and stdout and stderr merged into one pipe that is read in bounded
-//! chunks, so the runner can end the whole group (children and grandchildren too) and never
-//! holds more than a chunk of output. The watchdog (see `watchdog.rs`) ends the groups if the
+//! Every stage command runs in a session of its own (and so in a process group of its own;
+//! see `family.rs` for why a session), with stdin from `/dev/null`, and stdout and stderr
+//! merged into one pipe that is read in bounded chunks, so the runner can end everything the
+//! command started (children and grandchildren too, also in other groups) and never holds
+//! more than a chunk of output. An interactive stage runs in a process group of the runner's
+//! session instead (the terminal belongs to that session), which is made the terminal's
+//! foreground group while it runs. The watchdog (see `watchdog.rs`) ends the stages if the
 //! runner dies; without one, each command is told to die with the thread that started it
 //! (`PR_SET_PDEATHSIG`).
 //!
-//! Without such a request (or an interactive stage's terminal), the command is started with
-//! `posix_spawn` (vfork and exec): no copy of the runner's page tables per stage, which is most
-//! of what a stage costs.
+//! Starting a session takes a step between fork and exec (`setsid`), so stage commands are
+//! started with fork and exec rather than `posix_spawn`.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read};
@@ -39,7 +40,13 @@ const CHECK_EVERY: Duration = Duration::from_millis(100);
 /// even if the runner is killed meanwhile.
 pub const PARTIAL_WAIT: Duration = Duration::from_secs(1);
 
-/// Whom to signal to end a command: its process group (or a single process).
+/// Whom to signal to end a command: its process group and the rest of its session (or a
+/// single process).
+///
+/// A stage command leads a session of its own, whose id is that of its group: the processes
+/// of the session that moved to another group (GNU `timeout`, `set -m`) are reached too (see
+/// `family.rs`). For a group that is not a session (an interactive stage, pydeployer's own
+/// commands), no process has that session id, and only the group is reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Target {
     pub id: i32,
@@ -60,31 +67,28 @@ impl Target {
                 libc::kill(self.id, signal);
             }
         }
+        if self.group {
+            for pid in super::family::others(self.id) {
+                // SAFETY: as above. The pid was read from /proc a moment ago; one that ended
+                // meanwhile cannot have been reused by another process yet while its session
+                // (this target's id) still holds members.
+                unsafe { libc::kill(pid, signal) };
+            }
+        }
     }
 
-    /// Whether a process of the group still runs (zombies waiting to be reaped do not count).
+    /// Whether a process of the group or session still runs (zombies waiting to be reaped do
+    /// not count).
     pub fn has_members(self) -> bool {
-        // SAFETY: signal 0 only checks for existence.
-        if self.id <= 0 || unsafe { libc::killpg(self.id, 0) } != 0 {
+        if self.id <= 0 {
             return false;
         }
-        // Something answers; make sure it is not only zombies (slow path, rarely taken).
-        let Ok(entries) = std::fs::read_dir("/proc") else {
-            return true;
-        };
-        entries.flatten().any(|entry| {
-            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-                return false;
-            };
-            // pid (comm) state ppid pgrp …; comm may hold spaces and parentheses.
-            let Some((_, rest)) = stat.rsplit_once(')') else {
-                return false;
-            };
-            let mut fields = rest.split_whitespace();
-            let state = fields.next().unwrap_or("Z");
-            let pgrp = fields.nth(1).and_then(|f| f.parse::<i32>().ok());
-            pgrp == Some(self.id) && !matches!(state, "Z" | "X")
-        })
+        // SAFETY: signal 0 only checks for existence.
+        let group_answers = unsafe { libc::killpg(self.id, 0) } == 0;
+        if !self.group {
+            return group_answers;
+        }
+        super::family::has_members(self.id, group_answers)
     }
 }
 
@@ -139,8 +143,8 @@ pub enum Leak {
     /// They outlived the main process (holding its output open, or not), and their group was
     /// ended.
     Ended,
-    /// Something outside the process group still held the output after the group was
-    /// ended; it was left running and its output is no longer read.
+    /// Something outside the stage's session (`setsid`) still held the output after the
+    /// session was ended; it was left running and its output is no longer read.
     Escaped,
 }
 
@@ -149,7 +153,7 @@ impl Leak {
         match self {
             Leak::Ended => "leaked processes: they outlived the stage's command and were ended",
             Leak::Escaped => {
-                "leaked processes: a process that left the stage's process group kept its output open; it was left running"
+                "leaked processes: a process that left the stage's session (setsid) kept its output open; it was left running"
             }
         }
     }
@@ -189,14 +193,20 @@ pub fn spawn(spawn: &Spawn<'_>) -> io::Result<Running> {
         .stdout_file(writer)
         .unchecked()
         .before_spawn(move |cmd| {
-            cmd.process_group(0);
-            if !(die_with_runner || terminal) {
-                return Ok(());
+            if interactive {
+                // The terminal belongs to the runner's session: the stage's group stays in it.
+                cmd.process_group(0);
             }
             // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
-            // system calls (prctl, getppid, _exit, signal, tcsetpgrp).
+            // system calls (setsid, prctl, getppid, _exit, signal, tcsetpgrp).
             unsafe {
                 cmd.pre_exec(move || {
+                    if !interactive {
+                        // A session of its own (and so a group): whatever the command starts
+                        // stays in it, even in another group. Fails only for a group leader,
+                        // which a fresh child is not.
+                        libc::setsid();
+                    }
                     if die_with_runner {
                         die_with_parent(runner);
                     }

@@ -167,6 +167,8 @@ pub fn execute(
     stop: &Stop,
     report: impl FnMut(&RunEvent),
 ) -> RunSummary {
+    // Processes orphaned in a stage become the runner's children, to be found and reaped.
+    super::family::become_subreaper();
     let log = header.log.clone();
     let policies = plan
         .steps
@@ -272,6 +274,7 @@ pub fn execute(
         // keep its own (or anyone's) timeout from firing.
         run.enforce_deadlines(Instant::now(), stop);
     }
+    super::family::reap_orphans();
     run.summary(log)
 }
 

@@ -140,6 +140,7 @@ struct Fds {
 /// # Safety
 /// Only in the child of `fork` from a single-threaded process; never returns.
 unsafe fn become_watchdog(fds: &Fds) -> ! {
+    super::family::forget_subreaper();
     // SAFETY: plain system calls on this process.
     unsafe {
         libc::setpgid(0, 0);

@@ -1,0 +1,187 @@
+//! Which processes belong to a stage, from `/proc`, and the runner as their subreaper.
+//!
+//! A non-interactive stage command starts a session of its own (`setsid`): its session id
+//! is its pid, which is also its process group's id. Whatever it starts stays in that session
+//! unless it calls `setsid` itself, even when it moves to another process group (GNU
+//! `timeout`, a shell with job control `set -m`). So "the stage's processes" are its group
+//! and every other process of its session, and ending a stage signals all of them.
+//!
+//! Finding the others needs a look at `/proc`, which costs more than the `killpg` that
+//! reaches the group: it is done only when a stage is ended (timeout, Ctrl-C, a leak, the
+//! watchdog), and, at a stage's normal end, only over the runner's own children: the runner
+//! is a child subreaper (`PR_SET_CHILD_SUBREAPER`), so a process whose parent died is
+//! reparented to it rather than to init. A process of the session that is still running is
+//! then in the group, or a descendant of one of the runner's children, which is enough to
+//! tell whether anything is left without reading every process of the machine. The runner
+//! reaps such orphans once they have exited.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Whether this process is the subreaper of its stages (the runner, not the watchdog).
+static SUBREAPER: AtomicBool = AtomicBool::new(false);
+
+/// Makes this process the subreaper of its descendants (once; the attribute stays for the
+/// life of the process). Processes orphaned in a stage then become its children, to be found
+/// and reaped here rather than by init.
+pub fn become_subreaper() {
+    if SUBREAPER.load(Ordering::Relaxed) {
+        return;
+    }
+    // SAFETY: prctl with an integer argument.
+    let ok = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } == 0;
+    SUBREAPER.store(ok, Ordering::Relaxed);
+}
+
+/// In a forked child (the watchdog): the attribute is not inherited, and orphans go
+/// elsewhere, so the whole of `/proc` is looked at.
+pub fn forget_subreaper() {
+    SUBREAPER.store(false, Ordering::Relaxed);
+}
+
+/// What `/proc/<pid>/stat` says of a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    pub pid: i32,
+    /// Exited, waiting to be reaped (`Z`), or dead (`X`).
+    pub zombie: bool,
+    pub pgrp: i32,
+    pub session: i32,
+}
+
+impl Stat {
+    /// A process of the session or group `id` that still runs.
+    fn lives_in(&self, id: i32) -> bool {
+        !self.zombie && (self.session == id || self.pgrp == id)
+    }
+}
+
+/// Reads `/proc/<pid>/stat`; `None` when the process is gone.
+pub fn stat(pid: i32) -> Option<Stat> {
+    let text = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(pid, &text)
+}
+
+/// `pid (comm) state ppid pgrp session …`; comm may hold spaces and parentheses.
+fn parse_stat(pid: i32, text: &[u8]) -> Option<Stat> {
+    let close = text.iter().rposition(|b| *b == b')')?;
+    let rest = std::str::from_utf8(&text[close + 1..]).ok()?;
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next()?;
+    let _ppid = fields.next()?;
+    let pgrp = fields.next()?.parse().ok()?;
+    let session = fields.next()?.parse().ok()?;
+    Some(Stat {
+        pid,
+        zombie: matches!(state, "Z" | "X"),
+        pgrp,
+        session,
+    })
+}
+
+/// Every process of the machine that `/proc` shows.
+fn everyone() -> impl Iterator<Item = Stat> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(stat)
+}
+
+/// The children of this process (of each of its threads: an orphan goes to one of them).
+fn children() -> Vec<i32> {
+    let mut pids = Vec::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return pids;
+    };
+    for task in tasks.flatten() {
+        if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
+            pids.extend(
+                text.split_ascii_whitespace()
+                    .filter_map(|p| p.parse::<i32>().ok()),
+            );
+        }
+    }
+    pids
+}
+
+/// The processes of the session or group `id` other than its group (which `killpg`
+/// reaches), that still run.
+pub fn others(id: i32) -> Vec<i32> {
+    everyone()
+        .filter(|p| p.lives_in(id) && p.pgrp != id)
+        .map(|p| p.pid)
+        .collect()
+}
+
+/// Whether a process of the session or group `id` still runs. `group_answers`: `killpg(id,
+/// 0)` found a member (maybe only zombies).
+pub fn has_members(id: i32, group_answers: bool) -> bool {
+    if group_answers || !SUBREAPER.load(Ordering::Relaxed) {
+        return everyone().any(|p| p.lives_in(id));
+    }
+    // The group is empty: anything of the session left is an orphan, now a child of ours,
+    // or a descendant of one.
+    let mut found = false;
+    for pid in children() {
+        let Some(stat) = stat(pid) else { continue };
+        if stat.lives_in(id) {
+            found = true;
+        } else {
+            reap_orphan(stat);
+        }
+    }
+    found
+}
+
+/// Reaps an exited orphan of a stage: a zombie child of ours in a stage's session that is not
+/// the session's leader (the stage's main process, which its own handle waits for). Nothing
+/// of the runner's own session (the watchdog, pydeployer's own commands) is touched.
+fn reap_orphan(stat: Stat) {
+    // SAFETY: getsid(0) has no preconditions.
+    let own_session = unsafe { libc::getsid(0) };
+    if stat.zombie && stat.session != own_session && stat.pid != stat.session {
+        // SAFETY: waitpid on a child of ours, without blocking.
+        unsafe { libc::waitpid(stat.pid, std::ptr::null_mut(), libc::WNOHANG) };
+    }
+}
+
+/// Reaps every exited orphan of the stages (see [`reap_orphan`]).
+pub fn reap_orphans() {
+    if SUBREAPER.load(Ordering::Relaxed) {
+        for stat in children().into_iter().filter_map(stat) {
+            reap_orphan(stat);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_lines_parse_with_odd_command_names() {
+        let line = b"4065 (a) b (c)) S 1 4065 4000 0 -1 4194560 107 0 0 0";
+        assert_eq!(
+            parse_stat(4065, line),
+            Some(Stat {
+                pid: 4065,
+                zombie: false,
+                pgrp: 4065,
+                session: 4000
+            })
+        );
+        let zombie = b"12 (sleep) Z 1 11 10 0";
+        assert!(parse_stat(12, zombie).is_some_and(|s| s.zombie));
+        assert_eq!(parse_stat(1, b"garbage"), None);
+    }
+
+    #[test]
+    fn this_process_is_found_in_its_own_session() {
+        // SAFETY: getsid(0) has no preconditions.
+        let session = unsafe { libc::getsid(0) };
+        let me = stat(i32::try_from(std::process::id()).expect("pid")).expect("own stat");
+        assert_eq!(me.session, session);
+        assert!(has_members(session, true));
+    }
+}
