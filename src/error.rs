@@ -109,6 +109,22 @@ pub struct Place {
     pub column: u64,
 }
 
+/// Whether the line of `span` is too long to be shown with a label under it.
+fn snippet_too_wide(file: &SourceFile, span: Span) -> bool {
+    const WIDEST: usize = 4096;
+    let text = file.text.as_bytes();
+    let at = span.offset.min(text.len());
+    let start = text[..at]
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(0, |i| i + 1);
+    let end = text[at..]
+        .iter()
+        .position(|b| *b == b'\n')
+        .map_or(text.len(), |i| at + i);
+    end - start > WIDEST || span.len > WIDEST
+}
+
 /// One problem, pointing at the place in a file that causes it.
 #[derive(Debug, Error, Diagnostic)]
 #[error("{message}")]
@@ -133,6 +149,23 @@ impl Problem {
         message: impl Into<String>,
         label: impl Into<String>,
     ) -> Self {
+        if snippet_too_wide(file, span) {
+            // miette cannot draw a label that far to the right (it panics): the place is
+            // given in the message instead.
+            let mut problem = Problem::general(format!(
+                "{}:{}:{}: {}",
+                file.name.display(),
+                span.line,
+                span.column,
+                Into::<String>::into(message)
+            ));
+            problem.place = Some(Place {
+                file: file.name.clone(),
+                line: span.line,
+                column: span.column,
+            });
+            return problem;
+        }
         Problem {
             message: hidden(message.into()),
             source_code: Some(file.named()),

@@ -328,3 +328,116 @@ fn x_keys_hold_anchors_that_stages_merge() {
     let project = Project::with_pipeline("y-defaults: {}\nstages:\n  a: { run: echo a }\n");
     assert!(invalid(&project).contains("unknown pipeline setting `y-defaults`"));
 }
+
+// --- What the bug hunt found (issue 12) -------------------------------------------------
+
+#[test]
+fn head_is_not_a_branch_name() {
+    let project = Project::with_pipeline(
+        "repo: { url: origin.git, branch: HEAD }\nstages:\n  deploy: { uses: git/push }\n",
+    );
+    let err = invalid(&project);
+    assert!(err.contains("pipeline.yml:1"), "{err}");
+    assert!(err.contains("`HEAD`"), "{err}");
+}
+
+#[test]
+fn a_nul_byte_anywhere_is_refused_where_it_is() {
+    let project = Project::with_pipeline(
+        "env: { A: \"x\\0y\" }\nstages:\n  a: { run: \"echo \\0\" }\n  b: { run: [echo, \"\\0\"], env: { \"B\": \"\\x00\" } }\n",
+    );
+    let err = invalid(&project);
+    assert_eq!(err.matches("x a NUL byte").count(), 4, "{err}");
+    assert!(
+        err.contains("pipeline.yml:1") && err.contains("pipeline.yml:3"),
+        "{err}"
+    );
+    let (code, _, err) = project.run(&["run"]);
+    assert_eq!(code, 2, "{err}");
+}
+
+#[test]
+fn a_pipeline_without_stages_is_refused_saying_what_to_add() {
+    for yaml in ["", "name: x\n", "stages: {}\n"] {
+        let project = Project::with_pipeline(yaml);
+        let err = invalid(&project);
+        assert!(err.contains("defines no stages"), "{yaml:?}: {err}");
+        assert!(err.contains("stages:"), "{err}");
+        let (code, _, _) = project.run(&["run"]);
+        assert_eq!(code, 2);
+    }
+    // Stages from stages.d/ alone are fine.
+    let project = Project::with_pipeline("name: x\n");
+    project.file("stages.d/10.yml", "a: { run: 'true' }\n");
+    assert_eq!(project.run(&["validate"]).0, 0);
+}
+
+#[test]
+fn a_name_that_would_drive_the_terminal_is_refused() {
+    for name in ["a\\e[2Jb", "abc\\u202Edcb"] {
+        let project = Project::with_pipeline(&format!(
+            "name: \"{name}\"\nstages:\n  a: {{ run: 'true' }}\n"
+        ));
+        let err = invalid(&project);
+        assert!(err.contains("bidirectional-override"), "{err}");
+        assert!(
+            !err.contains('\u{1b}') && !err.contains('\u{202e}'),
+            "{err:?}"
+        );
+    }
+}
+
+#[test]
+fn editor_files_in_stages_d_are_not_stage_files_and_a_fifo_is_named() {
+    let project = Project::with_pipeline("stages:\n  a: { run: 'true' }\n");
+    project.file("stages.d/.10.yml", "broken: [\n");
+    std::fs::create_dir_all(project.join("stages.d")).unwrap();
+    // Emacs's lock: a symbolic link to nowhere.
+    std::os::unix::fs::symlink(
+        "root@host.1234:1700000000",
+        project.join("stages.d/.#10.yml"),
+    )
+    .unwrap();
+    let (code, out, err) = project.run(&["validate"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("1 stage"), "{out}");
+
+    let status = std::process::Command::new("mkfifo")
+        .arg(project.join("stages.d/20.yml"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let err = invalid(&project);
+    assert!(
+        err.contains("20.yml is not a file: a named pipe (FIFO)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_file_over_the_budget_says_so_and_what_to_do() {
+    let mut yaml = String::from("stages:\n  a: { run: 'true' }\nx: [");
+    yaml.push_str(&vec!["1"; 200_001].join(","));
+    yaml.push_str("]\n");
+    let project = Project::with_pipeline(&yaml);
+    let err = invalid(&project);
+    assert!(
+        err.contains("too large or too deep"),
+        "{}",
+        &err[..err.len().min(2000)]
+    );
+    assert!(err.contains("stages.d/"), "{}", &err[..err.len().min(2000)]);
+    assert!(!err.contains("fix the YAML syntax"));
+    assert!(!err.contains("panicked"));
+}
+
+#[test]
+fn rollback_with_two_revert_stages_is_refused() {
+    let project = Project::with_pipeline(
+        "repo: { url: origin.git }\nstages:\n  r1: { uses: git/revert, when: manual }\n  r2: { uses: git/revert, when: manual }\n",
+    );
+    let (code, _, err) = project.run(&["rollback"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("more than one rollback stage"), "{err}");
+    assert!(err.contains("`r1`") && err.contains("`r2`"), "{err}");
+}

@@ -3,7 +3,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::config::raw::{Node, Span};
+use crate::config::raw::{Node, Span, Value};
 use crate::error::{Problem, SourceFile};
 
 /// The folder of drop-in stage files, next to `pipeline.yml`.
@@ -43,13 +43,10 @@ pub(crate) fn read_all(
         .join(STAGES_DIR);
     let stage_files = match stage_files(&dir) {
         Ok((files, not_files)) => {
-            for path in not_files {
+            for (path, what) in not_files {
                 // A stage file that silently went missing would drop its stages (a deploy).
                 problems.push(
-                    Problem::general(format!(
-                        "{} is not a file: a broken link, or a folder",
-                        path.display()
-                    ))
+                    Problem::general(format!("{} is not a file: {what}", path.display()))
                     .with_help(format!(
                         "every *.yml and *.yaml in {STAGES_DIR}/ is a stage file: fix the link, or rename it"
                     )),
@@ -72,9 +69,23 @@ pub(crate) fn read_all(
     (main, stages)
 }
 
+/// A path named like a stage file that is not one, and what it is.
+type NotAFile = (PathBuf, &'static str);
+
+/// What a stage file path that is not a regular file is, for the error.
+fn what_is(path: &Path) -> &'static str {
+    match (fs::symlink_metadata(path), fs::metadata(path)) {
+        (Ok(link), Err(_)) if link.file_type().is_symlink() => "a broken symbolic link",
+        (_, Ok(meta)) => crate::store::kind_of(meta.file_type()),
+        _ => "not readable",
+    }
+}
+
 /// `*.yml` and `*.yaml` files in `dir`, sorted by file name (nothing when there is no `dir`),
-/// and the entries named so that are not files (a broken link, a folder).
-fn stage_files(dir: &Path) -> std::io::Result<(Vec<PathBuf>, Vec<PathBuf>)> {
+/// and the entries named so that are not files (a broken link, a folder, a FIFO), with what
+/// they are. Hidden names (`.#10.yml`, Emacs's lock link; `.10.yml.swp`-like editor files
+/// and dotfiles) are not stage files.
+fn stage_files(dir: &Path) -> std::io::Result<(Vec<PathBuf>, Vec<NotAFile>)> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
@@ -88,13 +99,17 @@ fn stage_files(dir: &Path) -> std::io::Result<(Vec<PathBuf>, Vec<PathBuf>)> {
         let is_yaml = path
             .extension()
             .is_some_and(|ext| ext == "yml" || ext == "yaml");
-        if !is_yaml {
+        let hidden = path
+            .file_name()
+            .is_some_and(|name| name.as_encoded_bytes().starts_with(b"."));
+        if !is_yaml || hidden {
             continue;
         }
         if path.is_file() {
             files.push(path);
         } else {
-            not_files.push(path);
+            let what = what_is(&path);
+            not_files.push((path, what));
         }
     }
     files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
@@ -109,7 +124,11 @@ pub(crate) fn parse_yaml(file: &SourceFile) -> Result<Node, crate::error::Invali
 }
 
 fn read_one(path: &Path, problems: &mut Vec<Problem>) -> Option<Parsed> {
-    let text = match fs::read_to_string(path) {
+    let text = match crate::store::read_regular(path, MAX_FILE).and_then(|bytes| {
+        String::from_utf8(bytes).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, "it is not UTF-8 text")
+        })
+    }) {
         Ok(text) => text,
         Err(err) => {
             let help = if err.kind() == std::io::ErrorKind::NotFound {
@@ -125,11 +144,50 @@ fn read_one(path: &Path, problems: &mut Vec<Problem>) -> Option<Parsed> {
     };
     let file = SourceFile::new(path, text);
     match parse(&file.text) {
-        Ok(root) => Some(Parsed { file, root }),
+        Ok(root) => {
+            nul_bytes(&file, &root, problems);
+            Some(Parsed { file, root })
+        }
         Err(err) => {
             problems.push(syntax_problem(&file, &err));
             None
         }
+    }
+}
+
+/// The largest pipeline or stage file read (the parser reads at most 16 MiB of values).
+const MAX_FILE: u64 = 32 << 20;
+
+/// A NUL byte in any key or text of the file: no program, argument, variable or file name can
+/// hold one, so it is refused here, where its place is known, rather than when a stage starts.
+fn nul_bytes(file: &SourceFile, node: &Node, problems: &mut Vec<Problem>) {
+    let refuse = |span: Span, problems: &mut Vec<Problem>| {
+        problems.push(
+            Problem::at(
+                file,
+                span,
+                "a NUL byte (\\0) cannot be passed to a program, an environment variable or a file name",
+                "holds a NUL byte",
+            )
+            .with_help("remove the \\0 (or \\x00) from the value"),
+        );
+    };
+    match &node.value {
+        Value::Str(text) if text.contains('\0') => refuse(node.span, problems),
+        Value::Seq(items) => {
+            for item in items {
+                nul_bytes(file, item, problems);
+            }
+        }
+        Value::Map(entries) => {
+            for (key, value) in entries {
+                if key.name.contains('\0') {
+                    refuse(key.span, problems);
+                }
+                nul_bytes(file, value, problems);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -171,6 +229,19 @@ fn syntax_problem(file: &SourceFile, err: &serde_saphyr::Error) -> Problem {
                 // Some parser errors carry a line and column but no byte offset.
                 span.offset = offset_of(&file.text, span.line, span.column);
                 span.len = 0;
+            }
+            if message.contains("budget") {
+                // Not a syntax error, and no snippet: the place may be a line of megabytes.
+                return Problem::general(format!(
+                    "{}:{}: the file is too large or too deep for pydeployer: {message}",
+                    file.name.display(),
+                    span.line
+                ))
+                .with_help(
+                    "pydeployer reads at most 200,000 values, 32 levels of nesting, 1,000 \
+                     aliases and 16 MiB of text per file: split the stages into files in \
+                     stages.d/, or drop the aliases that multiply them",
+                );
             }
             let at = point_at(&file.text, span);
             Problem::at(file, at, format!("invalid YAML: {message}"), "here").with_help(

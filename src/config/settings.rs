@@ -97,7 +97,21 @@ impl Checker<'_> {
                 if let Some(name) =
                     self.non_empty_string(file, value, "`name`", "`name: sample-app`")
                 {
-                    pipeline.name = name;
+                    // The name is shown on the terminal and heads every log: it must not be
+                    // able to move the cursor, clear the screen or turn text around.
+                    if name.chars().any(is_unprintable) {
+                        self.push(
+                            Problem::at(
+                                file,
+                                value.span,
+                                "`name` holds control or bidirectional-override characters",
+                                "unprintable characters",
+                            )
+                            .with_help("use plain text, such as `name: sample-app`"),
+                        );
+                    } else {
+                        pipeline.name = name;
+                    }
                 }
             }
             "repo" => pipeline.repo = self.repo(file, value),
@@ -314,6 +328,9 @@ fn check_git_name(name: &str) -> Result<(), &'static str> {
     if name.starts_with('-') {
         return Err("it starts with `-`, which git would read as an option");
     }
+    if name == "HEAD" {
+        return Err("git refuses `HEAD` as a branch name (it names the checked-out commit)");
+    }
     if name == "@" || name.contains("..") || name.contains("@{") || name.contains("//") {
         return Err("git refuses `..`, `@{`, `//` and `@` in names");
     }
@@ -334,6 +351,13 @@ fn check_git_name(name: &str) -> Result<(), &'static str> {
         return Err("no part of a name can start with `.`");
     }
     Ok(())
+}
+
+/// A control character, or one that turns the direction of text (U+202A–U+202E,
+/// U+2066–U+2069, U+200E/F, U+061C): shown raw on a terminal, it can fake or hide text.
+pub(crate) fn is_unprintable(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' | '\u{061c}')
 }
 
 fn is_env_name(name: &str) -> bool {

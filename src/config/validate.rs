@@ -127,6 +127,19 @@ pub(crate) fn validate(
         }
     }
 
+    if check.declared_names.is_empty() && check.problems.is_empty() {
+        // Nothing to run is a mistake (a file emptied by accident, a stages.d/ that is not
+        // there), not a successful run: make, go-task and GitLab refuse it too.
+        check.push(
+            Problem::general(format!("{} defines no stages", pipeline_file.display())).with_help(
+                format!(
+                    "add stages under `stages:` (for example `test: {{ run: pytest }}`), or stage \
+                 files in {}/ next to it",
+                    super::load::STAGES_DIR
+                ),
+            ),
+        );
+    }
     if pipeline.repo.is_none() {
         for d in &declared {
             if let Some(action) = d.stage.builtin() {

@@ -18,7 +18,7 @@ use std::path::Path;
 pub const LEDGER_LIMIT: u64 = 64 << 20;
 
 /// What a file type is called in an error.
-fn kind_of(file_type: fs::FileType) -> &'static str {
+pub fn kind_of(file_type: fs::FileType) -> &'static str {
     if file_type.is_dir() {
         "a folder"
     } else if file_type.is_char_device() {
