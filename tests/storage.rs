@@ -301,3 +301,55 @@ fn a_fifo_named_like_a_log_does_not_hang_the_listing_or_count_as_a_run() {
     assert_eq!(code, 0, "{err}");
     assert!(!out.contains("2000-01-01"), "{out}");
 }
+
+#[test]
+fn a_ledger_that_cannot_be_written_after_the_push_makes_every_output_say_exit_1() {
+    let project = deployed_once();
+    let ledger = project.join("archive/deploy_history.json");
+    // Between the ledger's check before the run and its append: something spoils it.
+    project.file(
+        "pipeline.yml",
+        &DEPLOYING.replace(
+            "  deploy: { uses: git/push, needs: [build] }\n",
+            &format!(
+                "  spoil: {{ run: \"sh -c 'printf \\\"[ oops\\\" > \\\"$0\\\"' {}\", needs: [build] }}\n  deploy: {{ uses: git/push, needs: [spoil] }}\n",
+                ledger.display()
+            ),
+        ),
+    );
+    let (code, out, err) = project.run(&["run", "--format", "json"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("could not be written"), "{err}");
+    let log = project.last_log();
+    assert!(log.trim_end().ends_with("exit code 1"), "{log}");
+    // The run's summary, then the error document.
+    let json: serde_json::Value = serde_json::Deserializer::from_str(&out)
+        .into_iter()
+        .next()
+        .expect("a JSON summary")
+        .expect("JSON");
+    assert_eq!(json["exit_code"], 1, "{json}");
+    let (_, listing, _) = project.run(&["logs", "--list"]);
+    let last = listing.lines().last().unwrap_or_default().to_owned();
+    assert!(
+        !last.contains("success") && !last.contains(" ok"),
+        "{listing}"
+    );
+    assert_eq!(project.read("archive/deploy_history.json"), "[ oops");
+}
+
+#[test]
+fn a_ledger_whose_next_id_would_overflow_stops_the_run_before_the_push() {
+    let project = deployed_once();
+    let before = origin_head(&project);
+    let text = project
+        .read("archive/deploy_history.json")
+        .replace("\"id\": 1,", "\"id\": 18446744073709551615,");
+    project.file("archive/deploy_history.json", &text);
+    let (code, _, err) = project.run(&["run"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("highest possible id"), "{err}");
+    assert!(err.contains("nothing was run"), "{err}");
+    assert_eq!(origin_head(&project), before);
+    assert_eq!(project.read("archive/deploy_history.json"), text);
+}

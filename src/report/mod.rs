@@ -91,6 +91,19 @@ impl<'a> Reporter<'a> {
 
     /// Hands `event` to every sink that has not failed, in the order they were added.
     pub fn report(&mut self, event: &RunEvent) -> Flow {
+        // A run whose log or ledger could not be written ends with exit code 1 whatever its
+        // stages did: the run's last event says so too, so that the log, the terminal, the
+        // JSON and `logs --list` tell the same as the exit code.
+        let corrected;
+        let event = match event {
+            RunEvent::RunFinished(summary) if summary.exit_code == 0 && self.has_failed() => {
+                let mut summary = summary.clone();
+                summary.exit_code = 1;
+                corrected = RunEvent::RunFinished(summary);
+                &corrected
+            }
+            _ => event,
+        };
         let mut flow = Flow::Continue;
         for part in &mut self.parts {
             if part.failed.is_some() {
@@ -108,6 +121,13 @@ impl<'a> Reporter<'a> {
 
     /// The sinks that failed and whose failure is to be told (not the dropped ones), in the
     /// order they were added.
+    /// Whether an output that counts (not the terminal) has failed.
+    fn has_failed(&self) -> bool {
+        self.parts
+            .iter()
+            .any(|part| part.failed.is_some() && part.on_failure != OnFailure::Drop)
+    }
+
     pub fn finish(self) -> Vec<SinkFailure> {
         self.parts
             .into_iter()

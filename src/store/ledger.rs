@@ -228,6 +228,17 @@ impl Ledger {
     /// a full or read-only disk is found before anything is pushed, not after.
     pub fn prepare_for_run(&self) -> io::Result<()> {
         super::check_replaceable(&self.path)?;
+        // The next id must exist: found now, before a push, not when recording it.
+        if self.entries.iter().any(|e| e.id == u64::MAX) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{} already uses the highest possible id, so no further deploy could be \
+                     recorded; renumber its entries (or start a new ledger)",
+                    self.path.display()
+                ),
+            ));
+        }
         let parent = parent_folder(&self.path);
         fs::create_dir_all(parent)?;
         let prefix = temp_prefix(&self.path);
