@@ -102,6 +102,8 @@ pub struct Spawn<'a> {
     pub interactive: bool,
     /// Ask the kernel to TERM the command when the runner dies (when no watchdog does more).
     pub die_with_runner: bool,
+    /// The watchdog's pipe: the child writes `+<its group>` there before exec.
+    pub announce: Option<RawFd>,
 }
 
 /// A running stage command, driven by whoever polls its file descriptors (the runner's one
@@ -171,6 +173,7 @@ pub fn spawn(spawn: &Spawn<'_>) -> io::Result<Running> {
     let (reader, writer) = io::pipe()?;
     let interactive = spawn.interactive;
     let die_with_runner = spawn.die_with_runner;
+    let announce = spawn.announce;
     // SAFETY: getpid and isatty are always safe.
     let runner = if die_with_runner {
         unsafe { libc::getpid() }
@@ -198,7 +201,7 @@ pub fn spawn(spawn: &Spawn<'_>) -> io::Result<Running> {
                 cmd.process_group(0);
             }
             // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
-            // system calls (setsid, prctl, getppid, _exit, signal, tcsetpgrp).
+            // system calls (setsid, getpid, write, prctl, getppid, _exit, signal, tcsetpgrp).
             unsafe {
                 cmd.pre_exec(move || {
                     if !interactive {
@@ -206,6 +209,9 @@ pub fn spawn(spawn: &Spawn<'_>) -> io::Result<Running> {
                         // stays in it, even in another group. Fails only for a group leader,
                         // which a fresh child is not.
                         libc::setsid();
+                    }
+                    if let Some(fd) = announce {
+                        announce_to_watchdog(fd);
                     }
                     if die_with_runner {
                         die_with_parent(runner);
@@ -349,6 +355,34 @@ fn stopped(pid: i32) -> bool {
         stat.rsplit_once(')')
             .is_some_and(|(_, rest)| rest.trim_start().starts_with(['T', 't']))
     })
+}
+
+/// In the child, before exec: tells the watchdog of its group (its own pid: a session or group
+/// leader), as the runner does once the spawn returns, so that no moment of the stage runs
+/// unwatched. Only async-signal-safe calls, no allocation; a watchdog that is gone must not
+/// end the child by SIGPIPE.
+fn announce_to_watchdog(fd: RawFd) {
+    let mut line = [0u8; 16];
+    // SAFETY: getpid has no preconditions.
+    let mut pid = unsafe { libc::getpid() }.unsigned_abs();
+    let mut at = line.len() - 1;
+    line[at] = b'\n';
+    loop {
+        at -= 1;
+        line[at] = b'0' + u8::try_from(pid % 10).unwrap_or(0);
+        pid /= 10;
+        if pid == 0 {
+            break;
+        }
+    }
+    at -= 1;
+    line[at] = b'+';
+    // SAFETY: signal and write are async-signal-safe; the buffer is valid for its length.
+    unsafe {
+        let previous = libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        libc::write(fd, line[at..].as_ptr().cast(), line.len() - at);
+        libc::signal(libc::SIGPIPE, previous);
+    }
 }
 
 /// In the child, before exec: be sent TERM when the thread that started us dies, and if the
@@ -766,6 +800,7 @@ mod tests {
             env: &BTreeMap::new(),
             interactive,
             die_with_runner: true,
+            announce: None,
         })
         .unwrap()
     }
@@ -901,6 +936,7 @@ mod tests {
             env: &env,
             interactive: false,
             die_with_runner: false,
+            announce: None,
         })
         .unwrap()
         .stream(|c| chunks.push(c))
@@ -918,6 +954,7 @@ mod tests {
                 env: &BTreeMap::new(),
                 interactive: false,
                 die_with_runner: false,
+                announce: None,
             })
             .is_err()
         );

@@ -446,6 +446,7 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
             env: &a.env,
             interactive: a.interactive,
             die_with_runner: self.options.watchdog.is_none(),
+            announce: self.options.watchdog.as_ref().and_then(|w| w.announce_fd()),
         });
         match spawned {
             Ok(running) => {

@@ -70,6 +70,16 @@ impl Watchdog {
         self.send(&format!("+{pgid}\n"));
     }
 
+    /// The watchdog's pipe, for a stage's child process to announce itself on before it runs
+    /// anything of the stage (see `process::spawn`): a `kill -9` of the runner between the
+    /// start of a stage and [`watch`](Watchdog::watch) then leaves nothing unwatched.
+    pub fn announce_fd(&self) -> Option<RawFd> {
+        self.to_watchdog
+            .lock()
+            .ok()
+            .and_then(|writer| writer.as_ref().map(AsRawFd::as_raw_fd))
+    }
+
     /// A stage's process group was ended or has finished.
     pub fn unwatch(&self, pgid: i32) {
         self.send(&format!("-{pgid}\n"));
