@@ -22,6 +22,7 @@ use crate::plan::{Plan, Selection, render};
 use crate::report::terminal::Verbosity;
 use crate::session::{self, RunRequest, RunSettings};
 use crate::store::ledger::{Ledger, Status};
+use crate::store::state::StateDir;
 
 /// Runs the command; `Ok` is exit code 0.
 pub fn run(cli: &Cli) -> Result<(), Failure> {
@@ -102,6 +103,7 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
         Command::Init => init::run(cli),
         Command::Export(args) => port::export(cli, args),
         Command::Import(args) => port::import(cli, args),
+        Command::Sync => sync(cli),
     }
 }
 
@@ -303,6 +305,53 @@ fn history(cli: &Cli, limit: Option<usize>) -> Result<(), Failure> {
         ),
     }
     Ok(())
+}
+
+/// `pydeployer sync`: sends the outbox; exit 1 when something is still not sent.
+fn sync(cli: &Cli) -> Result<(), Failure> {
+    let pipeline = load(cli)?;
+    let timeout = pipeline
+        .cloud
+        .as_ref()
+        .map_or(crate::pipeline::DEFAULT_CLOUD_TIMEOUT, |c| c.timeout);
+    let state = StateDir::open(&pipeline.root).map_err(|err| Failure::Tool(err.into()))?;
+    let outbox = state
+        .outbox()
+        .map_err(|err| Failure::Tool(miette::miette!("cannot use .pydeployer/outbox/: {err}")))?;
+    let delivery = crate::cloud::deliver(&outbox, timeout)
+        .map_err(|err| Failure::Tool(miette::miette!("cannot read .pydeployer/outbox/: {err}")))?;
+    match cli.format {
+        Format::Text => {
+            if delivery.sent.is_empty() && delivery.failed.is_empty() {
+                crate::outln!("nothing to send");
+            }
+            for what in &delivery.sent {
+                crate::outln!("sent {what}");
+            }
+            session::report_delivery(&delivery, true);
+        }
+        Format::Json | Format::Jsonl => {
+            let failed: Vec<_> = delivery
+                .failed
+                .iter()
+                .map(|(what, why)| serde_json::json!({ "item": what, "why": why }))
+                .collect();
+            crate::outln!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "sent": delivery.sent,
+                    "failed": failed,
+                    "ignored": delivery.refused,
+                }))
+                .unwrap_or_default()
+            );
+        }
+    }
+    if delivery.failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::Exit(1))
+    }
 }
 
 fn mask_json(masker: &Masker, value: &mut serde_json::Value) {

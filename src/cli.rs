@@ -165,6 +165,15 @@ Examples:
 
 Then point the YAML language server at them (see the README).")]
     Schema(SchemaArgs),
+    /// Send what earlier runs could not send to the cloud (S3 uploads, SNS messages, webhooks).
+    ///
+    /// Runs keep what they could not send in .pydeployer/outbox/; the next run sends it too.
+    /// Sending twice is harmless. Exit 1 when something is still not sent (it stays).
+    #[command(after_help = "\
+Examples:
+  pydeployer sync
+  pydeployer sync --format json")]
+    Sync,
     /// Write a commented pipeline.yml and stages.d/ for the project in this folder.
     ///
     /// Detects a git remote (`origin`: clone, test, and manual deploy and rollback stages), a

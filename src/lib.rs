@@ -32,6 +32,7 @@ macro_rules! errln {
 pub mod actions;
 pub mod app;
 pub mod cli;
+pub mod cloud;
 pub mod complete;
 pub mod config;
 pub mod error;

@@ -69,17 +69,29 @@ impl Masker {
     /// Hides the values of the pipeline's secrets (those that are set) and the credentials in
     /// its repository URL.
     pub fn for_pipeline(pipeline: &Pipeline) -> Masker {
-        let names: Vec<&String> = pipeline
+        Masker::for_pipeline_and(pipeline, Vec::new())
+    }
+
+    /// [`for_pipeline`](Masker::for_pipeline), and `extra` values (the AWS chain's secrets
+    /// read from a profile file). With `cloud:`, the AWS secret key and session token are
+    /// secrets; with `notify:`, each webhook's URL.
+    pub fn for_pipeline_and(pipeline: &Pipeline, extra: Vec<String>) -> Masker {
+        let mut names: Vec<&str> = pipeline
             .secrets
             .iter()
             .chain(pipeline.stages.iter().flat_map(|s| &s.secrets))
+            .map(String::as_str)
             .collect();
+        if pipeline.cloud.is_some() {
+            names.extend(["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"]);
+        }
+        names.extend(pipeline.notify.iter().map(|hook| hook.env.as_str()));
         // The value a stage sees: from the environment, or set by an `env:` of the pipeline.
         let from_env = names.iter().filter_map(|name| std::env::var(name).ok());
         let from_yaml = std::iter::once(&pipeline.env)
             .chain(pipeline.stages.iter().map(|s| &s.env))
             .flat_map(|env| env.iter())
-            .filter(|(key, _)| names.contains(key))
+            .filter(|(key, _)| names.contains(&key.as_str()))
             .map(|(_, value)| value.clone());
         let values = from_env.chain(from_yaml);
         let credentials = pipeline
@@ -87,7 +99,7 @@ impl Masker {
             .as_ref()
             .map(|repo| url_credentials(&repo.url))
             .unwrap_or_default();
-        Masker::new(values.chain(credentials))
+        Masker::new(values.chain(credentials).chain(extra))
     }
 
     /// Builds the patterns for these secret values.

@@ -88,6 +88,10 @@ pub struct Pipeline {
     pub grace_period: Duration,
     /// In declaration order (`pipeline.yml` first, then `stages.d/` by file name).
     pub stages: Vec<Stage>,
+    /// `cloud:` — uploads to S3 and an SNS topic; `None`: nothing of it runs.
+    pub cloud: Option<Cloud>,
+    /// `notify:` — webhooks told of the run's events.
+    pub notify: Vec<Webhook>,
 }
 
 impl Pipeline {
@@ -142,6 +146,84 @@ impl Pipeline {
             Some(repo) if repo.dir.is_dir() => repo.dir.clone(),
             _ => self.root.clone(),
         }
+    }
+}
+
+/// `cloud:`: where every run's log, ledger and summary go, and the topic told of failures.
+/// Credentials never come from here: they are AWS's own chain (environment, profile files).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cloud {
+    pub s3: Option<S3Target>,
+    pub sns: Option<SnsTarget>,
+    /// A send that failed fails the run (exit 1); otherwise it is a warning.
+    pub required: bool,
+    /// The longest one request may take, start to end.
+    pub timeout: Duration,
+}
+
+/// The default of `cloud.timeout`.
+pub const DEFAULT_CLOUD_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Target {
+    /// Checked against S3's naming rules.
+    pub bucket: String,
+    /// Empty, or ending in `/`.
+    pub prefix: String,
+    /// `None`: the AWS chain's region (`AWS_REGION`, the profile), else `us-east-1`.
+    pub region: Option<String>,
+    /// `http://` or `https://`, without a trailing `/`.
+    pub endpoint: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnsTarget {
+    /// `arn:aws:sns:REGION:ACCOUNT:NAME`, checked.
+    pub topic: String,
+    /// The topic's region, from its ARN.
+    pub region: String,
+    pub on: Vec<NotifyOn>,
+    pub endpoint: Option<String>,
+}
+
+/// One `notify:` entry: a JSON POST to the URL in an environment variable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Webhook {
+    /// The variable holding the URL (the URL is a secret: it is masked, and never written).
+    pub env: String,
+    pub on: Vec<NotifyOn>,
+}
+
+/// What a notification is sent for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifyOn {
+    /// A stage failed (the run's exit code is not 0).
+    Failure,
+    /// The run passed.
+    Success,
+    /// The run pushed a rollback (`git/revert`).
+    Rollback,
+    /// A deploy's health check failed (environments; nothing reports it yet).
+    Unhealthy,
+}
+
+impl NotifyOn {
+    pub const NAMES: [&'static str; 4] = ["failure", "success", "rollback", "unhealthy"];
+    pub const DEFAULT: [NotifyOn; 1] = [NotifyOn::Failure];
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "failure" => Some(NotifyOn::Failure),
+            "success" => Some(NotifyOn::Success),
+            "rollback" => Some(NotifyOn::Rollback),
+            "unhealthy" => Some(NotifyOn::Unhealthy),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        Self::NAMES[self as usize]
     }
 }
 

@@ -5,6 +5,7 @@
 //! `settings` the pipeline's keys, `stage` a stage's keys, `params` an action's `with:`; the
 //! graph checks are `plan::check`. Nothing outside this module sees YAML.
 
+mod cloud;
 mod decode;
 mod load;
 mod params;
@@ -19,9 +20,10 @@ use std::path::Path;
 use crate::error::Invalid;
 use crate::pipeline::Pipeline;
 
+pub use cloud::{check_bucket, check_endpoint, is_region, topic_region};
 pub(crate) use load::parse_yaml;
 pub use load::{STAGES_DIR, find_upward};
-pub(crate) use settings::is_local_path;
+pub(crate) use settings::{is_env_name, is_local_path};
 
 /// Loads and checks the pipeline declared by `pipeline_file` and the `stages.d/` beside it.
 pub fn load(pipeline_file: &Path) -> Result<Pipeline, Invalid> {

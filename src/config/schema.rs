@@ -16,7 +16,7 @@ use schemars::transform::{RecursiveTransform, Transform};
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde_json::{Map, Value, json};
 
-use crate::pipeline::{Builtin, Param, When};
+use crate::pipeline::{Builtin, NotifyOn, Param, When};
 
 /// Which file the schema describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,6 +170,87 @@ pub(crate) struct PipelineFile {
     grace_period: Option<Duration>,
     /// Stages declared inline (stage name → stage); `stages.d/*.yml` files add more.
     stages: Option<Stages>,
+    /// After every run: its log, the ledger and a JSON summary uploaded to S3, and an SNS
+    /// message on the events of `sns.on`. Credentials come from AWS's chain (environment,
+    /// `AWS_PROFILE`, `~/.aws/`), never from this file.
+    cloud: Option<CloudSettings>,
+    /// Webhooks told of the run's events: a JSON POST to the URL held by an environment
+    /// variable.
+    notify: Option<Vec<NotifyEntry>>,
+}
+
+/// `cloud:`: S3, SNS, or both.
+#[derive(JsonSchema)]
+#[schemars(
+    deny_unknown_fields,
+    transform = NotNull { except: &[] },
+    extend("anyOf" = [{ "required": ["s3"] }, { "required": ["sns"] }])
+)]
+#[allow(dead_code)]
+struct CloudSettings {
+    /// Where each run's log (`PREFIX/logs/`), the ledger (`PREFIX/archive/`) and the run's
+    /// JSON summary (`PREFIX/runs/`) go.
+    s3: Option<S3Settings>,
+    /// The SNS topic told of the events in `on`.
+    sns: Option<SnsSettings>,
+    /// `true`: a send that fails fails the run (exit 1). Default: `false` (a warning; what was
+    /// not sent waits in `.pydeployer/outbox/` for the next run or `pydeployer sync`).
+    required: Option<bool>,
+    /// The longest one request may take, start to end (at most 1h). Default: `30s`.
+    timeout: Option<Duration>,
+}
+
+/// `cloud.s3`.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields, transform = NotNull { except: &[] })]
+#[allow(dead_code)]
+struct S3Settings {
+    /// The bucket: 3 to 63 lowercase letters, digits, `-` and `.`.
+    #[schemars(required, regex(pattern = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"))]
+    bucket: String,
+    /// Put before every key, e.g. `sample-app/`. Default: none.
+    prefix: Option<String>,
+    /// The bucket's region, e.g. `eu-west-3`. Default: `AWS_REGION`, the profile's region,
+    /// else `us-east-1`.
+    #[schemars(regex(pattern = r"^[a-z]{2}(-[a-z]+)+-[0-9]{1,3}$"))]
+    region: Option<String>,
+    /// An S3-compatible endpoint (MinIO, Ceph, moto): `http://…` or `https://…`. Default:
+    /// `AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`, else AWS.
+    #[schemars(regex(pattern = r"^https?://[^\s/?#@]+(/[^\s?#]*)?$"))]
+    endpoint: Option<String>,
+}
+
+/// `cloud.sns`.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields, transform = NotNull { except: &[] })]
+#[allow(dead_code)]
+struct SnsSettings {
+    /// The topic's ARN, `arn:aws:sns:REGION:ACCOUNT:NAME`.
+    #[schemars(
+        required,
+        regex(
+            pattern = r"^arn:aws(-[a-z-]+)?:sns:[a-z]{2}(-[a-z]+)+-[0-9]{1,3}:[0-9]{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?$"
+        )
+    )]
+    topic: String,
+    /// The events that send a message. Default: `[failure]`.
+    on: Option<Vec<NotifyEvent>>,
+    /// An SNS-compatible endpoint: `http://…` or `https://…`. Default:
+    /// `AWS_ENDPOINT_URL_SNS`, `AWS_ENDPOINT_URL`, else AWS.
+    #[schemars(regex(pattern = r"^https?://[^\s/?#@]+(/[^\s?#]*)?$"))]
+    endpoint: Option<String>,
+}
+
+/// One webhook.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields, transform = NotNull { except: &[] })]
+#[allow(dead_code)]
+struct NotifyEntry {
+    /// The environment variable holding the webhook's URL (a secret: masked everywhere).
+    #[schemars(required)]
+    webhook_env: EnvName,
+    /// The events that send a POST. Default: `[failure]`.
+    on: Option<Vec<NotifyEvent>>,
 }
 
 /// The repository: cloned by `git/clone` into `dir`, pushed to by `git/push`.
@@ -526,6 +607,23 @@ impl JsonSchema for With {
     }
 }
 
+/// `on:` values.
+struct NotifyEvent;
+
+impl JsonSchema for NotifyEvent {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> Cow<'static, str> {
+        "NotifyEvent".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "type": "string", "enum": NotifyOn::NAMES })
+    }
+}
+
 /// `when:` values.
 struct WhenName;
 
@@ -546,7 +644,9 @@ impl JsonSchema for WhenName {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::validate::{LOGS_KEYS, REPO_KEYS, STAGE_KEYS, TOP_KEYS};
+    use crate::config::validate::{
+        CLOUD_KEYS, LOGS_KEYS, NOTIFY_KEYS, REPO_KEYS, S3_KEYS, SNS_KEYS, STAGE_KEYS, TOP_KEYS,
+    };
 
     fn keys(schema: &Value) -> Vec<String> {
         let mut keys: Vec<String> = schema["properties"]
@@ -576,6 +676,13 @@ mod tests {
         assert_eq!(keys(definition(&root, "RepoSettings")), sorted(&REPO_KEYS));
         assert_eq!(keys(definition(&root, "LogsSettings")), sorted(&LOGS_KEYS));
         assert_eq!(keys(definition(&root, "Stage")), sorted(&STAGE_KEYS));
+        assert_eq!(
+            keys(definition(&root, "CloudSettings")),
+            sorted(&CLOUD_KEYS)
+        );
+        assert_eq!(keys(definition(&root, "S3Settings")), sorted(&S3_KEYS));
+        assert_eq!(keys(definition(&root, "SnsSettings")), sorted(&SNS_KEYS));
+        assert_eq!(keys(definition(&root, "NotifyEntry")), sorted(&NOTIFY_KEYS));
         for object in [
             &root,
             definition(&root, "RepoSettings"),
@@ -598,6 +705,10 @@ mod tests {
             definition(&root, "RepoSettings"),
             definition(&root, "LogsSettings"),
             definition(&root, "Stage"),
+            definition(&root, "CloudSettings"),
+            definition(&root, "S3Settings"),
+            definition(&root, "SnsSettings"),
+            definition(&root, "NotifyEntry"),
         ] {
             for (key, property) in object["properties"].as_object().expect("properties") {
                 let text = property["description"].as_str().unwrap_or_default();

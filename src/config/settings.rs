@@ -154,6 +154,8 @@ impl Checker<'_> {
                 }
             }
             "env" => pipeline.env = self.env(file, value),
+            "cloud" => pipeline.cloud = self.cloud(file, value),
+            "notify" => pipeline.notify = self.notify(file, value),
             "secrets" => pipeline.secrets = self.secrets(file, value),
             "grace_period" => {
                 if let Some(grace) =
@@ -360,7 +362,7 @@ pub(crate) fn is_unprintable(c: char) -> bool {
         || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' | '\u{061c}')
 }
 
-fn is_env_name(name: &str) -> bool {
+pub(crate) fn is_env_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars
         .next()

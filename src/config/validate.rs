@@ -10,7 +10,7 @@ use crate::error::{Problem, SourceFile};
 use crate::pipeline::{LogSettings, Pipeline, Stage};
 use crate::plan::check;
 
-pub(crate) const TOP_KEYS: [&str; 10] = [
+pub(crate) const TOP_KEYS: [&str; 12] = [
     "name",
     "repo",
     "logs",
@@ -21,10 +21,16 @@ pub(crate) const TOP_KEYS: [&str; 10] = [
     "grace_period",
     "stages",
     "version",
+    "cloud",
+    "notify",
 ];
 /// Top-level keys with this prefix are the user's own (anchor holders), never settings.
 pub(crate) const EXTENSION_PREFIX: &str = "x-";
 pub(crate) const REPO_KEYS: [&str; 5] = ["url", "branch", "remote", "dir", "source"];
+pub(crate) const CLOUD_KEYS: [&str; 4] = ["s3", "sns", "required", "timeout"];
+pub(crate) const S3_KEYS: [&str; 4] = ["bucket", "prefix", "region", "endpoint"];
+pub(crate) const SNS_KEYS: [&str; 3] = ["topic", "on", "endpoint"];
+pub(crate) const NOTIFY_KEYS: [&str; 2] = ["webhook_env", "on"];
 pub(crate) const LOGS_KEYS: [&str; 2] = ["dir", "keep"];
 pub(crate) const STAGE_KEYS: [&str; 13] = [
     "run",
@@ -91,6 +97,8 @@ pub(crate) fn validate(
         secrets: Vec::new(),
         grace_period: crate::pipeline::DEFAULT_GRACE,
         stages: Vec::new(),
+        cloud: None,
+        notify: Vec::new(),
     };
     let mut declared: Vec<Declared> = Vec::new();
 

@@ -1,12 +1,13 @@
 //! The outputs of a run: one [`Reporter`] made of sinks, each turning the run's events into
 //! one output (the terminal, the run log, the deploy ledger, the JSON summary, the JSON Lines
-//! stream). Events arrive here already masked (`exec::boundary`).
+//! stream, what goes to the cloud). Events arrive here already masked (`exec::boundary`).
 //!
 //! A sink is fallible; what its failure means is decided here, once, by the [`OnFailure`] it
 //! was added with, not by the sink or the session. Adding an output is one file implementing
 //! [`Sink`] and one line where the session builds the reporter.
 
 mod clock;
+pub mod cloud;
 #[cfg(test)]
 mod fixtures;
 pub mod json;
@@ -34,6 +35,9 @@ pub enum OnFailure {
     StopRun,
     /// The run goes on; the failure is reported when it ends, as a tool error (the ledger).
     ReportAfter,
+    /// The run goes on and its result stands; the failure is told as a warning when it ends
+    /// (what the cloud sink could not put in the outbox).
+    Warn,
     /// The output is dropped silently (a terminal or reader that went away).
     Drop,
 }

@@ -32,6 +32,7 @@ use crate::store::passed::Passed;
 use crate::store::state::{LockError, RunLock, StateDir};
 
 pub use outputs::Format;
+pub(crate) use outputs::report_delivery;
 
 /// What to run, and why.
 #[derive(Debug, Clone, Default)]
@@ -81,7 +82,13 @@ pub fn run(
     if let Some(note) = source::differs(pipeline, &plan) {
         crate::errln!("{note}");
     }
-    let masker = Masker::for_pipeline(pipeline);
+    // The AWS chain's secrets (also a profile's, from ~/.aws/) only when the pipeline uses it.
+    let cloud_secrets = if pipeline.cloud.is_some() {
+        crate::cloud::chain_secrets()
+    } else {
+        Vec::new()
+    };
+    let masker = Masker::for_pipeline_and(pipeline, cloud_secrets);
     // One run at a time per project; everything below happens under the lock.
     let state = StateDir::open(&pipeline.root).map_err(|err| Failure::Tool(err.into()))?;
     let lock = lock(&state, request.command, settings.wait)?;
@@ -110,7 +117,8 @@ pub fn run(
     // Started before the terminal: it is forked, and the runner has no thread yet.
     let watchdog = Watchdog::start(lock.file()).ok().map(Arc::new);
     let hung_up = || stop.hung_up();
-    let mut reporter = outputs::reporter(settings, log, ledger, &hung_up);
+    let cloud = outputs::cloud_sink(pipeline, &state)?;
+    let mut reporter = outputs::reporter(settings, log, ledger, cloud, &hung_up);
     // Only a run with a deploy, or a stage a deploy needs, reads what passed before.
     let guards = guards(pipeline, &plan);
     let record = crate::store::passed::path(&pipeline.root);
@@ -144,7 +152,9 @@ pub fn run(
         outputs::prune_logs(pipeline, &log_path);
     }
     drop(lock);
-    outputs::verdict(&failures, summary.exit_code)
+    // After the lock: a cloud that does not answer holds up this run's end, not the next run.
+    let delivered = outputs::deliver(pipeline, &state, settings);
+    outputs::verdict(&failures, summary.exit_code).and(delivered)
 }
 
 /// The stages some deploy of the pipeline needs to have passed, when this plan runs one of them

@@ -165,6 +165,11 @@ impl StateDir {
         Ok(RunLock { file })
     }
 
+    /// The outbox: what runs could not send yet (see `store::outbox`).
+    pub fn outbox(&self) -> io::Result<crate::store::outbox::Outbox> {
+        crate::store::outbox::Outbox::open(self.path.join("outbox"))
+    }
+
     /// A fresh scratch folder for one run, under `.pydeployer/tmp/`. Call it holding the
     /// lock: every other `run-*` folder there was left by a run that was killed, and is
     /// removed. A symbolic link in place of `tmp/` is refused, never followed (a cloned
