@@ -34,6 +34,9 @@ command -v python3 >/dev/null || apt_install python3 python3-pip python3-venv
 # Real pytest for the delivery tests; jsonschema checks `pydeployer schema`.
 python3 -m pytest --version >/dev/null 2>&1 || pip_install 'pytest==8.3.3'
 python3 -c 'import jsonschema' >/dev/null 2>&1 || pip_install 'jsonschema>=4.18,<5'
+# moto's server plays S3, SNS and SQS for tests/cloud.rs; boto3 checks what it holds.
+{ command -v moto_server >/dev/null 2>&1 && python3 -c 'import boto3' >/dev/null 2>&1; } \
+  || pip_install 'moto[server]>=5.1,<6' 'boto3>=1.35,<2'
 # Graphviz renders `graph --format dot`, man reads `pydeployer man`, strace injects faults.
 command -v dot >/dev/null 2>&1 || apt_install graphviz
 command -v man >/dev/null 2>&1 || apt_install man-db
@@ -65,6 +68,8 @@ command -v check-jsonschema >/dev/null || die "check-jsonschema is not on PATH a
 command -v rsync >/dev/null || die "rsync is not on PATH after installing rsync"
 "$PYDEPLOYER_NODE_BIN/node" --version | grep -q '^v22\.' || die "Node 22 is not in $PYDEPLOYER_NODE_BIN after installing node@22"
 PATH="$PYDEPLOYER_NODE_BIN:$PATH" gitlab-ci-local --version >/dev/null || die "gitlab-ci-local does not start (in $PYDEPLOYER_NODE_BIN)"
+command -v moto_server >/dev/null || die "moto_server is not on PATH after installing moto[server]"
+python3 -c 'import boto3' || die "python3 cannot import boto3 after installing it"
 say "parts: $(git --version), pytest $(python3 -m pytest --version 2>&1 | awk '{print $2}'), $(dot -V 2>&1)"
 say "export parts: $(actionlint --version | head -1), check-jsonschema $(check-jsonschema --version | awk '{print $NF}'), Node $("$PYDEPLOYER_NODE_BIN/node" --version), gitlab-ci-local $(PATH="$PYDEPLOYER_NODE_BIN:$PATH" gitlab-ci-local --version)"
 

@@ -9,7 +9,9 @@
 //!   requests costs one timeout, not one per file.
 
 use std::collections::HashSet;
+use std::fs::File;
 use std::io::Read;
+use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
 use ureq::http;
@@ -54,11 +56,49 @@ impl std::fmt::Display for SendError {
     }
 }
 
+/// What a request sends.
+#[derive(Clone, Copy)]
+pub(crate) enum Payload<'a> {
+    Bytes(&'a [u8]),
+    /// `len` bytes of the file from `offset`, read as they are sent (never all in memory).
+    Section {
+        file: &'a File,
+        offset: u64,
+        len: u64,
+    },
+}
+
+/// A section of a file as a reader, by positional reads (a retry reads it again).
+struct SectionReader<'a> {
+    file: &'a File,
+    at: u64,
+    end: u64,
+}
+
+impl Read for SectionReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = usize::try_from(self.end - self.at).unwrap_or(usize::MAX);
+        let want = buf.len().min(left);
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], self.at)?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the file got shorter while it was sent",
+            ));
+        }
+        self.at += n as u64;
+        Ok(n)
+    }
+}
+
 /// One request, made anew for each try (a signature holds the time it was made).
 pub(crate) struct Call<'a> {
     pub(crate) method: &'a str,
     pub(crate) url: &'a str,
-    pub(crate) body: &'a [u8],
+    pub(crate) body: Payload<'a>,
     /// The headers of one try.
     pub(crate) headers: &'a dyn Fn() -> Result<Vec<(String, String)>, SendError>,
     /// Shown in messages instead of the URL (a webhook's URL is a secret).
@@ -99,10 +139,24 @@ impl Client {
             for (name, value) in (call.headers)()? {
                 request = request.header(name, value);
             }
-            let request = request
-                .body(call.body)
-                .map_err(|err| SendError::Invalid(format!("{}: {err}", call.shown_as)))?;
-            let mut response = match self.agent.run(request) {
+            let invalid =
+                |err: http::Error| SendError::Invalid(format!("{}: {err}", call.shown_as));
+            let sent = match call.body {
+                Payload::Bytes(bytes) => self.agent.run(request.body(bytes).map_err(invalid)?),
+                Payload::Section { file, offset, len } => {
+                    let mut reader = SectionReader {
+                        file,
+                        at: offset,
+                        end: offset + len,
+                    };
+                    let request = request
+                        .header("content-length", len)
+                        .body(ureq::SendBody::from_reader(&mut reader))
+                        .map_err(invalid)?;
+                    self.agent.run(request)
+                }
+            };
+            let mut response = match sent {
                 Ok(response) => response,
                 Err(err) => {
                     self.down.insert(origin);

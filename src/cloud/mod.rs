@@ -158,7 +158,7 @@ fn send_one(
                 endpoint: endpoint.as_deref(),
                 content_type,
             };
-            s3::upload(client, credentials, &object, file, len)
+            s3::upload(client, credentials, &object, &file, len)
         }
         Item::Sns {
             topic,

@@ -1,6 +1,6 @@
 //! Notifications: an SNS `Publish` (a form-encoded POST, signed) and a webhook's JSON POST.
 
-use super::http::{Call, Client, SendError};
+use super::http::{Call, Client, Payload, SendError};
 use super::sigv4::{self, Credentials, Scope};
 
 /// One SNS message.
@@ -89,7 +89,7 @@ pub(crate) fn publish(
         .send(&Call {
             method: "POST",
             url: &url,
-            body: body.as_bytes(),
+            body: Payload::Bytes(body.as_bytes()),
             headers: &headers,
             shown_as: &shown,
         })
@@ -129,7 +129,7 @@ pub(crate) fn webhook(
         .send(&Call {
             method: "POST",
             url,
-            body: json.as_bytes(),
+            body: Payload::Bytes(json.as_bytes()),
             headers: &headers,
             shown_as: &shown,
         })

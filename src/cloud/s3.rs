@@ -5,16 +5,18 @@
 //! against what it received and refuses the request when they differ. A single `PutObject`
 //! also carries `x-amz-checksum-sha256`, which S3 checks and keeps with the object.
 
-use std::io::Read;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
-use super::http::{Call, Client, SendError, escape, xml_text};
+use super::http::{Call, Client, Payload, SendError, escape, xml_text};
 use super::sigv4::{self, Credentials, Scope};
 
-/// The size of a multipart upload's parts (S3 takes 5 MiB to 5 GiB; at most 10 000 parts): a
-/// 200 MB log goes in 24 parts, with one part in memory at a time.
+/// The size of a multipart upload's parts (S3 takes 5 MiB to 5 GiB; at most 10 000 parts, so
+/// objects up to 80 GB): a 200 MB log goes in 24 parts, each read from the file twice (its
+/// SHA-256 first, then as it is sent), 64 KiB at a time.
 pub(crate) const PART_SIZE: usize = 8 * 1024 * 1024;
 
 /// Where an object goes.
@@ -83,34 +85,41 @@ impl Object<'_> {
     }
 }
 
-/// Uploads `len` bytes of `file` to `object`.
+/// Uploads the `len` bytes of `file` to `object`.
 pub(crate) fn upload(
     client: &mut Client,
     credentials: &Credentials,
     object: &Object<'_>,
-    mut file: impl Read,
+    file: &File,
     len: u64,
 ) -> Result<(), SendError> {
     let shown = format!("s3://{}/{}", object.bucket, object.key);
     let address = object.address();
-    if len <= PART_SIZE as u64 {
-        let mut body = Vec::with_capacity(usize::try_from(len).unwrap_or(PART_SIZE));
-        file.read_to_end(&mut body)
+    let part = PART_SIZE as u64;
+    if len <= part {
+        let digest = section_sha256(file, 0, len)
             .map_err(|err| SendError::Invalid(format!("{shown}: cannot read it: {err}")))?;
-        let checksum = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(&body));
+        let checksum = base64::engine::general_purpose::STANDARD.encode(digest);
         request(
             client,
             credentials,
             object,
             &address,
-            Request {
+            &Request {
                 method: "PUT",
                 query: &[],
                 headers: &[
                     ("content-type", object.content_type),
                     ("x-amz-checksum-sha256", &checksum),
+                    // What the AWS SDKs send with it (S3 emulators key on it).
+                    ("x-amz-sdk-checksum-algorithm", "SHA256"),
                 ],
-                body: &body,
+                body: Payload::Section {
+                    file,
+                    offset: 0,
+                    len,
+                },
+                payload_sha256: Some(sigv4::hex(&digest)),
                 shown: &shown,
             },
         )?;
@@ -121,27 +130,50 @@ pub(crate) fn upload(
         credentials,
         object,
         &address,
-        Request {
+        &Request {
             method: "POST",
             query: &[("uploads", "")],
             headers: &[("content-type", object.content_type)],
-            body: b"",
+            body: Payload::Bytes(b""),
+            payload_sha256: None,
             shown: &shown,
         },
     )?;
     let upload_id = xml_text(&created.body, "UploadId")
         .filter(|id| !id.is_empty())
         .ok_or_else(|| SendError::Refused(format!("{shown}: S3 gave no UploadId")))?;
-    let parts = upload_parts(
-        client,
-        credentials,
-        object,
-        &address,
-        &upload_id,
-        file,
-        &shown,
-    );
-    let completed = parts.and_then(|etags| {
+    let completed = (|| {
+        let mut etags = Vec::new();
+        let mut offset = 0;
+        while offset < len {
+            let size = part.min(len - offset);
+            let digest = section_sha256(file, offset, size)
+                .map_err(|err| SendError::Invalid(format!("{shown}: cannot read it: {err}")))?;
+            let number = (etags.len() + 1).to_string();
+            let reply = request(
+                client,
+                credentials,
+                object,
+                &address,
+                &Request {
+                    method: "PUT",
+                    query: &[("partNumber", &number), ("uploadId", &upload_id)],
+                    headers: &[],
+                    body: Payload::Section {
+                        file,
+                        offset,
+                        len: size,
+                    },
+                    payload_sha256: Some(sigv4::hex(&digest)),
+                    shown: &shown,
+                },
+            )?;
+            let etag = reply.etag.ok_or_else(|| {
+                SendError::Refused(format!("{shown}: S3 gave part {number} no ETag"))
+            })?;
+            etags.push(etag);
+            offset += size;
+        }
         let mut xml = String::from("<CompleteMultipartUpload>");
         for (number, etag) in etags.iter().enumerate() {
             xml.push_str(&format!(
@@ -156,11 +188,12 @@ pub(crate) fn upload(
             credentials,
             object,
             &address,
-            Request {
+            &Request {
                 method: "POST",
                 query: &[("uploadId", &upload_id)],
                 headers: &[("content-type", "application/xml")],
-                body: xml.as_bytes(),
+                body: Payload::Bytes(xml.as_bytes()),
+                payload_sha256: None,
                 shown: &shown,
             },
         )?;
@@ -172,7 +205,7 @@ pub(crate) fn upload(
             )));
         }
         Ok(())
-    });
+    })();
     if completed.is_err() {
         // Best effort: the parts already sent are not kept (and not billed).
         let _ = request(
@@ -180,11 +213,12 @@ pub(crate) fn upload(
             credentials,
             object,
             &address,
-            Request {
+            &Request {
                 method: "DELETE",
                 query: &[("uploadId", &upload_id)],
                 headers: &[],
-                body: b"",
+                body: Payload::Bytes(b""),
+                payload_sha256: None,
                 shown: &shown,
             },
         );
@@ -192,67 +226,36 @@ pub(crate) fn upload(
     completed
 }
 
-fn upload_parts(
-    client: &mut Client,
-    credentials: &Credentials,
-    object: &Object<'_>,
-    address: &Address,
-    upload_id: &str,
-    mut file: impl Read,
-    shown: &str,
-) -> Result<Vec<String>, SendError> {
-    let mut etags = Vec::new();
-    let mut part = vec![0; PART_SIZE];
-    loop {
-        let filled = fill(&mut file, &mut part)
-            .map_err(|err| SendError::Invalid(format!("{shown}: cannot read it: {err}")))?;
-        if filled == 0 && !etags.is_empty() {
-            return Ok(etags);
+/// The SHA-256 of `len` bytes of `file` from `offset`, read in small pieces.
+fn section_sha256(file: &File, offset: u64, len: u64) -> std::io::Result<[u8; 32]> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0; 64 * 1024];
+    let mut at = offset;
+    let end = offset + len;
+    while at < end {
+        let want = buf
+            .len()
+            .min(usize::try_from(end - at).unwrap_or(usize::MAX));
+        let n = file.read_at(&mut buf[..want], at)?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the file got shorter while it was read",
+            ));
         }
-        let number = (etags.len() + 1).to_string();
-        let reply = request(
-            client,
-            credentials,
-            object,
-            address,
-            Request {
-                method: "PUT",
-                query: &[("partNumber", &number), ("uploadId", upload_id)],
-                headers: &[],
-                body: &part[..filled],
-                shown,
-            },
-        )?;
-        let etag = reply
-            .etag
-            .ok_or_else(|| SendError::Refused(format!("{shown}: S3 gave part {number} no ETag")))?;
-        etags.push(etag);
-        if filled < part.len() {
-            return Ok(etags);
-        }
+        hasher.update(&buf[..n]);
+        at += n as u64;
     }
+    Ok(hasher.finalize().into())
 }
 
-/// Reads until `buf` is full or the file ends; how much was read.
-fn fill(file: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match file.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(err) => return Err(err),
-        }
-    }
-    Ok(filled)
-}
-
-#[derive(Clone, Copy)]
 struct Request<'a> {
     method: &'a str,
     query: &'a [(&'a str, &'a str)],
     headers: &'a [(&'a str, &'a str)],
-    body: &'a [u8],
+    body: Payload<'a>,
+    /// The body's SHA-256 (hex), when already known; else it is computed (bytes only).
+    payload_sha256: Option<String>,
     shown: &'a str,
 }
 
@@ -261,9 +264,13 @@ fn request(
     credentials: &Credentials,
     object: &Object<'_>,
     address: &Address,
-    request: Request<'_>,
+    request: &Request<'_>,
 ) -> Result<super::http::Reply, SendError> {
-    let payload = sigv4::sha256_hex(request.body);
+    let payload = match (&request.payload_sha256, request.body) {
+        (Some(hash), _) => hash.clone(),
+        (None, Payload::Bytes(bytes)) => sigv4::sha256_hex(bytes),
+        (None, Payload::Section { .. }) => sigv4::UNSIGNED_PAYLOAD.to_owned(),
+    };
     let query = sigv4::canonical_query(request.query);
     let url = if query.is_empty() {
         format!("{}{}", address.base, address.path)
