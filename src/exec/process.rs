@@ -111,7 +111,7 @@ pub struct Spawn<'a> {
 /// [`check`](Running::check) when the process fd is readable or a deadline passed, until
 /// [`ended`](Running::ended) says how it ended.
 pub struct Running {
-    handle: duct::Handle,
+    handle: Child,
     /// The read end of the output pipe; `None` once it closed or was given up on.
     output: Option<io::PipeReader>,
     /// Readable once the main process has exited (`pidfd_open`); `None` without one (then
@@ -168,9 +168,72 @@ pub struct Ended {
     pub leak: Option<Leak>,
 }
 
+/// The main process of a stage command.
+enum Child {
+    /// Started by duct (fork, then the steps before exec).
+    Duct(Box<duct::Handle>),
+    /// Started by `posix_spawn` in a session of its own; reaped here.
+    Spawned {
+        pid: i32,
+        status: Option<std::process::ExitStatus>,
+    },
+}
+
+impl Child {
+    fn pid(&self) -> u32 {
+        match self {
+            Child::Duct(handle) => handle.pids().first().copied().unwrap_or(0),
+            Child::Spawned { pid, .. } => pid.unsigned_abs(),
+        }
+    }
+
+    fn try_wait(&mut self) -> io::Result<Option<std::process::ExitStatus>> {
+        match self {
+            Child::Duct(handle) => Ok(handle.try_wait()?.map(|output| output.status)),
+            Child::Spawned {
+                status: Some(status),
+                ..
+            } => Ok(Some(*status)),
+            Child::Spawned { pid, status } => {
+                let mut raw = 0;
+                // SAFETY: waitpid on our own child, without blocking; `raw` is valid.
+                let got = unsafe { libc::waitpid(*pid, &raw mut raw, libc::WNOHANG) };
+                if got < 0 {
+                    let err = io::Error::last_os_error();
+                    if err.kind() == io::ErrorKind::Interrupted {
+                        return Ok(None);
+                    }
+                    return Err(err);
+                }
+                if got == 0 {
+                    return Ok(None);
+                }
+                let done = std::os::unix::process::ExitStatusExt::from_raw(raw);
+                *status = Some(done);
+                Ok(Some(done))
+            }
+        }
+    }
+}
+
 /// Starts one stage command.
+///
+/// The common case (no terminal, a watchdog on duty) starts it with `posix_spawn` in a
+/// session of its own (`POSIX_SPAWN_SETSID`): as cheap as the process group std's spawn gives,
+/// where any step of our own between fork and exec would make every stage pay for a fork.
 pub fn spawn(spawn: &Spawn<'_>) -> io::Result<Running> {
     let (reader, writer) = io::pipe()?;
+    if !spawn.interactive && !spawn.die_with_runner {
+        let pid = spawn_session(spawn, &writer)?;
+        drop(writer);
+        set_nonblocking(&reader)?;
+        return Ok(Running::new(
+            Child::Spawned { pid, status: None },
+            reader,
+            false,
+            None,
+        ));
+    }
     let interactive = spawn.interactive;
     let die_with_runner = spawn.die_with_runner;
     let announce = spawn.announce;
@@ -241,25 +304,165 @@ pub fn spawn(spawn: &Spawn<'_>) -> io::Result<Running> {
     // The expression (and its copy of the pipe's write end) is gone: the pipe closes when the
     // command and whatever inherited its output are done.
     drop(expression);
-    let pid = handle.pids().first().copied().unwrap_or(0);
-    let id = i32::try_from(pid).map_err(|_| io::Error::other("process id out of range"))?;
     set_nonblocking(&reader)?;
-    Ok(Running {
-        handle,
-        output: Some(reader),
-        pidfd: pidfd_open(id),
-        target: Target { id, group: true },
+    Ok(Running::new(
+        Child::Duct(Box::new(handle)),
+        reader,
         interactive,
-        foreground: ttou,
-        buf: Vec::new(),
-        filled: 0,
-        partial_since: None,
-        status: None,
-        leak: LeakWatch::default(),
-        next_check: Instant::now() + CHECK_EVERY,
-        backoff: Duration::from_millis(1),
-        linger: None,
-    })
+        ttou,
+    ))
+}
+
+/// `posix_spawn` of the command in a session of its own, in its folder, stdin `/dev/null`,
+/// stdout and stderr the pipe's write end; SIGPIPE back to its default (Rust ignores it) and
+/// no signal blocked. A program without `/` is found on the stage's own `PATH`; one with a
+/// `/` is taken from the stage's folder, as `sh -c` there would.
+fn spawn_session(spawn: &Spawn<'_>, writer: &io::PipeWriter) -> io::Result<i32> {
+    use std::ffi::{CString, OsStr, OsString};
+    use std::os::unix::ffi::{OsStrExt as _, OsStringExt as _};
+
+    let c = |bytes: &[u8]| {
+        CString::new(bytes)
+            .map_err(|_| io::Error::other("a NUL byte in the command line or its environment"))
+    };
+    let mut env: BTreeMap<OsString, OsString> = std::env::vars_os().collect();
+    for (key, value) in spawn.env {
+        match value {
+            Some(value) => env.insert(key.into(), value.into()),
+            None => env.remove(OsStr::new(key)),
+        };
+    }
+    let program = &spawn.command.program;
+    let path = if program.contains('/') {
+        std::path::PathBuf::from(program)
+    } else {
+        let search = env.get(OsStr::new("PATH")).cloned().unwrap_or_default();
+        which::which_in(program, Some(search), spawn.dir)
+            .map_err(|_| io::Error::new(io::ErrorKind::NotFound, "not found on the stage's PATH"))?
+    };
+    let path = c(path.as_os_str().as_bytes())?;
+    let argv: Vec<CString> = std::iter::once(program.as_bytes())
+        .chain(spawn.command.args.iter().map(String::as_bytes))
+        .map(c)
+        .collect::<io::Result<_>>()?;
+    let envp: Vec<CString> = env
+        .into_iter()
+        .map(|(key, value)| {
+            let mut pair = key.into_vec();
+            pair.push(b'=');
+            pair.extend(value.into_vec());
+            c(&pair)
+        })
+        .collect::<io::Result<_>>()?;
+    let dir = c(spawn.dir.as_os_str().as_bytes())?;
+    let null = c(b"/dev/null")?;
+    let mut argv_ptrs: Vec<*mut libc::c_char> =
+        argv.iter().map(|a| a.as_ptr().cast_mut()).collect();
+    argv_ptrs.push(std::ptr::null_mut());
+    let mut envp_ptrs: Vec<*mut libc::c_char> =
+        envp.iter().map(|e| e.as_ptr().cast_mut()).collect();
+    envp_ptrs.push(std::ptr::null_mut());
+    let out = writer.as_raw_fd();
+    let check = |ret: libc::c_int| {
+        if ret == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::from_raw_os_error(ret))
+        }
+    };
+    // SAFETY: every pointer handed over is valid for the call (the CStrings and vectors above
+    // live until it returns); the attribute and file-action objects are initialised before
+    // use and destroyed after.
+    unsafe {
+        let mut actions: libc::posix_spawn_file_actions_t = std::mem::zeroed();
+        let mut attr: libc::posix_spawnattr_t = std::mem::zeroed();
+        check(libc::posix_spawn_file_actions_init(&raw mut actions))?;
+        check(libc::posix_spawnattr_init(&raw mut attr)).inspect_err(|_| {
+            libc::posix_spawn_file_actions_destroy(&raw mut actions);
+        })?;
+        let spawned = (|| {
+            check(libc::posix_spawn_file_actions_addopen(
+                &raw mut actions,
+                libc::STDIN_FILENO,
+                null.as_ptr(),
+                libc::O_RDONLY,
+                0,
+            ))?;
+            check(libc::posix_spawn_file_actions_adddup2(
+                &raw mut actions,
+                out,
+                libc::STDOUT_FILENO,
+            ))?;
+            check(libc::posix_spawn_file_actions_adddup2(
+                &raw mut actions,
+                out,
+                libc::STDERR_FILENO,
+            ))?;
+            check(libc::posix_spawn_file_actions_addchdir_np(
+                &raw mut actions,
+                dir.as_ptr(),
+            ))?;
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&raw mut none);
+            let mut pipe: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&raw mut pipe);
+            libc::sigaddset(&raw mut pipe, libc::SIGPIPE);
+            check(libc::posix_spawnattr_setsigmask(
+                &raw mut attr,
+                &raw const none,
+            ))?;
+            check(libc::posix_spawnattr_setsigdefault(
+                &raw mut attr,
+                &raw const pipe,
+            ))?;
+            // The flags are small constants; each fits the attribute's c_short.
+            let flags = i32::from(libc::POSIX_SPAWN_SETSID)
+                | libc::POSIX_SPAWN_SETSIGMASK
+                | libc::POSIX_SPAWN_SETSIGDEF;
+            let flags = libc::c_short::try_from(flags).map_err(io::Error::other)?;
+            check(libc::posix_spawnattr_setflags(&raw mut attr, flags))?;
+            let mut pid: libc::pid_t = 0;
+            check(libc::posix_spawn(
+                &raw mut pid,
+                path.as_ptr(),
+                &raw const actions,
+                &raw const attr,
+                argv_ptrs.as_ptr(),
+                envp_ptrs.as_ptr(),
+            ))?;
+            Ok(pid)
+        })();
+        libc::posix_spawn_file_actions_destroy(&raw mut actions);
+        libc::posix_spawnattr_destroy(&raw mut attr);
+        spawned
+    }
+}
+
+impl Running {
+    fn new(
+        handle: Child,
+        reader: io::PipeReader,
+        interactive: bool,
+        foreground: Option<IgnoreTtou>,
+    ) -> Running {
+        let id = i32::try_from(handle.pid()).unwrap_or(0);
+        Running {
+            handle,
+            output: Some(reader),
+            pidfd: pidfd_open(id),
+            target: Target { id, group: true },
+            interactive,
+            foreground,
+            buf: Vec::new(),
+            filled: 0,
+            partial_since: None,
+            status: None,
+            leak: LeakWatch::default(),
+            next_check: Instant::now() + CHECK_EVERY,
+            backoff: Duration::from_millis(1),
+            linger: None,
+        }
+    }
 }
 
 /// One read of a non-blocking pipe: `None` when nothing is there yet.
@@ -497,8 +700,8 @@ impl Running {
     /// is given up on. Also continues a foreground stage that got stopped.
     pub fn check(&mut self, now: Instant, mut sink: impl FnMut(Vec<u8>)) -> io::Result<()> {
         if self.status.is_none() {
-            if let Some(output) = self.handle.try_wait()? {
-                self.status = Some(output.status);
+            if let Some(status) = self.handle.try_wait()? {
+                self.status = Some(status);
             }
         }
         if self.foreground.is_some() && self.status.is_none() && stopped(self.target.id) {
