@@ -225,3 +225,48 @@ fn a_failed_stage_shows_its_last_lines_and_a_passed_one_does_not() {
     assert_eq!(err.matches("[noisy] the reason").count(), 1, "{err}");
     assert!(!err.contains("| the reason"), "{err}");
 }
+
+#[test]
+fn a_relative_program_runs_from_the_stages_folder() {
+    let project = Project::with_pipeline(
+        "stages:\n  here: { run: ./t.sh, workdir: sub }\n  argv: { run: [./t.sh, x], workdir: sub }\n",
+    );
+    project.file("t.sh", "#!/bin/sh\necho from-the-root\n");
+    project.file("sub/t.sh", "#!/bin/sh\necho from-sub \"$@\"\n");
+    common::make_executable(&project.join("t.sh"));
+    common::make_executable(&project.join("sub/t.sh"));
+    let (code, _, err) = project.run(&["run"]);
+    assert_eq!(code, 0, "{err}");
+    let log = project.last_log();
+    assert!(log.contains("[here] from-sub"), "{log}");
+    assert!(log.contains("[argv] from-sub x"), "{log}");
+    assert!(!log.contains("from-the-root"), "{log}");
+}
+
+#[test]
+fn where_a_stage_runs_is_decided_before_the_run_not_by_timing() {
+    let project = Project::new();
+    common::bare_origin(&project);
+    // `later` does not need the clone: it waits for `slow` while the clone makes the
+    // workspace, and still runs where the run began with no workspace, the project's root.
+    project.file(
+        "pipeline.yml",
+        "repo: { url: origin.git }\nstages:\n  clone: { uses: git/clone }\n  slow: { run: sleep 1 }\n  later: { run: pwd, needs: [slow] }\n",
+    );
+    let (code, _, err) = project.run(&["run", "-j", "2"]);
+    assert_eq!(code, 0, "{err}");
+    let root = std::fs::canonicalize(project.path()).unwrap();
+    let log = project.last_log();
+    assert!(
+        log.contains(&format!("[later] {}\n", root.display())),
+        "{log}"
+    );
+    // Once the workspace exists, stages without `workdir` run in it.
+    let (code, _, err) = project.run(&["run", "-j", "2"]);
+    assert_eq!(code, 0, "{err}");
+    let log = project.last_log();
+    assert!(
+        log.contains(&format!("[later] {}\n", root.join("workspace").display())),
+        "{log}"
+    );
+}

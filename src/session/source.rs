@@ -25,7 +25,7 @@ pub(super) fn workspace(
         return Ok((Cow::Borrowed(pipeline), None));
     };
     if !worktree && repo.source == Source::Clone {
-        return Ok((Cow::Borrowed(pipeline), None));
+        return Ok((settled_workdirs(Cow::Borrowed(pipeline)), None));
     }
     let checkout = git_capture(&pipeline.root, &["rev-parse", "--show-toplevel"]).ok_or_else(|| {
         Failure::from(
@@ -54,7 +54,63 @@ pub(super) fn workspace(
         source: Source::Worktree,
         ..repo.clone()
     });
-    Ok((Cow::Owned(adjusted), Some(Snapshot { checkout, exclude })))
+    Ok((
+        settled_workdirs(Cow::Owned(adjusted)),
+        Some(Snapshot { checkout, exclude }),
+    ))
+}
+
+/// The folder each stage runs in, decided before the run rather than when the stage starts:
+/// while there is no workspace yet, a stage that does not need the clone (directly or not)
+/// runs in the project's root for the whole run, even if the clone makes the workspace while
+/// it waits its turn.
+fn settled_workdirs(pipeline: Cow<'_, Pipeline>) -> Cow<'_, Pipeline> {
+    let Some(repo) = &pipeline.repo else {
+        return pipeline;
+    };
+    if repo.dir.is_dir() {
+        return pipeline;
+    }
+    let cloners: Vec<&str> = pipeline
+        .stages
+        .iter()
+        .filter(|s| s.builtin() == Some(Builtin::GitClone))
+        .map(|s| s.name.as_str())
+        .collect();
+    let needs_clone = |stage: &crate::pipeline::Stage| {
+        let mut todo: Vec<&str> = stage.needs.iter().map(|n| n.as_str()).collect();
+        let mut seen: Vec<&str> = Vec::new();
+        while let Some(name) = todo.pop() {
+            if cloners.contains(&name) {
+                return true;
+            }
+            if seen.contains(&name) {
+                continue;
+            }
+            seen.push(name);
+            if let Some(need) = pipeline.stage(name) {
+                todo.extend(need.needs.iter().map(|n| n.as_str()));
+            }
+        }
+        false
+    };
+    let rooted: Vec<usize> = pipeline
+        .stages
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| {
+            s.workdir.is_none() && s.builtin() != Some(Builtin::GitClone) && !needs_clone(s)
+        })
+        .map(|(i, _)| i)
+        .collect();
+    if rooted.is_empty() {
+        return pipeline;
+    }
+    let mut pipeline = pipeline.into_owned();
+    for i in rooted {
+        pipeline.stages[i].workdir = Some(pipeline.root.clone());
+    }
+    Cow::Owned(pipeline)
 }
 
 /// One line when a clone run tests something other than the checkout it was started from: the
