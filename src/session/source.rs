@@ -78,7 +78,11 @@ fn settled_workdirs(pipeline: Cow<'_, Pipeline>) -> Cow<'_, Pipeline> {
         .map(|s| s.name.as_str())
         .collect();
     let needs_clone = |stage: &crate::pipeline::Stage| {
-        let mut todo: Vec<&str> = stage.needs.iter().map(|n| n.as_str()).collect();
+        let mut todo: Vec<&str> = stage
+            .needs
+            .iter()
+            .map(crate::pipeline::StageName::as_str)
+            .collect();
         let mut seen: Vec<&str> = Vec::new();
         while let Some(name) = todo.pop() {
             if cloners.contains(&name) {
@@ -89,7 +93,7 @@ fn settled_workdirs(pipeline: Cow<'_, Pipeline>) -> Cow<'_, Pipeline> {
             }
             seen.push(name);
             if let Some(need) = pipeline.stage(name) {
-                todo.extend(need.needs.iter().map(|n| n.as_str()));
+                todo.extend(need.needs.iter().map(crate::pipeline::StageName::as_str));
             }
         }
         false
