@@ -37,6 +37,10 @@ python3 -c 'import jsonschema' >/dev/null 2>&1 || pip_install 'jsonschema>=4.18,
 # moto's server plays S3, SNS and SQS for tests/cloud.rs; boto3 checks what it holds.
 { command -v moto_server >/dev/null 2>&1 && python3 -c 'import boto3' >/dev/null 2>&1; } \
   || pip_install 'moto[server]>=5.1,<6' 'boto3>=1.35,<2'
+# pypiserver is the package index the publish tests upload to (passlib: its upload password).
+# ruff, coverage, build and twine are not installed here: the pipelines under test install
+# them into their own .venv from PyPI (tests/pykit.rs).
+python3 -c 'import pypiserver, passlib' >/dev/null 2>&1 || pip_install 'pypiserver==2.4.2' 'passlib==1.7.4'
 # Graphviz renders `graph --format dot`, man reads `pydeployer man`, strace injects faults.
 command -v dot >/dev/null 2>&1 || apt_install graphviz
 command -v man >/dev/null 2>&1 || apt_install man-db
@@ -60,6 +64,8 @@ fi
 
 command -v pytest >/dev/null || die "pytest is not on PATH after installing it"
 python3 -c 'import jsonschema' || die "python3 cannot import jsonschema after installing it"
+python3 -c 'import pypiserver, passlib' || die "python3 cannot import pypiserver and passlib after installing them"
+command -v sha256sum >/dev/null || die "sha256sum (coreutils) is not on PATH"
 command -v dot >/dev/null || die "Graphviz's dot is not on PATH after installing graphviz"
 command -v man >/dev/null || die "man is not on PATH after installing man-db"
 command -v strace >/dev/null || die "strace is not on PATH after installing strace"

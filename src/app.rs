@@ -40,14 +40,18 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
     }
     match command {
         Command::Validate => validate(cli),
-        Command::Plan(select) => plan(cli, &selection(select)),
-        Command::Run(args) if args.dry_run => plan(cli, &selection(&args.select)),
+        Command::Plan(select) => plan(cli, &selection(select), false),
+        Command::Run(args) if args.dry_run && !args.failed => {
+            plan(cli, &selection(&args.select), args.no_cache)
+        }
+        Command::Run(args) if args.failed => failed(cli, args),
         Command::Run(args) => {
             let request = RunRequest {
                 command: "run",
                 selection: selection(&args.select),
                 worktree: args.worktree,
                 force: args.force,
+                no_cache: args.no_cache,
                 ..RunRequest::default()
             };
             session::run(&load(cli)?, &request, &settings(cli, args.lock.wait))
@@ -61,7 +65,7 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
                 ..Selection::default()
             };
             if args.dry_run {
-                plan(cli, &selection)
+                plan(cli, &selection, false)
             } else {
                 let request = RunRequest {
                     command: "all",
@@ -104,6 +108,7 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
         Command::Export(args) => port::export(cli, args),
         Command::Import(args) => port::import(cli, args),
         Command::Sync => sync(cli),
+        Command::Artifacts(args) => logs::artifacts(cli, args.run.as_deref()),
     }
 }
 
@@ -117,6 +122,50 @@ pub fn use_color(choice: Color) -> bool {
                 && std::io::stderr().is_terminal()
         }
     }
+}
+
+/// `run --failed`: what the last run left failed, again; nothing when it was green.
+fn failed(cli: &Cli, args: &crate::cli::RunArgs) -> Result<(), Failure> {
+    let pipeline = load(cli)?;
+    let state = pipeline.root.join(".pydeployer");
+    let last = crate::store::lastrun::load(&state).map_err(|why| {
+        Failure::from(
+            Problem::general(format!("cannot read the last run: {why}"))
+                .with_help("run the pipeline (`pydeployer run`) to record a new one"),
+        )
+    })?;
+    let Some(last) = last else {
+        return Err(
+            Problem::general("there is no last run to take the failures of")
+                .with_help("`pydeployer run` first")
+                .into(),
+        );
+    };
+    let log = last
+        .log
+        .clone()
+        .unwrap_or_else(|| "the last run".to_owned());
+    let Some(selection) = crate::plan::select::failed(&pipeline, &last) else {
+        crate::errln!("nothing failed in the last run ({log}): nothing to run again");
+        return Ok(());
+    };
+    if args.dry_run {
+        return plan(cli, &selection, args.no_cache);
+    }
+    if !cli.quiet {
+        crate::errln!(
+            "running again what did not succeed in {log}: {}",
+            selection.only.join(", ")
+        );
+    }
+    let request = RunRequest {
+        command: "run",
+        selection,
+        no_cache: args.no_cache,
+        worktree: args.worktree,
+        ..RunRequest::default()
+    };
+    session::run(&pipeline, &request, &settings(cli, args.lock.wait))
 }
 
 fn selection(args: &SelectArgs) -> Selection {
@@ -170,9 +219,29 @@ fn validate(cli: &Cli) -> Result<(), Failure> {
     Ok(())
 }
 
-fn plan(cli: &Cli, selection: &Selection) -> Result<(), Failure> {
+/// Marks the stages the cache would skip, as the files are now (nothing with `--no-cache`).
+fn forecast_cache(pipeline: &Pipeline, plan: &mut Plan, no_cache: bool) {
+    let state = pipeline.root.join(".pydeployer");
+    let mut keys = crate::store::cache::Keys::default();
+    plan.forecast_cache(pipeline, |stage| {
+        let spec = stage.cache.as_ref()?;
+        let key = keys.key(pipeline, stage).ok()?;
+        let entry = crate::store::cache::lookup(&state, stage.name.as_str());
+        let missing =
+            crate::store::cache::missing_output(&pipeline.workdir(stage), &spec.outputs).ok()?;
+        Some(crate::plan::cache::decide(
+            &key,
+            entry,
+            missing.as_deref(),
+            no_cache,
+        ))
+    });
+}
+
+fn plan(cli: &Cli, selection: &Selection, no_cache: bool) -> Result<(), Failure> {
     let pipeline = load(cli)?;
-    let plan = Plan::build(&pipeline, selection)?;
+    let mut plan = Plan::build(&pipeline, selection)?;
+    forecast_cache(&pipeline, &mut plan, no_cache);
     let jobs = settings(cli, false).jobs(&pipeline);
     // Secrets that are set, and credentials in the repository URL, are hidden here too.
     let masker = Masker::for_pipeline(&pipeline);

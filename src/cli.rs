@@ -65,7 +65,9 @@ Examples:
   pydeployer run test deploy      those stages and everything they need
   pydeployer run --only test      exactly that stage, not what it needs
   pydeployer run --skip lint      all but lint
-  pydeployer run --dry-run        the plan; runs nothing")]
+  pydeployer run --dry-run        the plan; runs nothing
+  pydeployer run --failed         again what failed (or was skipped for it) last time
+  pydeployer run --no-cache       every stage, even those whose cache: is unchanged")]
     Run(RunArgs),
     /// The same as `run` with no stage names.
     #[command(after_help = "\
@@ -204,6 +206,15 @@ Examples:
   pydeployer import github .github/workflows/ci.yml && pydeployer run
   pydeployer import gitlab .gitlab-ci.yml -o local/")]
     Import(ImportArgs),
+    /// List the files a run kept (`artifacts:` of its stages), by stage.
+    ///
+    /// RUN names a run as `pydeployer logs` does (default: the newest). The files are in
+    /// `artifacts/<run>/<stage>/`, removed with the run's log.
+    #[command(after_help = "\
+Examples:
+  pydeployer artifacts                 the newest run's files
+  pydeployer artifacts -2 --format json")]
+    Artifacts(ArtifactsArgs),
 }
 
 /// The hosted CIs `export` and `import` know.
@@ -239,6 +250,13 @@ pub struct ImportArgs {
     /// The folder to write pipeline.yml and stages.d/ in (default: the folder of `-f`).
     #[arg(short, long, value_name = "DIR", value_hint = ValueHint::DirPath)]
     pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ArtifactsArgs {
+    /// Which run: `-1` (newest), `-2`, …, or a log's name.
+    #[arg(value_name = "RUN", allow_negative_numbers = true)]
+    pub run: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -302,6 +320,13 @@ pub struct RunArgs {
     /// Show the plan instead of running it.
     #[arg(long)]
     pub dry_run: bool,
+    /// Run the stages that failed, were cancelled or were skipped because of a failure in the
+    /// last run (not what they need, unless that did not succeed either).
+    #[arg(long, conflicts_with_all = ["stages", "only", "skip"])]
+    pub failed: bool,
+    /// Run every stage, cached or not (what passes is still recorded in the cache).
+    #[arg(long)]
+    pub no_cache: bool,
     #[command(flatten)]
     pub lock: LockArgs,
 }

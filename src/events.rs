@@ -49,6 +49,8 @@ pub enum RunEvent {
         /// A deploy or rollback stage's last attempt: what it pushed, where. Found by the
         /// action itself (its post-step), not by whoever reads the event.
         deploy: Option<Deployed>,
+        /// A `python/publish` stage's last attempt: what it uploaded, where.
+        publish: Option<Box<Published>>,
         /// This attempt's duration.
         duration: Duration,
         /// The scheduler will run the stage again.
@@ -109,6 +111,25 @@ pub struct Deployed {
     /// What the remote's branch pointed at before, as the workspace last saw it; `None` when
     /// it had no such branch.
     pub previous_commit: Option<ObjectId>,
+}
+
+/// What a `python/publish` stage uploaded, for the ledger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Published {
+    pub package: String,
+    pub version: String,
+    /// The index's upload URL.
+    pub index: String,
+    pub files: Vec<PublishedFile>,
+    /// The version was already there and `skip_existing` skipped it.
+    pub skipped: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PublishedFile {
+    pub name: String,
+    /// `None` when it could not be read.
+    pub sha256: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -180,6 +201,8 @@ pub enum SkipReason {
     NeedsManual { stage: StageName },
     /// The run was interrupted before the stage could start.
     Cancelled,
+    /// `cache:` — nothing it depends on changed since that run (a log's stem), when it passed.
+    Cached { since: String },
 }
 
 impl SkipReason {
@@ -192,6 +215,7 @@ impl SkipReason {
                 format!("needs manual stage `{stage}`, which was not selected")
             }
             SkipReason::Cancelled => "cancelled before it started".into(),
+            SkipReason::Cached { since } => format!("cached (unchanged since {since})"),
         }
     }
 }
@@ -208,6 +232,8 @@ pub enum StageResult {
     /// Ended early because the run was interrupted.
     Cancelled,
     Skipped,
+    /// Not run: unchanged since it last passed (`cache:`); counts as passed.
+    Cached,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -38,6 +38,7 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod exec;
+pub mod files;
 pub mod mask;
 pub mod object_id;
 pub mod pipeline;

@@ -275,6 +275,10 @@ pub struct Stage {
     /// Secrets this stage needs: they must be set when it runs (and are masked like the
     /// pipeline's).
     pub secrets: Vec<String>,
+    /// `cache:`: skip the stage when nothing it depends on changed since it last passed.
+    pub cache: Option<CacheSpec>,
+    /// `artifacts:`: files kept after the stage, in `artifacts/<run>/<stage>/`.
+    pub artifacts: Option<ArtifactSpec>,
     /// `file:line` where the stage is declared, for messages.
     pub origin: String,
 }
@@ -287,6 +291,26 @@ impl Stage {
             Action::Run(_) => None,
         }
     }
+}
+
+/// A stage's `cache:`: what its key covers besides its definition and its needs' keys.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CacheSpec {
+    /// Globs of input files, relative to the stage's folder (checked: no `..`, not absolute).
+    pub inputs: Vec<String>,
+    /// Environment variables whose values are part of the key.
+    pub env: Vec<String>,
+    /// Globs that must each match a file for a hit (what the stage makes).
+    pub outputs: Vec<String>,
+}
+
+/// A stage's `artifacts:`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ArtifactSpec {
+    /// Globs relative to the stage's folder (checked: no `..`, not absolute).
+    pub paths: Vec<String>,
+    /// `when: always`: kept from a failed stage too.
+    pub always: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -307,6 +331,10 @@ pub enum Uses {
     },
     Pytest(PytestParams),
     PythonVenv(VenvParams),
+    PythonLint(LintParams),
+    PythonCoverage(CoverageParams),
+    PythonBuild,
+    PythonPublish(PublishParams),
     GitPush,
     GitRevert,
 }
@@ -321,10 +349,74 @@ pub struct PytestParams {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VenvParams {
-    /// A requirements file that must exist; `None`: `requirements.txt` when it is there.
-    pub requirements: Option<String>,
+    /// Requirements files that must exist; empty: `requirements.txt` when it is there.
+    pub requirements: Vec<String>,
+    /// Packages installed besides the requirements (`ruff`, `coverage==7.6.1`).
+    pub packages: Vec<String>,
     /// The interpreter that makes the venv; `None`: `python3`.
     pub python: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LintParams {
+    /// Also `ruff format --check`.
+    pub format: bool,
+    /// More arguments for `ruff check` (after `check`, before the paths).
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CoverageParams {
+    /// More arguments for pytest.
+    pub args: Vec<String>,
+    /// The stage fails when the total coverage is below this percentage.
+    pub fail_under: Option<Percent>,
+    /// Exit code 5 ("no tests collected") passes.
+    pub allow_no_tests: bool,
+}
+
+/// A percentage from 0 to 100, in hundredths (`85.5` is 8550): exact, comparable, hashable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Percent(pub u16);
+
+impl Percent {
+    /// `None` unless `value` is a number from 0 to 100.
+    pub fn from_f64(value: f64) -> Option<Percent> {
+        if !(0.0..=100.0).contains(&value) {
+            return None;
+        }
+        let hundredths = (value * 100.0).round();
+        // In range: 0 ≤ hundredths ≤ 10 000.
+        #[expect(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "checked above"
+        )]
+        Some(Percent(hundredths as u16))
+    }
+}
+
+impl fmt::Display for Percent {
+    /// `85`, `85.5`, `85.25`: as short as it is exact.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (whole, part) = (self.0 / 100, self.0 % 100);
+        match part {
+            0 => write!(f, "{whole}"),
+            p if p % 10 == 0 => write!(f, "{whole}.{}", p / 10),
+            p => write!(f, "{whole}.{p:02}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PublishParams {
+    /// The index's upload URL; required.
+    pub repository_url: String,
+    /// The variable holding the token (listed in `secrets:`); twine gets it as its password,
+    /// with the user name `__token__`.
+    pub token_env: Option<String>,
+    /// A version that is already there is skipped instead of failing.
+    pub skip_existing: bool,
 }
 
 impl Uses {
@@ -334,6 +426,10 @@ impl Uses {
             Uses::GitCommit { .. } => Builtin::GitCommit,
             Uses::Pytest(_) => Builtin::Pytest,
             Uses::PythonVenv(_) => Builtin::PythonVenv,
+            Uses::PythonLint(_) => Builtin::PythonLint,
+            Uses::PythonCoverage(_) => Builtin::PythonCoverage,
+            Uses::PythonBuild => Builtin::PythonBuild,
+            Uses::PythonPublish(_) => Builtin::PythonPublish,
             Uses::GitPush => Builtin::GitPush,
             Uses::GitRevert => Builtin::GitRevert,
         }
@@ -360,6 +456,14 @@ pub enum Builtin {
     Pytest,
     #[serde(rename = "python/venv")]
     PythonVenv,
+    #[serde(rename = "python/lint")]
+    PythonLint,
+    #[serde(rename = "python/coverage")]
+    PythonCoverage,
+    #[serde(rename = "python/build")]
+    PythonBuild,
+    #[serde(rename = "python/publish")]
+    PythonPublish,
     #[serde(rename = "git/push")]
     GitPush,
     #[serde(rename = "git/revert")]
@@ -377,11 +481,15 @@ impl Builtin {
 }
 
 impl Builtin {
-    pub const ALL: [Builtin; 6] = [
+    pub const ALL: [Builtin; 10] = [
         Builtin::GitClone,
         Builtin::GitCommit,
         Builtin::Pytest,
         Builtin::PythonVenv,
+        Builtin::PythonLint,
+        Builtin::PythonCoverage,
+        Builtin::PythonBuild,
+        Builtin::PythonPublish,
         Builtin::GitPush,
         Builtin::GitRevert,
     ];
@@ -392,6 +500,10 @@ impl Builtin {
             Builtin::GitCommit => "git/commit",
             Builtin::Pytest => "pytest",
             Builtin::PythonVenv => "python/venv",
+            Builtin::PythonLint => "python/lint",
+            Builtin::PythonCoverage => "python/coverage",
+            Builtin::PythonBuild => "python/build",
+            Builtin::PythonPublish => "python/publish",
             Builtin::GitPush => "git/push",
             Builtin::GitRevert => "git/revert",
         }
@@ -404,10 +516,45 @@ impl Builtin {
     /// The `with:` keys the action accepts, and what each holds.
     pub fn parameters(self) -> &'static [(&'static str, Param)] {
         match self {
-            Builtin::GitClone | Builtin::GitPush | Builtin::GitRevert => &[],
+            Builtin::GitClone | Builtin::GitPush | Builtin::GitRevert | Builtin::PythonBuild => &[],
             Builtin::GitCommit => &[("message", Param::Text)],
             Builtin::Pytest => &[("args", Param::Words), ("allow_no_tests", Param::Flag)],
-            Builtin::PythonVenv => &[("requirements", Param::Text), ("python", Param::Text)],
+            Builtin::PythonVenv => &[
+                ("requirements", Param::Words),
+                ("packages", Param::Words),
+                ("python", Param::Text),
+            ],
+            Builtin::PythonLint => &[("format", Param::Flag), ("args", Param::Words)],
+            Builtin::PythonCoverage => &[
+                ("args", Param::Words),
+                ("fail_under", Param::Percent),
+                ("allow_no_tests", Param::Flag),
+            ],
+            Builtin::PythonPublish => &[
+                ("repository_url", Param::Text),
+                ("token_env", Param::Text),
+                ("skip_existing", Param::Flag),
+            ],
+        }
+    }
+
+    /// The parameters that must be given.
+    pub fn required(self) -> &'static [&'static str] {
+        match self {
+            Builtin::PythonPublish => &["repository_url"],
+            _ => &[],
+        }
+    }
+
+    /// The program the action runs from the workspace's `.venv/bin`, and the package that
+    /// installs it (for `python/venv`'s `packages:`).
+    pub fn venv_tool(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Builtin::PythonLint => Some(("ruff", "ruff")),
+            Builtin::PythonCoverage => Some(("coverage", "coverage")),
+            Builtin::PythonBuild => Some(("pyproject-build", "build")),
+            Builtin::PythonPublish => Some(("twine", "twine")),
+            _ => None,
         }
     }
 }
@@ -421,6 +568,8 @@ pub enum Param {
     Words,
     /// true or false.
     Flag,
+    /// A number from 0 to 100.
+    Percent,
 }
 
 /// When a stage runs, given how the stages before it ended.

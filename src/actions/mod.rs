@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::events::{DeployKind, Deployed};
+use crate::events::{DeployKind, Deployed, Published, PublishedFile};
 use crate::object_id::ObjectId;
 use crate::pipeline::{Action, Builtin, Pipeline, RunCommand, Stage, Uses};
 
@@ -32,7 +32,13 @@ pub struct CommandLine {
     /// Not a process: the runner asks [`gate`] whether the stage may go on (a deploy of a
     /// commit that did not pass its stages may not).
     pub gate: bool,
+    /// Its output is shown, and a copy (the first [`KEPT_OUTPUT`] bytes) is kept for
+    /// [`post_step`] (ruff's findings, the files `python -m build` made).
+    pub keep_output: bool,
 }
+
+/// How much of a command's output is kept for its action's post-step.
+pub const KEPT_OUTPUT: usize = 256 * 1024;
 
 impl CommandLine {
     pub fn new(
@@ -45,6 +51,7 @@ impl CommandLine {
             also_ok: Vec::new(),
             shown: None,
             probe: false,
+            keep_output: false,
             gate: false,
         }
     }
@@ -66,6 +73,13 @@ impl CommandLine {
             probe: true,
             ..CommandLine::new(program, args)
         }
+    }
+
+    /// Keeps a copy of the output for the post-step (see [`CommandLine::keep_output`]).
+    #[must_use]
+    pub fn kept(mut self) -> Self {
+        self.keep_output = true;
+        self
     }
 
     #[must_use]
@@ -112,6 +126,18 @@ pub fn environment(pipeline: &Pipeline, stage: &Stage) -> BTreeMap<String, Optio
         .map(|(k, v)| (k.clone(), Some(v.clone())))
         .collect();
     env.insert("PYDEPLOYER_STAGE".into(), Some(stage.name.to_string()));
+    if let Action::Uses(Uses::PythonPublish(params)) = &stage.action {
+        // twine reads its credentials from these; a token is always user `__token__`.
+        if let Some(name) = &params.token_env {
+            let token = env
+                .get(name)
+                .cloned()
+                .flatten()
+                .or_else(|| std::env::var(name).ok());
+            env.insert("TWINE_USERNAME".into(), Some("__token__".into()));
+            env.insert("TWINE_PASSWORD".into(), token);
+        }
+    }
     if let Some(action) = stage.builtin()
         && action.is_git()
     {
@@ -217,14 +243,29 @@ pub fn commands(
                 &context.scratch.join(format!("junit-{}.xml", stage.name)),
             )],
             Uses::PythonVenv(params) => python::venv(&pipeline.workdir(stage), params)?,
+            Uses::PythonLint(params) => vec![python::lint(&pipeline.workdir(stage), params)],
+            Uses::PythonCoverage(params) => python::coverage(
+                &pipeline.workdir(stage),
+                params,
+                &context.scratch.join(format!("junit-{}.xml", stage.name)),
+            ),
+            Uses::PythonBuild => vec![python::build(&pipeline.workdir(stage))],
+            Uses::PythonPublish(params) => python::publish(&pipeline.workdir(stage), params)?,
         },
     })
 }
 
-/// Where pytest writes its JUnit report for `stage`, when the stage is a pytest stage.
+/// The action writes a report into the run's scratch folder (pytest's JUnit XML).
+pub fn needs_scratch(stage: &Stage) -> bool {
+    matches!(
+        stage.builtin(),
+        Some(Builtin::Pytest | Builtin::PythonCoverage)
+    )
+}
+
+/// Where pytest writes its JUnit report for `stage`, when the stage runs pytest.
 pub fn junit_report(stage: &Stage, context: &RunContext) -> Option<PathBuf> {
-    (stage.builtin() == Some(Builtin::Pytest))
-        .then(|| context.scratch.join(format!("junit-{}.xml", stage.name)))
+    needs_scratch(stage).then(|| context.scratch.join(format!("junit-{}.xml", stage.name)))
 }
 
 /// Whether a deploy stage may push the commit its probe found (the last answer so far): every
@@ -287,12 +328,14 @@ pub fn gate(
 /// What a stage's action adds to its finished event, from its post-step.
 #[derive(Debug, Default)]
 pub struct PostStep {
-    /// pytest: the counts and the failed tests, from its JUnit report.
+    /// pytest: the counts and the failed tests, from its JUnit report; ruff's findings; the
+    /// coverage; the files built.
     pub note: Option<String>,
     /// What to show under the stage when it failed, instead of its output's last lines
     /// (pytest: the failure sections).
     pub details: Option<String>,
     pub deploy: Option<Deployed>,
+    pub publish: Option<Box<Published>>,
 }
 
 /// Whether the action's post-step reads the last line of the stage's output (pytest's
@@ -301,21 +344,47 @@ pub fn wants_last_line(stage: &Stage) -> bool {
     stage.builtin() == Some(Builtin::Pytest)
 }
 
-/// The action's post-step, once its commands ended: pytest's JUnit report is read (and its
-/// summary line, `last_line`), a deploy says what it pushed (from its probes' answers).
+/// What the post-step learns from the stage's commands.
+pub struct Finished<'a> {
+    /// The probes' answers, in order.
+    pub answers: &'a [String],
+    /// What the commands that keep their output printed (bounded).
+    pub output: &'a [u8],
+    pub outcome: &'a crate::events::Outcome,
+    /// The last line of the stage's output, when [`wants_last_line`] (pytest's summary).
+    pub last_line: &'a str,
+}
+
+/// The action's post-step, once its commands ended: pytest's JUnit report is read, ruff's
+/// findings counted, a deploy says what it pushed (from its probes' answers, in order).
 pub fn post_step(
     pipeline: &Pipeline,
     stage: &Stage,
     context: &RunContext,
-    answers: &[String],
-    last_line: &str,
+    finished: &Finished<'_>,
 ) -> PostStep {
+    let answers = finished.answers;
     let counts = junit_report(stage, context).and_then(|path| {
         let counts = junit::parse(&std::fs::read_to_string(path).ok()?)?;
-        Some(counts.with_summary_line(last_line))
+        Some(counts.with_summary_line(finished.last_line))
     });
-    let note = counts.as_ref().map(junit::TestCounts::describe);
+    let dir = pipeline.workdir(stage);
+    let mut publish = None;
     let details = counts.as_ref().and_then(junit::TestCounts::details);
+    let tests = counts.as_ref().map(junit::TestCounts::describe);
+    let note = match &stage.action {
+        Action::Uses(Uses::PythonLint(_)) => python::lint_note(finished.output),
+        Action::Uses(Uses::PythonCoverage(params)) => {
+            coverage_note(&dir, params, tests.as_deref(), finished.outcome)
+        }
+        Action::Uses(Uses::PythonBuild) => python::build_note(&dir, finished.output),
+        Action::Uses(Uses::PythonPublish(params)) => {
+            let (note, published) = publish_step(&dir, params, finished);
+            publish = published;
+            note
+        }
+        _ => tests,
+    };
     let kind = match stage.builtin() {
         Some(Builtin::GitPush) => Some(DeployKind::Deploy),
         Some(Builtin::GitRevert) => Some(DeployKind::Rollback),
@@ -337,7 +406,100 @@ pub fn post_step(
         note,
         details,
         deploy,
+        publish,
     }
+}
+
+/// `coverage 87% (12 passed, 0 failed, 0 skipped)`; below `fail_under`, both numbers.
+fn coverage_note(
+    dir: &std::path::Path,
+    params: &crate::pipeline::CoverageParams,
+    tests: Option<&str>,
+    outcome: &crate::events::Outcome,
+) -> Option<String> {
+    // A report left from an earlier run says nothing about this one: only read it when the
+    // tests passed (then `coverage xml` wrote it).
+    let percent = std::fs::read_to_string(python::coverage_xml(dir))
+        .ok()
+        .filter(|_| tests.is_none_or(|t| t.contains(" 0 failed")))
+        .and_then(|xml| python::coverage_percent(&xml));
+    let mut parts = Vec::new();
+    if let Some(percent) = percent {
+        let shown = format!("{percent:.1}").trim_end_matches(".0").to_owned();
+        match params.fail_under {
+            Some(threshold) if !outcome.passed() && percent < f64::from(threshold.0) / 100.0 => {
+                parts.push(format!("coverage {shown}%, below fail_under {threshold}%"));
+            }
+            _ => parts.push(format!("coverage {shown}%")),
+        }
+    }
+    if let Some(tests) = tests {
+        parts.push(tests.to_owned());
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
+
+/// What `python/publish` uploaded: the package, version and files (with their sha256, from
+/// the probe) for the ledger; a version that was already there is said so.
+fn publish_step(
+    dir: &std::path::Path,
+    params: &crate::pipeline::PublishParams,
+    finished: &Finished<'_>,
+) -> (Option<String>, Option<Box<Published>>) {
+    let sums: std::collections::BTreeMap<String, String> = finished
+        .answers
+        .first()
+        .map(|answer| {
+            answer
+                .lines()
+                .filter_map(|line| {
+                    let (sum, path) = line.split_once("  ")?;
+                    let valid = sum.len() == 64 && sum.bytes().all(|b| b.is_ascii_hexdigit());
+                    let name = path.trim().strip_prefix("dist/")?;
+                    valid.then(|| (name.to_owned(), sum.to_ascii_lowercase()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let Ok(files) = python::newest_release(&dir.join("dist")) else {
+        return (None, None);
+    };
+    let Some(first) = files.first() else {
+        return (None, None);
+    };
+    let exists = python::already_published(finished.output);
+    let skipped =
+        params.skip_existing && String::from_utf8_lossy(finished.output).contains(python::SKIPPED);
+    let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+    let note = if exists && !finished.outcome.passed() {
+        format!(
+            "{} {} is already on {}: nothing uploaded (`skip_existing: true` skips it instead)",
+            first.package, first.version, params.repository_url
+        )
+    } else if skipped {
+        format!(
+            "{} {} is already on {}: skipped",
+            first.package, first.version, params.repository_url
+        )
+    } else if finished.outcome.passed() {
+        format!("uploaded {} to {}", names.join(", "), params.repository_url)
+    } else {
+        format!("upload of {} failed", names.join(", "))
+    };
+    let published = Published {
+        package: first.package.clone(),
+        version: first.version.clone(),
+        index: params.repository_url.clone(),
+        files: files
+            .iter()
+            .map(|f| PublishedFile {
+                name: f.name.clone(),
+                sha256: sums.get(&f.name).cloned(),
+            })
+            .collect(),
+        skipped,
+    };
+    (Some(note), Some(Box::new(published)))
 }
 
 /// Commands as one line, the way a shell would run them in sequence (probes left out).

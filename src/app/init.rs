@@ -35,10 +35,15 @@ struct Detected {
     remote: Option<Remote>,
     /// `requirements.txt` is there.
     requirements: bool,
+    /// `requirements.txt`, `requirements-dev.txt`: those that are there.
+    requirement_files: Vec<String>,
     /// Where the tests were found (`tests/`, `test_calc.py`, …), if anywhere.
     tests: Option<String>,
     /// Any sign of Python: `.py` files, `pyproject.toml`, `setup.py`, requirements.
     python: bool,
+    /// A package: `pyproject.toml`, `setup.py` or `setup.cfg` (then the whole Python kit:
+    /// lint, tests with coverage, build and a manual publish).
+    package: bool,
     /// The project configures pytest itself (`pytest.ini`, `[tool.pytest…]`, a root
     /// `conftest.py`, …), so `init` adds no pytest options.
     pytest_configured: bool,
@@ -233,6 +238,11 @@ fn detect(folder: &Path) -> Detected {
             files.first().map(|f| (*f).clone())
         });
     let requirements = folder.join("requirements.txt").is_file();
+    let requirement_files: Vec<String> = ["requirements.txt", "requirements-dev.txt"]
+        .into_iter()
+        .filter(|f| folder.join(f).is_file())
+        .map(str::to_owned)
+        .collect();
     let python = requirements
         || tests.is_some()
         || root_files
@@ -246,10 +256,15 @@ fn detect(folder: &Path) -> Detected {
         || mentions("pyproject.toml", "[tool.pytest")
         || mentions("setup.cfg", "[tool:pytest]")
         || mentions("tox.ini", "[pytest]");
+    let package = ["pyproject.toml", "setup.py", "setup.cfg"]
+        .iter()
+        .any(|f| root_files.iter().any(|r| r == f));
     Detected {
         name,
         remote: remote(folder),
+        package,
         requirements,
+        requirement_files,
         tests,
         python,
         pytest_configured,
@@ -390,7 +405,14 @@ clone:
         Some(_) => "workspace/".to_owned(),
         None => "this folder".to_owned(),
     };
-    if detected.requirements {
+    if detected.package {
+        let requirements: Vec<&str> = ["requirements.txt", "requirements-dev.txt"]
+            .into_iter()
+            .filter(|f| detected.requirement_files.iter().any(|r| r == f))
+            .collect();
+        files.extend(python_kit(detected, last, &workdir, &place, &requirements));
+        last = Some("build");
+    } else if detected.requirements {
         files.push(stage_file(
             "20-install.yml",
             format!(
@@ -408,7 +430,9 @@ install:
         ));
         last = Some("install");
     }
-    if detected.python {
+    if detected.package {
+        // Written above, with the rest of the kit.
+    } else if detected.python {
         let mut with = Vec::new();
         let mut notes = String::new();
         if !detected.pytest_configured {
@@ -493,6 +517,128 @@ rollback:
         ));
     }
     files
+}
+
+/// The Python kit for a package: install (with the tools), lint, tests under coverage, build,
+/// and a manual publish.
+fn python_kit(
+    detected: &Detected,
+    last: Option<&str>,
+    workdir: &str,
+    place: &str,
+    requirements: &[&str],
+) -> Vec<(PathBuf, String)> {
+    let stage_file = |name: &str, text: String| (Path::new(STAGES_DIR).join(name), text);
+    let needs = |last: Option<&str>| last.map_or_else(String::new, |l| format!("  needs: [{l}]\n"));
+    let requirements_line = if requirements.is_empty() {
+        String::new()
+    } else {
+        format!("    requirements: [{}]\n", requirements.join(", "))
+    };
+    let mut test_with = Vec::new();
+    if !detected.pytest_configured {
+        test_with.push("args: [-o, pythonpath=.]".to_owned());
+    }
+    if detected.tests.is_none() {
+        test_with.push("allow_no_tests: true".to_owned());
+    }
+    let test_with = if test_with.is_empty() {
+        String::new()
+    } else {
+        format!("  with: {{ {} }}\n", test_with.join(", "))
+    };
+    let found = detected
+        .tests
+        .as_ref()
+        .map_or_else(String::new, |t| format!(" Tests found: {t}."));
+    vec![
+        stage_file(
+            "20-install.yml",
+            format!(
+                "\
+# Creates .venv in {place} (unless it is there) and installs the project's requirements and the
+# tools the stages after it use (pytest, ruff, coverage, build, twine), from PyPI or your pip's
+# index. Pin them (`ruff==0.6.9`) for runs that do not change under you.
+install:
+  uses: python/venv
+  description: create .venv with the requirements and the CI tools
+  with:
+{requirements_line}    packages: [pytest, ruff, coverage, build, twine]
+{}{workdir}  timeout: 15m
+",
+                needs(last)
+            ),
+        ),
+        stage_file(
+            "25-lint.yml",
+            format!(
+                "\
+# `ruff check` (with its configuration from pyproject.toml, if any); the summary shows the number
+# of findings and the first few as file:line: code message. `with: {{ format: true }}` also runs
+# `ruff format --check`. Findings do not block the build yet (`allow_failure`): remove that line
+# once `ruff check` is clean. Skipped while no .py file or pyproject.toml changed (`cache:`).
+lint:
+  uses: python/lint
+  description: ruff check
+  needs: [install]
+  allow_failure: true
+  cache: {{ inputs: [\"**/*.py\", pyproject.toml] }}
+{workdir}  timeout: 10m
+"
+            ),
+        ),
+        stage_file(
+            "30-test.yml",
+            format!(
+                "\
+# pytest under coverage:{found} The summary shows the tests and the total coverage;
+# coverage.xml is kept with the run's artifacts. `with: {{ fail_under: 85 }}` fails the stage
+# below 85%. `-o pythonpath=.`, when there, lets the tests import the project from its root.
+test:
+  uses: python/coverage
+  description: pytest under coverage
+  needs: [install]
+{test_with}  artifacts: [coverage.xml]
+{workdir}  timeout: 30m
+"
+            ),
+        ),
+        stage_file(
+            "40-build.yml",
+            format!(
+                "\
+# `python -m build`: an sdist and a wheel in dist/, listed with their sizes in the summary and
+# kept in artifacts/<run>/build/. Skipped while nothing it reads changed and dist/ is there.
+build:
+  uses: python/build
+  description: python -m build (sdist and wheel)
+  needs: [lint, test]
+  artifacts: [dist/*]
+  cache: {{ inputs: [\"**/*.py\", pyproject.toml, setup.cfg, setup.py, MANIFEST.in], outputs: [dist/*] }}
+{workdir}  timeout: 15m
+"
+            ),
+        ),
+        stage_file(
+            "60-publish.yml",
+            format!(
+                "\
+# Uploads the newest build in dist/ with twine, and records it in the ledger. Manual: only
+# `pydeployer run publish` publishes. The token is read from $PYPI_TOKEN (never shown in any
+# output); repository_url names the index (TestPyPI: https://test.pypi.org/legacy/).
+publish:
+  uses: python/publish
+  description: upload dist/ to the package index
+  needs: [build]
+  when: manual
+  secrets: [PYPI_TOKEN]
+  with:
+    repository_url: \"https://upload.pypi.org/legacy/\"
+    token_env: PYPI_TOKEN
+{workdir}"
+            ),
+        ),
+    ]
 }
 
 fn pipeline_yml(detected: &Detected, file_name: &str) -> String {
@@ -758,6 +904,8 @@ mod tests {
                                 },
                             }),
                             requirements,
+                            requirement_files: Vec::new(),
+                            package: python && tests,
                             tests: tests.then(|| "tests/".to_owned()),
                             python: python || requirements || tests,
                             pytest_configured: python,

@@ -579,6 +579,45 @@ impl Output {
     }
 }
 
+/// `pydeployer artifacts [RUN]`: the files kept for a run (default: the newest), by stage.
+pub(crate) fn artifacts(cli: &Cli, spec: Option<&str>) -> Result<(), Failure> {
+    let project = locate(cli);
+    let log = pick(&project, spec.unwrap_or("-1"))?;
+    let dir = crate::store::artifacts::run_dir(&project.root, &log)
+        .ok_or_else(|| Failure::Tool(miette::miette!("{} is not a run log", log.display())))?;
+    let listed = crate::store::artifacts::list(&dir).map_err(|err| read_error(&dir, &err))?;
+    if cli.format == crate::cli::Format::Json {
+        let doc = serde_json::json!({
+            "run": log.file_name().map(|n| n.to_string_lossy().into_owned()),
+            "log": log,
+            "dir": dir,
+            "artifacts": listed,
+        });
+        crate::outln!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        return Ok(());
+    }
+    if listed.is_empty() {
+        crate::errln!("no artifacts were kept for {}", log.display());
+        return Ok(());
+    }
+    let width = listed
+        .iter()
+        .map(|a| a.stage.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    crate::outln!("{:width$}  {:>10}  path", "stage", "size");
+    for artifact in &listed {
+        crate::outln!(
+            "{:width$}  {:>10}  {}",
+            artifact.stage,
+            crate::actions::python::human_size(artifact.size),
+            artifact.file.display()
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::holds;

@@ -4,16 +4,20 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::raw::{Node, Value};
+use crate::config::raw::{Node, Span, Value};
 use crate::config::validate::Checker;
 use crate::error::{Problem, SourceFile};
-use crate::pipeline::{Builtin, Param, PytestParams, Uses, VenvParams};
+use crate::pipeline::{
+    Builtin, CoverageParams, LintParams, Param, Percent, PublishParams, PytestParams, Uses,
+    VenvParams,
+};
 
 /// One parameter's value, of the type its action declares.
 enum ParamValue {
     Text(String),
     Words(Vec<String>),
     Flag(bool),
+    Percent(Percent),
 }
 
 impl Checker<'_> {
@@ -23,36 +27,83 @@ impl Checker<'_> {
         &mut self,
         file: &SourceFile,
         action: Builtin,
+        uses_span: Span,
         node: Option<&Node>,
     ) -> Option<Uses> {
         let mut values = match node {
             Some(node) => self.with(file, action, node)?,
             None => BTreeMap::new(),
         };
+        let missing: Vec<&str> = action
+            .required()
+            .iter()
+            .copied()
+            .filter(|key| !values.contains_key(*key))
+            .collect();
+        if !missing.is_empty() {
+            let place = node.map_or(uses_span, |n| n.span);
+            self.push(
+                Problem::at(
+                    file,
+                    place,
+                    format!("`{}` needs `with: {{ {} }}`", action.name(), missing.join(", ")),
+                    "required parameter missing",
+                )
+                .with_help(match action {
+                    Builtin::PythonPublish => "name the index to upload to, e.g. `with: { repository_url: \"https://upload.pypi.org/legacy/\" }`: nothing is published to an index nobody named",
+                    _ => "add the parameter under `with:`",
+                }),
+            );
+            return None;
+        }
         let mut text = |key: &str| match values.remove(key) {
             Some(ParamValue::Text(text)) => Some(text),
+            _ => None,
+        };
+        let python = text("python");
+        let message = text("message");
+        let repository_url = text("repository_url");
+        let token_env = text("token_env");
+        let mut words = |key: &str| match values.remove(key) {
+            Some(ParamValue::Words(words)) => words,
+            _ => Vec::new(),
+        };
+        let args = words("args");
+        let requirements = words("requirements");
+        let packages = words("packages");
+        let mut flag = |key: &str| matches!(values.remove(key), Some(ParamValue::Flag(true)));
+        let allow_no_tests = flag("allow_no_tests");
+        let format = flag("format");
+        let skip_existing = flag("skip_existing");
+        let fail_under = match values.remove("fail_under") {
+            Some(ParamValue::Percent(p)) => Some(p),
             _ => None,
         };
         Some(match action {
             Builtin::GitClone => Uses::GitClone,
             Builtin::GitPush => Uses::GitPush,
             Builtin::GitRevert => Uses::GitRevert,
-            Builtin::GitCommit => Uses::GitCommit {
-                message: text("message"),
-            },
+            Builtin::GitCommit => Uses::GitCommit { message },
             Builtin::PythonVenv => Uses::PythonVenv(VenvParams {
-                requirements: text("requirements"),
-                python: text("python"),
+                requirements,
+                packages,
+                python,
             }),
             Builtin::Pytest => Uses::Pytest(PytestParams {
-                args: match values.remove("args") {
-                    Some(ParamValue::Words(words)) => words,
-                    _ => Vec::new(),
-                },
-                allow_no_tests: matches!(
-                    values.remove("allow_no_tests"),
-                    Some(ParamValue::Flag(true))
-                ),
+                args,
+                allow_no_tests,
+            }),
+            Builtin::PythonLint => Uses::PythonLint(LintParams { format, args }),
+            Builtin::PythonCoverage => Uses::PythonCoverage(CoverageParams {
+                args,
+                fail_under,
+                allow_no_tests,
+            }),
+            Builtin::PythonBuild => Uses::PythonBuild,
+            Builtin::PythonPublish => Uses::PythonPublish(PublishParams {
+                repository_url: repository_url.unwrap_or_default(),
+                token_env,
+                skip_existing,
             }),
         })
     }
@@ -74,9 +125,10 @@ impl Checker<'_> {
                 let what = format!("`with.{}`", key.name);
                 let decoded = match param {
                     Param::Text => self
-                        .string(file, value, &what, "`message: release build`")
+                        .text_param(file, action, &key.name, value, &what)
                         .map(ParamValue::Text),
                     Param::Flag => self.boolean(file, value, &what).map(ParamValue::Flag),
+                    Param::Percent => self.percent(file, value, &what).map(ParamValue::Percent),
                     // One string is split at spaces: `args: -x -q`.
                     Param::Words => match &value.value {
                         Value::Str(words) => Some(ParamValue::Words(
@@ -109,5 +161,104 @@ impl Checker<'_> {
             }
         }
         (self.problems.len() == before).then_some(with)
+    }
+}
+
+impl Checker<'_> {
+    /// A text parameter, checked for what it will become: a URL, a variable's name.
+    fn text_param(
+        &mut self,
+        file: &SourceFile,
+        action: Builtin,
+        key: &str,
+        value: &Node,
+        what: &str,
+    ) -> Option<String> {
+        match key {
+            "repository_url" => {
+                let url = self.non_empty_string(
+                    file,
+                    value,
+                    what,
+                    "`repository_url: \"https://upload.pypi.org/legacy/\"`",
+                )?;
+                let ok = (url.starts_with("https://") || url.starts_with("http://"))
+                    && !url.chars().any(|c| c.is_whitespace() || c.is_control());
+                if !ok {
+                    self.push(
+                        Problem::at(
+                            file,
+                            value.span,
+                            format!("`{url}` is not an http(s) URL"),
+                            "not a URL",
+                        )
+                        .with_help(
+                            "the index's upload URL, e.g. `https://upload.pypi.org/legacy/`",
+                        ),
+                    );
+                    return None;
+                }
+                Some(url)
+            }
+            "token_env" => {
+                let name = self.non_empty_string(file, value, what, "`token_env: PYPI_TOKEN`")?;
+                let valid = name
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                    && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if !valid {
+                    self.push(
+                        Problem::at(file, value.span, format!("`{name}` is not a variable name"), "not a variable name")
+                            .with_help("the name of the environment variable holding the token, e.g. `PYPI_TOKEN`, also listed under `secrets:`"),
+                    );
+                    return None;
+                }
+                Some(name)
+            }
+            _ => {
+                let example = match action {
+                    Builtin::PythonVenv => "`python: python3.12`",
+                    _ => "`message: release build`",
+                };
+                self.string(file, value, what, example)
+            }
+        }
+    }
+
+    /// A percentage: a number from 0 to 100.
+    fn percent(&mut self, file: &SourceFile, node: &Node, what: &str) -> Option<Percent> {
+        #[expect(
+            clippy::cast_precision_loss,
+            reason = "checked to be at most 100 first"
+        )]
+        let number = match &node.value {
+            Value::Int(n) if (0..=100).contains(n) => Some(*n as f64),
+            Value::Float(f) => Some(*f),
+            Value::Int(_) => None,
+            _ => {
+                self.wrong_type(
+                    file,
+                    node,
+                    what,
+                    "a number from 0 to 100",
+                    "`fail_under: 85`",
+                );
+                return None;
+            }
+        };
+        let percent = number.and_then(Percent::from_f64);
+        if percent.is_none() {
+            self.push(
+                Problem::at(
+                    file,
+                    node.span,
+                    format!("{what} must be between 0 and 100"),
+                    "out of range",
+                )
+                .with_help("a percentage, for example: `fail_under: 85`"),
+            );
+        }
+        percent
     }
 }

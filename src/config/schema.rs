@@ -316,11 +316,15 @@ struct Stage {
     /// `repo.dir`; `python/venv` makes `.venv` and installs `requirements.txt`; `git/commit`
     /// commits everything (`git add -A`); `pytest` runs `pytest -v` and reports the tests;
     /// `git/push` pushes to `repo.remote`/`repo.branch` and records a deploy; `git/revert`
-    /// reverts the last commit and pushes it (a rollback).
+    /// reverts the last commit and pushes it (a rollback); `python/lint` runs ruff;
+    /// `python/coverage` runs pytest under coverage; `python/build` runs `python -m build`;
+    /// `python/publish` uploads the built files with twine.
     uses: Option<Uses>,
     /// The built-in action's parameters (only with `uses`): `python/venv`: `requirements`,
-    /// `python`; `git/commit`: `message`; `pytest`: `args`, `allow_no_tests`; the other actions
-    /// take none.
+    /// `packages`, `python`; `git/commit`: `message`; `pytest`: `args`, `allow_no_tests`;
+    /// `python/lint`: `format`, `args`; `python/coverage`: `args`, `fail_under`,
+    /// `allow_no_tests`; `python/publish`: `repository_url` (required), `token_env`,
+    /// `skip_existing`; the other actions take none.
     with: Option<With>,
     /// Stages that must succeed first.
     needs: Option<Vec<StageName>>,
@@ -350,6 +354,74 @@ struct Stage {
     /// Names of environment variables this stage needs: a run that selects it stops before
     /// anything runs if one is not set; their values are masked like the pipeline's.
     secrets: Option<Vec<EnvName>>,
+    /// Skip the stage when nothing it depends on changed since it last passed: its
+    /// definition, its `inputs` (globs, relative to its folder), the `env` variables named, and
+    /// the keys of the stages it needs. `outputs` must all exist for a hit.
+    cache: Option<CacheSettings>,
+    /// Files kept after the stage in `artifacts/<run>/<stage>/`: a list of globs (relative to
+    /// the stage's folder, never outside it), or `{ paths, when: always }` to keep them from a
+    /// failed stage too.
+    artifacts: Option<Artifacts>,
+}
+
+/// `cache:` of a stage.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields, transform = NotNull { except: &[] })]
+#[allow(dead_code)]
+struct CacheSettings {
+    /// Globs of the files the stage reads, relative to its folder (`src/**/*.py`).
+    inputs: Option<Vec<Glob>>,
+    /// Environment variables whose values are part of the key.
+    env: Option<Vec<EnvName>>,
+    /// Globs of what the stage makes; each must match a file for a hit.
+    outputs: Option<Vec<Glob>>,
+}
+
+/// `artifacts:` of a stage.
+#[derive(JsonSchema)]
+#[schemars(untagged)]
+#[allow(dead_code)]
+enum Artifacts {
+    /// Globs relative to the stage's folder.
+    Paths(Vec<Glob>),
+    /// Globs, and when to keep them.
+    Settings(ArtifactSettings),
+}
+
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields, transform = NotNull { except: &[] })]
+#[allow(dead_code)]
+struct ArtifactSettings {
+    /// Globs relative to the stage's folder.
+    #[schemars(required)]
+    paths: Vec<Glob>,
+    /// `on_success` (default) or `always` (also from a failed stage).
+    when: Option<ArtifactWhen>,
+}
+
+#[derive(JsonSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+enum ArtifactWhen {
+    OnSuccess,
+    Always,
+}
+
+/// A glob relative to the stage's folder: not absolute, no `..`.
+struct Glob;
+
+impl JsonSchema for Glob {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> Cow<'static, str> {
+        "Glob".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "type": "string", "pattern": r"^(?![/~])(?!(.*/)?\.\.(/|$)).*\S" })
+    }
 }
 
 /// What `Stage`'s fields cannot say: exactly one of `run`/`uses`, `with` only with `uses`,
@@ -373,6 +445,7 @@ fn stage_rules(schema: &mut Schema) {
                     let mut schema = match param {
                         Param::Text => json!({ "type": "string" }),
                         Param::Flag => json!({ "type": "boolean" }),
+                        Param::Percent => json!({ "type": "number", "minimum": 0, "maximum": 100 }),
                         Param::Words => json!({
                             "anyOf": [
                                 { "type": "string" },
@@ -405,15 +478,37 @@ fn stage_rules(schema: &mut Schema) {
 fn parameter_description(action: Builtin, name: &str) -> &'static str {
     match (action, name) {
         (Builtin::PythonVenv, "requirements") => {
-            "The requirements file to install, relative to the workspace; default \
-             `requirements.txt` (skipped when absent, an error when named and absent)."
+            "The requirements files to install, relative to the workspace (a list, or one \
+             name); default `requirements.txt` (skipped when absent, an error when named and absent)."
+        }
+        (Builtin::PythonVenv, "packages") => {
+            "Packages to install besides the requirements, e.g. `[ruff, coverage, build, twine]`."
+        }
+        (Builtin::PythonLint, "format") => "`true`: also `ruff format --check`.",
+        (Builtin::PythonLint, "args") => {
+            "More arguments for `ruff check`: a list, or one string split at spaces."
+        }
+        (Builtin::PythonCoverage, "args") => {
+            "More arguments for pytest (run under coverage): a list, or one string split at spaces."
+        }
+        (Builtin::PythonCoverage, "fail_under") => {
+            "The stage fails when the total coverage is below this percentage (0 to 100)."
+        }
+        (Builtin::PythonPublish, "repository_url") => {
+            "Required: the index's upload URL (e.g. `https://upload.pypi.org/legacy/`)."
+        }
+        (Builtin::PythonPublish, "token_env") => {
+            "The environment variable holding the upload token (list it under `secrets:`)."
+        }
+        (Builtin::PythonPublish, "skip_existing") => {
+            "`true`: a version already on the index is skipped instead of failing the stage."
         }
         (Builtin::PythonVenv, "python") => "The Python that creates `.venv`; default `python3`.",
         (Builtin::GitCommit, "message") => "The commit message; default `pydeployer build <date>`.",
         (Builtin::Pytest, "args") => {
             "More arguments for pytest: a list, or one string split at spaces (e.g. `[-x, tests/unit]`)."
         }
-        (Builtin::Pytest, "allow_no_tests") => {
+        (Builtin::Pytest | Builtin::PythonCoverage, "allow_no_tests") => {
             "`true`: collecting no tests (pytest's exit 5) is a success."
         }
         _ => "",

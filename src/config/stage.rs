@@ -4,9 +4,13 @@
 use std::collections::BTreeMap;
 
 use crate::config::raw::{Key, Node, Value};
-use crate::config::validate::{Checker, Declared, MAX_RETRIES, STAGE_KEYS};
+use crate::config::validate::{
+    ARTIFACT_KEYS, CACHE_KEYS, Checker, Declared, MAX_RETRIES, STAGE_KEYS,
+};
 use crate::error::{Problem, SourceFile};
-use crate::pipeline::{Action, Builtin, RunCommand, Stage, StageName, Uses, When};
+use crate::pipeline::{
+    Action, ArtifactSpec, Builtin, CacheSpec, RunCommand, Stage, StageName, Uses, When,
+};
 
 impl Checker<'_> {
     pub(super) fn stage<'f>(
@@ -47,6 +51,8 @@ impl Checker<'_> {
             description: None,
             interactive: false,
             secrets: Vec::new(),
+            cache: None,
+            artifacts: None,
             origin: format!("{}:{}", file.name.display(), key.span.line),
         };
         let mut need_spans = Vec::new();
@@ -100,6 +106,8 @@ impl Checker<'_> {
                     stage.interactive = self.boolean(file, value, "`interactive`").unwrap_or(false);
                 }
                 "secrets" => stage.secrets = self.secrets(file, value),
+                "cache" => stage.cache = self.cache_spec(file, value),
+                "artifacts" => stage.artifacts = self.artifact_spec(file, value),
                 "when" => {
                     if let Some(text) = self.string(file, value, "`when`", "`when: manual`") {
                         match When::from_name(&text) {
@@ -150,8 +158,8 @@ impl Checker<'_> {
                 }
                 Action::Run(command)
             }
-            (None, Some((action, _))) => {
-                match self.uses_with(file, action, with.map(|(_, node)| node)) {
+            (None, Some((action, uses_span))) => {
+                match self.uses_with(file, action, uses_span, with.map(|(_, node)| node)) {
                     Some(uses) => Action::Uses(uses),
                     None => {
                         // Reported; the rest of the stage is still checked.
@@ -259,5 +267,136 @@ impl Checker<'_> {
         );
         self.push(problem);
         None
+    }
+}
+
+impl Checker<'_> {
+    /// `cache: { inputs: [globs], env: [names], outputs: [globs] }`.
+    fn cache_spec(&mut self, file: &SourceFile, node: &Node) -> Option<CacheSpec> {
+        let example =
+            "`cache: { inputs: [\"src/**/*.py\", pyproject.toml], env: [PYTHON_VERSION] }`";
+        let entries = self.map(file, node, "`cache`")?;
+        let before = self.problems.len();
+        self.unknown_keys(file, entries, &CACHE_KEYS, "`cache` key");
+        let mut spec = CacheSpec::default();
+        for (key, value) in entries {
+            match key.name.as_str() {
+                "inputs" => spec.inputs = self.globs(file, value, "`cache.inputs`", example),
+                "outputs" => {
+                    spec.outputs =
+                        self.globs(file, value, "`cache.outputs`", "`outputs: [dist/*]`");
+                }
+                "env" => spec.env = self.secrets_like(file, value, "`cache.env`"),
+                _ => {}
+            }
+        }
+        if self.problems.len() > before {
+            return None;
+        }
+        if spec.inputs.is_empty() && spec.env.is_empty() {
+            self.push(
+                Problem::at(
+                    file,
+                    node.span,
+                    "`cache` names no inputs and no variables",
+                    "nothing to key on",
+                )
+                .with_help(format!("list what the stage reads, for example: {example}")),
+            );
+            return None;
+        }
+        Some(spec)
+    }
+
+    /// `artifacts: [globs]` or `artifacts: { paths: [globs], when: always | on_success }`.
+    fn artifact_spec(&mut self, file: &SourceFile, node: &Node) -> Option<ArtifactSpec> {
+        let example = "`artifacts: [dist/*, coverage.xml]`";
+        if let Value::Seq(_) = node.value {
+            let paths = self.globs(file, node, "`artifacts`", example);
+            return (!paths.is_empty()).then_some(ArtifactSpec {
+                paths,
+                always: false,
+            });
+        }
+        let Value::Map(entries) = &node.value else {
+            self.wrong_type(
+                file,
+                node,
+                "`artifacts`",
+                "a list of globs or a mapping",
+                example,
+            );
+            return None;
+        };
+        self.unknown_keys(file, entries, &ARTIFACT_KEYS, "`artifacts` key");
+        let mut spec = ArtifactSpec::default();
+        for (key, value) in entries {
+            match key.name.as_str() {
+                "paths" => spec.paths = self.globs(file, value, "`artifacts.paths`", example),
+                "when" => {
+                    match self
+                        .string(file, value, "`artifacts.when`", "`when: always`")
+                        .as_deref()
+                    {
+                        Some("always") => spec.always = true,
+                        Some("on_success") => spec.always = false,
+                        Some(other) => self.push(
+                            Problem::at(
+                                file,
+                                value.span,
+                                format!("unknown `artifacts.when` value `{other}`"),
+                                "unknown value",
+                            )
+                            .with_help(
+                                "`always` (also from a failed stage) or `on_success` (the default)",
+                            ),
+                        ),
+                        None => {}
+                    }
+                }
+                _ => {}
+            }
+        }
+        (!spec.paths.is_empty()).then_some(spec)
+    }
+
+    /// A list of globs relative to the stage's folder; each one that could reach outside it
+    /// (or does not parse) is a problem at its place.
+    fn globs(&mut self, file: &SourceFile, node: &Node, what: &str, example: &str) -> Vec<String> {
+        let Some(items) = self.string_list(file, node, what, example) else {
+            return Vec::new();
+        };
+        let mut globs = Vec::new();
+        for (pattern, span) in items {
+            match crate::files::check_glob(&pattern) {
+                None => globs.push(pattern),
+                Some(why) => self.push(
+                    Problem::at(file, span, format!("{what}: {why}"), "refused glob")
+                        .with_help("write a glob relative to the stage's folder, e.g. `dist/*`"),
+                ),
+            }
+        }
+        globs
+    }
+
+    /// A list of environment variable names.
+    fn secrets_like(&mut self, file: &SourceFile, node: &Node, what: &str) -> Vec<String> {
+        let Some(items) = self.string_list(file, node, what, "`env: [PYTHON_VERSION]`") else {
+            return Vec::new();
+        };
+        let mut names = Vec::new();
+        for (name, span) in items {
+            if super::settings::is_env_name(&name) {
+                names.push(name);
+            } else {
+                self.push(Problem::at(
+                    file,
+                    span,
+                    format!("`{name}` is not a valid environment variable name"),
+                    "invalid name",
+                ));
+            }
+        }
+        names
     }
 }

@@ -32,7 +32,7 @@ pub(crate) const S3_KEYS: [&str; 4] = ["bucket", "prefix", "region", "endpoint"]
 pub(crate) const SNS_KEYS: [&str; 3] = ["topic", "on", "endpoint"];
 pub(crate) const NOTIFY_KEYS: [&str; 2] = ["webhook_env", "on"];
 pub(crate) const LOGS_KEYS: [&str; 2] = ["dir", "keep"];
-pub(crate) const STAGE_KEYS: [&str; 13] = [
+pub(crate) const STAGE_KEYS: [&str; 15] = [
     "run",
     "uses",
     "with",
@@ -46,7 +46,11 @@ pub(crate) const STAGE_KEYS: [&str; 13] = [
     "description",
     "interactive",
     "secrets",
+    "cache",
+    "artifacts",
 ];
+pub(crate) const CACHE_KEYS: [&str; 3] = ["inputs", "env", "outputs"];
+pub(crate) const ARTIFACT_KEYS: [&str; 2] = ["paths", "when"];
 pub(super) const MAX_RETRIES: i64 = 100;
 pub(super) const MAX_TIMEOUT: Duration = Duration::from_hours(30 * 24);
 
@@ -167,6 +171,29 @@ pub(crate) fn validate(
                     );
                 }
             }
+        }
+    }
+    for d in &declared {
+        if let crate::pipeline::Action::Uses(crate::pipeline::Uses::PythonPublish(params)) =
+            &d.stage.action
+            && let Some(name) = &params.token_env
+            && !pipeline.secrets.contains(name)
+            && !d.stage.secrets.contains(name)
+        {
+            check.push(
+                Problem::at(
+                    d.file,
+                    d.name_span,
+                    format!(
+                        "stage `{}` uploads with the token in `{name}`, which is not listed under `secrets:`",
+                        d.stage.name
+                    ),
+                    "token not a secret",
+                )
+                .with_help(format!(
+                    "add `secrets: [{name}]` to the stage: a run then stops before anything runs if it is not set, and its value never appears in any output"
+                )),
+            );
         }
     }
     let graph: Vec<check::Declared> = declared

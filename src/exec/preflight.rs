@@ -18,6 +18,7 @@ pub fn missing_programs(pipeline: &Pipeline, plan: &Plan) -> Vec<Problem> {
         .steps
         .iter()
         .any(|s| pipeline.stages[s.stage].builtin() == Some(Builtin::PythonVenv));
+    problems.extend(missing_venv_tools(pipeline, plan));
     for step in &plan.steps {
         let stage = &pipeline.stages[step.stage];
         let dir = pipeline.workdir(stage);
@@ -27,6 +28,10 @@ pub fn missing_programs(pipeline: &Pipeline, plan: &Plan) -> Vec<Problem> {
             .or_else(|| pipeline.env.get("PATH"))
             .map(OsString::from)
             .or_else(|| std::env::var_os("PATH"));
+        // What it uploads is only known once the build before it ran.
+        if stage.builtin() == Some(Builtin::PythonPublish) {
+            continue;
+        }
         let commands = match actions::commands(pipeline, stage, &RunContext::default()) {
             Ok(commands) => commands,
             // Without the clone, a stage that will run in it cannot be judged yet (its
@@ -40,9 +45,22 @@ pub fn missing_programs(pipeline: &Pipeline, plan: &Plan) -> Vec<Problem> {
                 continue;
             }
         };
-        let is_pytest = stage.builtin() == Some(Builtin::Pytest);
+        let is_python = matches!(
+            stage.builtin(),
+            Some(
+                Builtin::Pytest
+                    | Builtin::PythonLint
+                    | Builtin::PythonCoverage
+                    | Builtin::PythonBuild
+                    | Builtin::PythonPublish
+            )
+        );
         for command in commands {
-            if (is_pytest && venv_coming) || command.gate {
+            // Its tools come from the workspace's .venv: `missing_venv_tools` checks them.
+            if (is_python
+                && (venv_coming || stage.builtin().and_then(Builtin::venv_tool).is_some()))
+                || command.gate
+            {
                 continue;
             }
             if !found(&command.program, path.as_ref(), &dir) {
@@ -146,4 +164,88 @@ pub fn missing_secrets(pipeline: &Pipeline, plan: &Plan) -> Vec<Problem> {
         }
     }
     problems
+}
+
+/// A Python action's tool (ruff, coverage, build, twine) that will not be in the workspace's
+/// `.venv`: not there now, not among the `packages:` (or requirements files) of a
+/// `python/venv` stage of the run, and not on PATH. The problem names the line to add.
+pub fn missing_venv_tools(pipeline: &Pipeline, plan: &Plan) -> Vec<Problem> {
+    let venvs: Vec<&crate::pipeline::Stage> = plan
+        .steps
+        .iter()
+        .map(|s| &pipeline.stages[s.stage])
+        .filter(|s| s.builtin() == Some(Builtin::PythonVenv))
+        .collect();
+    let mut problems = Vec::new();
+    for step in &plan.steps {
+        let stage = &pipeline.stages[step.stage];
+        let Some((program, package)) = stage.builtin().and_then(Builtin::venv_tool) else {
+            continue;
+        };
+        let dir = pipeline.workdir(stage);
+        if dir.join(".venv/bin").join(program).is_file() {
+            continue;
+        }
+        let installed_by = |venv: &&crate::pipeline::Stage| {
+            let crate::pipeline::Action::Uses(crate::pipeline::Uses::PythonVenv(params)) =
+                &venv.action
+            else {
+                return false;
+            };
+            if params
+                .packages
+                .iter()
+                .any(|p| requirement_names(p, package))
+            {
+                return true;
+            }
+            let venv_dir = pipeline.workdir(venv);
+            let files: Vec<String> = if params.requirements.is_empty() {
+                vec!["requirements.txt".to_owned()]
+            } else {
+                params.requirements.clone()
+            };
+            files.iter().any(|file| {
+                match std::fs::read_to_string(venv_dir.join(file)) {
+                    Ok(text) => text.lines().any(|line| requirement_names(line, package)),
+                    // Not readable yet (the workspace is not cloned): the stage will tell.
+                    Err(_) => waits_for_clone(pipeline, venv),
+                }
+            })
+        };
+        if venvs.iter().any(installed_by) {
+            continue;
+        }
+        if venvs.is_empty() && which::which(program).is_ok() {
+            continue;
+        }
+        let help = match venvs.first() {
+            Some(venv) => format!(
+                "add `{package}` to the `packages:` of stage `{}` ({}): `with: {{ packages: [{package}] }}`",
+                venv.name, venv.origin
+            ),
+            None => format!(
+                "add a stage that installs it: `install: {{ uses: python/venv, with: {{ packages: [{package}] }} }}` and `needs: [install]`"
+            ),
+        };
+        problems.push(
+            Problem::general(format!(
+                "stage `{}` ({}) runs `{program}` from the workspace's .venv, and nothing installs `{package}` there",
+                stage.name, stage.origin
+            ))
+            .with_help(help),
+        );
+    }
+    problems
+}
+
+/// A requirement line or specifier (`ruff==0.6.9`, `coverage[toml]>=7`) names `package`.
+fn requirement_names(line: &str, package: &str) -> bool {
+    let line = line.trim();
+    let end = line
+        .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+        .unwrap_or(line.len());
+    let name = &line[..end];
+    let norm = |s: &str| s.to_ascii_lowercase().replace(['_', '.'], "-");
+    !name.is_empty() && norm(name) == norm(package)
 }

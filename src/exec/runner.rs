@@ -30,6 +30,8 @@ use crate::exec::watchdog::Watchdog;
 use crate::mask::Masker;
 use crate::pipeline::{Pipeline, StageName};
 use crate::plan::Plan;
+use crate::plan::cache::Verdict;
+use crate::store;
 use crate::store::passed::Passed;
 
 /// After KILL, how long a stage's main process may take to go before the stage is given up
@@ -54,6 +56,18 @@ pub struct RunOptions {
     pub masker: Masker,
     /// Which commit passed which stages in earlier runs, for a deploy's gate.
     pub passed: Passed,
+    /// Where stages with `cache:` are looked up and recorded; `None`: no cache at all.
+    pub cache: Option<CacheOptions>,
+}
+
+/// The cache of a run.
+pub struct CacheOptions {
+    /// `.pydeployer/`.
+    pub state_dir: PathBuf,
+    /// This run's log stem, recorded with each entry.
+    pub run: String,
+    /// `--no-cache`: look nothing up (still record).
+    pub no_cache: bool,
 }
 
 /// A stage attempt in progress.
@@ -74,8 +88,14 @@ struct Active {
     leak: Option<Leak>,
     /// The answers of the action's probes so far, in order, for its post-step.
     answers: Vec<String>,
+    /// What the commands that keep their output printed (bounded), for the post-step.
+    kept: Vec<u8>,
     /// A command failed: only the probes after it still run, then the stage ends so.
     failed: Option<Outcome>,
+    /// `cache:`: the key to record when the stage passes.
+    cache_key: Option<String>,
+    /// Said in the stage's note: a cache entry that could not be trusted, say.
+    cache_warning: Option<String>,
     /// The last line of output, for an action whose post-step reads it.
     last_line: Option<LastLine>,
     /// The deploy's gate let it through only because of `--force`.
@@ -131,6 +151,8 @@ struct Current {
     answer: Option<Vec<u8>>,
     /// A probe is given up on at this instant.
     limit: Option<Instant>,
+    /// A copy of its output is kept (see `CommandLine::keep_output`).
+    keep: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -198,6 +220,7 @@ pub fn execute(
         scheduler: Scheduler::new(policies, options.jobs),
         active: BTreeMap::new(),
         tally: vec![Tally::default(); plan.steps.len()],
+        keys: store::cache::Keys::default(),
         stopped: None,
         killed: false,
         lingering: Vec::new(),
@@ -300,6 +323,8 @@ struct Run<'a, F: FnMut(&RunEvent)> {
     scheduler: Scheduler,
     active: BTreeMap<usize, Active>,
     tally: Vec<Tally>,
+    /// The cache keys of the stages so far.
+    keys: store::cache::Keys,
     /// The run was told to stop, and will exit with this code.
     stopped: Option<i32>,
     /// The running stages were killed without a grace period (a second Ctrl-C).
@@ -363,6 +388,28 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
     fn start(&mut self, step: usize, attempt: u32, stop: &Stop) {
         let (pipeline, options) = (self.pipeline, self.options);
         let stage = &pipeline.stages[self.plan.steps[step].stage];
+        let (mut cache_key, mut cache_warning) = (None, None);
+        if let (Some(cache), Some(spec), 1) = (&options.cache, &stage.cache, attempt) {
+            match self.cache_verdict(cache, stage, spec) {
+                Ok((key, Verdict::Hit { since })) => {
+                    let _ = key;
+                    self.scheduler.finished(step, true);
+                    let reason = SkipReason::Cached { since };
+                    self.tally[step].result = Some((StageResult::Cached, reason.describe()));
+                    self.out.send(RunEvent::StageSkipped {
+                        stage: stage.name.clone(),
+                        reason,
+                        elapsed: self.start.elapsed(),
+                    });
+                    return;
+                }
+                Ok((key, Verdict::Miss { warning })) => {
+                    cache_key = Some(key);
+                    cache_warning = warning;
+                }
+                Err(err) => cache_warning = Some(format!("cache: {err}; the stage ran")),
+            }
+        }
         let commands = actions::commands(pipeline, stage, &options.context);
         self.out.send(RunEvent::StageStarted {
             stage: stage.name.clone(),
@@ -398,15 +445,33 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
                 interactive: stage.interactive,
                 leak: None,
                 answers: Vec::new(),
+                kept: Vec::new(),
                 failed: None,
                 last_line: actions::wants_last_line(stage).then(LastLine::default),
                 forced: false,
+                cache_key,
+                cache_warning,
             },
         );
         match not_started {
             Some(message) => self.complete(step, Outcome::NotStarted { message }, stop),
             None => self.next_command(step, stop),
         }
+    }
+
+    /// The stage's key, and whether it is a hit.
+    fn cache_verdict(
+        &mut self,
+        cache: &CacheOptions,
+        stage: &crate::pipeline::Stage,
+        spec: &crate::pipeline::CacheSpec,
+    ) -> std::io::Result<(String, Verdict)> {
+        let key = self.keys.key(self.pipeline, stage)?;
+        let entry = store::cache::lookup(&cache.state_dir, stage.name.as_str());
+        let dir = self.pipeline.workdir(stage);
+        let missing = store::cache::missing_output(&dir, &spec.outputs)?;
+        let verdict = crate::plan::cache::decide(&key, entry, missing.as_deref(), cache.no_cache);
+        Ok((key, verdict))
     }
 
     /// Starts the stage's next command, or completes the stage when there is none left (or
@@ -457,6 +522,7 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
                     running,
                     answer: command.probe.then(Vec::new),
                     limit: command.probe.then(|| Instant::now() + PROBE_LIMIT),
+                    keep: command.keep_output,
                     program: command.program,
                     also_ok: command.also_ok,
                 });
@@ -486,9 +552,10 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
         let stage = &self.pipeline.stages[self.plan.steps[step].stage].name;
         let (out, start, answer) = (&mut self.out, self.start, &mut current.answer);
         let last = &mut a.last_line;
+        let mut kept = current.keep.then_some(&mut a.kept);
         let result = current
             .running
-            .read(|bytes| emit(out, answer, last, stage, start, bytes));
+            .read(|bytes| emit(out, answer, last, kept.as_deref_mut(), stage, start, bytes));
         if let Err(err) = result {
             let message = format!("reading the output of {}: {err}", current.program);
             self.let_go(step);
@@ -512,7 +579,10 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
             if exited.contains(&step) || now >= running.deadline() {
                 let (out, start, answer) = (&mut self.out, self.start, &mut current.answer);
                 let last = &mut a.last_line;
-                let checked = running.check(now, |b| emit(out, answer, last, stage, start, b));
+                let mut kept = current.keep.then_some(&mut a.kept);
+                let checked = running.check(now, |b| {
+                    emit(out, answer, last, kept.as_deref_mut(), stage, start, b);
+                });
                 if let Err(err) = checked {
                     let message = format!("waiting for {}: {err}", current.program);
                     self.let_go(step);
@@ -626,13 +696,21 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
             self.pipeline,
             stage,
             &self.options.context,
-            &a.answers,
-            &last_line,
+            &actions::Finished {
+                answers: &a.answers,
+                output: &a.kept,
+                outcome: &outcome,
+                last_line: &last_line,
+            },
         );
-        let notes: Vec<&str> = [post.note.as_deref(), leak.map(Leak::describe)]
-            .into_iter()
-            .flatten()
-            .collect();
+        let notes: Vec<&str> = [
+            post.note.as_deref(),
+            leak.map(Leak::describe),
+            a.cache_warning.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         let note = (!notes.is_empty()).then(|| notes.join("; "));
         let forced = a.forced;
         let post = actions::PostStep {
@@ -672,6 +750,7 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
             note,
             details,
             deploy,
+            publish,
         } = post;
         let Some(a) = self.active.remove(&step) else {
             return;
@@ -709,6 +788,19 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
             self.passed_now.insert(stage.name.clone());
         }
         let will_retry = self.stopped.is_none() && self.scheduler.finished(step, passed);
+        // Only a pass is remembered: a failed run is never a hit.
+        let mut note = note;
+        if let (true, Some(key), Some(cache)) = (passed, &a.cache_key, &self.options.cache) {
+            if let Err(err) =
+                store::cache::save(&cache.state_dir, stage.name.as_str(), key, &cache.run)
+            {
+                let warning = format!("cache: could not record this run: {err}");
+                note = Some(match note {
+                    Some(note) => format!("{note}; {warning}"),
+                    None => warning,
+                });
+            }
+        }
         let t = &mut self.tally[step];
         t.attempts = a.attempt;
         t.duration += duration;
@@ -733,6 +825,7 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
             note,
             details,
             deploy: deploy.filter(|_| !will_retry),
+            publish: publish.filter(|_| !will_retry),
             duration,
             will_retry,
             elapsed: self.start.elapsed(),
@@ -858,6 +951,7 @@ fn emit(
     out: &mut Outlet<impl FnMut(&RunEvent)>,
     answer: &mut Option<Vec<u8>>,
     last: &mut Option<LastLine>,
+    kept: Option<&mut Vec<u8>>,
     stage: &StageName,
     start: Instant,
     bytes: Vec<u8>,
@@ -868,10 +962,15 @@ fn emit(
         last.push(&bytes);
     }
     if let Some(answer) = answer {
-        // An answer is a line or two (an object id); a probe that prints more is cut short.
-        let room = 4096usize.saturating_sub(answer.len());
+        // An answer is a few lines (an object id, checksums); a probe that prints more is cut
+        // short.
+        let room = 16384usize.saturating_sub(answer.len());
         answer.extend_from_slice(&bytes[..bytes.len().min(room)]);
     } else if !bytes.is_empty() {
+        if let Some(kept) = kept {
+            let room = actions::KEPT_OUTPUT.saturating_sub(kept.len());
+            kept.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        }
         out.send(RunEvent::StageOutput {
             stage: stage.clone(),
             bytes,

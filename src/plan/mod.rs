@@ -4,6 +4,7 @@
 //! what the scheduler obeys: each step lists the steps it waits for, so the scheduler never
 //! looks at the pipeline's graph again.
 
+pub mod cache;
 pub(crate) mod check;
 pub mod graph;
 pub mod render;
@@ -27,6 +28,9 @@ pub struct Step {
     pub needs_manual: Option<StageName>,
     /// 0-based wave: the longest chain of `after` before it.
     pub wave: usize,
+    /// `cache:` — the run it would be unchanged since, as the files are now (set by
+    /// [`Plan::forecast_cache`]; a stage before it may still change its inputs).
+    pub cached_since: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -130,6 +134,7 @@ impl Plan {
                     None
                 },
                 wave,
+                cached_since: None,
             });
         }
         Ok(Plan {
@@ -137,6 +142,21 @@ impl Plan {
             left_out: selected.left_out,
             selection: selection.describe(),
         })
+    }
+
+    /// Says which stages would be cached, given each stage's key and cache entry as they are
+    /// now (`verdict` computes them).
+    pub fn forecast_cache(
+        &mut self,
+        pipeline: &Pipeline,
+        mut verdict: impl FnMut(&crate::pipeline::Stage) -> Option<cache::Verdict>,
+    ) {
+        for step in &mut self.steps {
+            let stage = &pipeline.stages[step.stage];
+            if let Some(cache::Verdict::Hit { since }) = verdict(stage) {
+                step.cached_since = Some(since);
+            }
+        }
     }
 
     /// Steps grouped by wave: each wave's steps can run together once the previous waves ended.

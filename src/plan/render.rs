@@ -69,7 +69,8 @@ pub fn to_json<'a>(pipeline: &'a Pipeline, plan: &'a Plan, jobs: usize) -> PlanJ
                     will_skip: step
                         .needs_manual
                         .as_ref()
-                        .map(|m| format!("needs manual stage `{m}`, which was not selected")),
+                        .map(|m| format!("needs manual stage `{m}`, which was not selected"))
+                        .or_else(|| step.cached_since.as_ref().map(|r| cached(r))),
                 }
             })
             .collect(),
@@ -137,6 +138,8 @@ pub fn to_text(pipeline: &Pipeline, plan: &Plan, jobs: usize) -> String {
             }
             if let Some(manual) = &step.needs_manual {
                 notes.push(format!("will be skipped: needs manual stage `{manual}`"));
+            } else if let Some(since) = &step.cached_since {
+                notes.push(format!("will be skipped: {}", cached(since)));
             }
             if notes.is_empty() {
                 out.push('\n');
@@ -157,4 +160,9 @@ pub fn to_text(pipeline: &Pipeline, plan: &Plan, jobs: usize) -> String {
         }
     }
     out
+}
+
+/// What the plan says of a stage its cache would skip.
+fn cached(since: &str) -> String {
+    format!("cached (unchanged since {since}, as the files are now)")
 }

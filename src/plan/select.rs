@@ -143,3 +143,19 @@ pub(crate) fn manual_need<'p>(
             .is_some_and(|&j| pipeline.stages[j].when == When::Manual && !selected.contains(&j))
     })
 }
+
+/// `run --failed`: the stages the last run marked to run again, that this pipeline still has,
+/// as an `--only` selection (what they need runs only if it is among them: it did not
+/// succeed either). `None` when there is nothing to run again.
+pub fn failed(pipeline: &Pipeline, last: &crate::store::lastrun::LastRun) -> Option<Selection> {
+    let only: Vec<String> = last
+        .stages
+        .iter()
+        .filter(|s| s.rerun && pipeline.stage(&s.name).is_some())
+        .map(|s| s.name.clone())
+        .collect();
+    (!only.is_empty()).then(|| Selection {
+        only,
+        ..Selection::default()
+    })
+}

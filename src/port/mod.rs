@@ -76,14 +76,20 @@ enum BuiltinUse {
         allow_no_tests: bool,
     },
     Venv {
-        requirements: Option<String>,
+        requirements: Vec<String>,
+        packages: Vec<String>,
         python: Option<String>,
+    },
+    /// A Python kit action (`python/lint`, …), as the shell lines a hosted CI runs.
+    Kit {
+        commands: Vec<String>,
     },
     Push,
     Revert,
 }
 
 fn builtin_use(stage: &Stage) -> Option<BuiltinUse> {
+    let q = |s: &str| crate::actions::quote(s);
     let Action::Uses(uses) = &stage.action else {
         return None;
     };
@@ -98,8 +104,54 @@ fn builtin_use(stage: &Stage) -> Option<BuiltinUse> {
         },
         Uses::PythonVenv(params) => BuiltinUse::Venv {
             requirements: params.requirements.clone(),
+            packages: params.packages.clone(),
             python: params.python.clone(),
         },
+        Uses::PythonLint(params) => {
+            let mut line = "python -m ruff check".to_owned();
+            for arg in &params.args {
+                line.push(' ');
+                line.push_str(&q(arg));
+            }
+            let mut commands = vec![line];
+            if params.format {
+                commands.push("python -m ruff format --check".into());
+            }
+            BuiltinUse::Kit { commands }
+        }
+        Uses::PythonCoverage(params) => {
+            let mut run = "python -m coverage run -m pytest -v".to_owned();
+            for arg in &params.args {
+                run.push(' ');
+                run.push_str(&q(arg));
+            }
+            if params.allow_no_tests {
+                run.push_str(" || test $? -eq 5");
+            }
+            let report = match params.fail_under {
+                Some(p) => format!("python -m coverage report --fail-under={p}"),
+                None => "python -m coverage report".into(),
+            };
+            BuiltinUse::Kit {
+                commands: vec![run, "python -m coverage xml -o coverage.xml".into(), report],
+            }
+        }
+        Uses::PythonBuild => BuiltinUse::Kit {
+            commands: vec!["python -m build".into()],
+        },
+        Uses::PythonPublish(params) => {
+            let mut line = format!(
+                "python -m twine upload --non-interactive --repository-url {}",
+                q(&params.repository_url)
+            );
+            if params.skip_existing {
+                line.push_str(" --skip-existing");
+            }
+            line.push_str(" dist/*");
+            BuiltinUse::Kit {
+                commands: vec![line],
+            }
+        }
         Uses::GitPush => BuiltinUse::Push,
         Uses::GitRevert => BuiltinUse::Revert,
     })
@@ -217,7 +269,7 @@ fn upstream(waits: &[Vec<usize>], i: usize) -> Vec<usize> {
 fn python_stage(uses: Option<&BuiltinUse>) -> bool {
     matches!(
         uses,
-        None | Some(BuiltinUse::Pytest { .. } | BuiltinUse::Venv { .. })
+        None | Some(BuiltinUse::Pytest { .. } | BuiltinUse::Venv { .. } | BuiltinUse::Kit { .. })
     )
 }
 
@@ -329,13 +381,28 @@ fn builtin_commands(pipeline: &Pipeline, uses: &BuiltinUse) -> Vec<String> {
             }
             vec![line]
         }
-        BuiltinUse::Venv { requirements, .. } => vec![match requirements {
-            Some(file) => format!("python -m pip install -r {}", q(file)),
-            None => {
+        BuiltinUse::Venv {
+            requirements,
+            packages,
+            ..
+        } => {
+            let mut lines = vec![if requirements.is_empty() {
                 "if [ -f requirements.txt ]; then python -m pip install -r requirements.txt; fi"
-                    .into()
+                    .to_owned()
+            } else {
+                let files: Vec<String> = requirements
+                    .iter()
+                    .map(|f| format!("-r {}", q(f)))
+                    .collect();
+                format!("python -m pip install {}", files.join(" "))
+            }];
+            if !packages.is_empty() {
+                let names: Vec<String> = packages.iter().map(|p| q(p)).collect();
+                lines.push(format!("python -m pip install {}", names.join(" ")));
             }
-        }],
+            lines
+        }
+        BuiltinUse::Kit { commands } => commands.clone(),
         BuiltinUse::Push => {
             let mut commands = Vec::new();
             push(&mut commands);

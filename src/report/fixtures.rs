@@ -71,6 +71,7 @@ pub(crate) fn sample_run(started_at: DateTime<Local>, log: Option<PathBuf>) -> V
         RunEvent::StageFinished {
             details: None,
             deploy: None,
+            publish: None,
             note: None,
             stage: name("lint"),
             attempt: 1,
@@ -87,6 +88,7 @@ pub(crate) fn sample_run(started_at: DateTime<Local>, log: Option<PathBuf>) -> V
         RunEvent::StageFinished {
             details: None,
             deploy: None,
+            publish: None,
             note: None,
             stage: name("test"),
             attempt: 1,
@@ -105,6 +107,7 @@ pub(crate) fn sample_run(started_at: DateTime<Local>, log: Option<PathBuf>) -> V
         RunEvent::StageFinished {
             details: None,
             deploy: None,
+            publish: None,
             note: None,
             stage: name("test"),
             attempt: 2,

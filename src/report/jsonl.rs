@@ -97,6 +97,7 @@ impl<W: Write> super::Sink for JsonLines<W> {
                 note,
                 details,
                 deploy,
+                publish,
                 duration,
                 will_retry,
                 elapsed,
@@ -121,6 +122,7 @@ impl<W: Write> super::Sink for JsonLines<W> {
                     "duration": seconds(*duration),
                     "will_retry": will_retry,
                     "deploy": deploy,
+                    "publish": publish,
                 }))
             }
             RunEvent::StageSkipped {

@@ -6,12 +6,14 @@
 //! was added with, not by the sink or the session. Adding an output is one file implementing
 //! [`Sink`] and one line where the session builds the reporter.
 
+pub mod artifacts;
 mod clock;
 pub mod cloud;
 #[cfg(test)]
 mod fixtures;
 pub mod json;
 pub mod jsonl;
+pub mod lastrun;
 pub mod ledger;
 pub mod logfile;
 pub mod summary;

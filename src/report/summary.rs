@@ -60,6 +60,7 @@ pub fn result_label(result: &StageResult) -> &'static str {
         StageResult::TimedOut => "timed out",
         StageResult::Cancelled => "cancelled",
         StageResult::Skipped => "skipped",
+        StageResult::Cached => "cached",
     }
 }
 
@@ -122,6 +123,7 @@ fn totals_line_with(summary: &RunSummary, paint: &impl Fn(&StageResult, &str) ->
         (StageResult::TimedOut, "timed out"),
         (StageResult::Cancelled, "cancelled"),
         (StageResult::Skipped, "skipped"),
+        (StageResult::Cached, "cached"),
     ];
     let counts: Vec<String> = kinds
         .iter()

@@ -526,7 +526,7 @@ impl Color {
 
 fn result_color(result: &StageResult) -> Color {
     match result {
-        StageResult::Passed => Color::Green,
+        StageResult::Passed | StageResult::Cached => Color::Green,
         StageResult::Failed | StageResult::TimedOut => Color::Red,
         StageResult::FailedAllowed | StageResult::Cancelled | StageResult::Skipped => Color::Yellow,
     }

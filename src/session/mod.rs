@@ -18,7 +18,7 @@ use crate::actions::{self, RunContext};
 use crate::error::{Failure, Invalid, Problem};
 use crate::events::{PlannedStage, RunHeader, Trigger};
 use crate::exec::preflight;
-use crate::exec::runner::{self, RunOptions};
+use crate::exec::runner::{self, CacheOptions, RunOptions};
 use crate::exec::stop::Stop;
 use crate::exec::watchdog::Watchdog;
 use crate::mask::Masker;
@@ -47,6 +47,8 @@ pub struct RunRequest {
     pub worktree: bool,
     /// Deploy a commit that has not passed the stages its deploy needs (`--force`).
     pub force: bool,
+    /// `run --no-cache`: every stage runs (and what passes is recorded in the cache).
+    pub no_cache: bool,
 }
 
 /// How the run is shown, and how it waits for another run of the project.
@@ -118,7 +120,15 @@ pub fn run(
     let watchdog = Watchdog::start(lock.file()).ok().map(Arc::new);
     let hung_up = || stop.hung_up();
     let cloud = outputs::cloud_sink(pipeline, &state)?;
-    let mut reporter = outputs::reporter(settings, log, ledger, cloud, &hung_up);
+    let mut reporter = outputs::reporter(
+        pipeline,
+        state.path(),
+        settings,
+        log,
+        ledger,
+        cloud,
+        &hung_up,
+    );
     // Only a run with a deploy, or a stage a deploy needs, reads what passed before.
     let guards = guards(pipeline, &plan);
     let record = crate::store::passed::path(&pipeline.root);
@@ -134,6 +144,18 @@ pub fn run(
         grace: pipeline.grace_period,
         watchdog: watchdog.clone(),
         masker,
+        cache: pipeline
+            .stages
+            .iter()
+            .any(|s| s.cache.is_some())
+            .then(|| CacheOptions {
+                state_dir: state.path().to_path_buf(),
+                run: log_path
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                no_cache: request.no_cache,
+            }),
     };
     let summary = runner::execute(pipeline, &plan, header, &options, &stop, |event| {
         if reporter.report(event) == Flow::Stop {
@@ -259,11 +281,11 @@ fn scratch(
     state: &StateDir,
     lock: &RunLock,
 ) -> Result<Option<tempfile::TempDir>, Failure> {
-    let pytest = plan
+    let reports = plan
         .steps
         .iter()
-        .any(|s| pipeline.stages[s.stage].builtin() == Some(Builtin::Pytest));
-    if !pytest {
+        .any(|s| actions::needs_scratch(&pipeline.stages[s.stage]));
+    if !reports {
         return Ok(None);
     }
     state.scratch(lock).map(Some).map_err(|err| {

@@ -15,9 +15,11 @@ use crate::events::{RunSummary, StageResult};
 use crate::exec::process;
 use crate::pipeline::Pipeline;
 use crate::pipeline::StageName;
+use crate::report::artifacts::ArtifactSink;
 use crate::report::cloud::{CloudSink, Destinations, S3Destination};
 use crate::report::json::JsonSummary;
 use crate::report::jsonl::JsonLines;
+use crate::report::lastrun::LastRunSink;
 use crate::report::ledger::LedgerSink;
 use crate::report::logfile::RunLog;
 use crate::report::terminal::{Terminal, TerminalOptions, TerminalSink, Verbosity};
@@ -40,6 +42,8 @@ pub enum Format {
 
 /// Every output of the run, in the order each event reaches them.
 pub(super) fn reporter<'a>(
+    pipeline: &'a Pipeline,
+    state_dir: &Path,
     settings: &RunSettings,
     log: RunLog,
     ledger: Option<Ledger>,
@@ -59,6 +63,19 @@ pub(super) fn reporter<'a>(
             OnFailure::Drop,
             TerminalSink { terminal, hung_up },
         );
+    let what = format!("the record of this run in {}", state_dir.display());
+    reporter = reporter.with(
+        what,
+        OnFailure::ReportAfter,
+        LastRunSink::new(state_dir.to_path_buf()),
+    );
+    if pipeline.stages.iter().any(|s| s.artifacts.is_some()) {
+        let what = format!(
+            "the artifacts folder {}",
+            crate::store::artifacts::root(&pipeline.root).display()
+        );
+        reporter = reporter.with(what, OnFailure::ReportAfter, ArtifactSink::new(pipeline));
+    }
     if let Some(ledger) = ledger {
         let what = format!("the deploy ledger {}", ledger.path().display());
         reporter = reporter.with(what, OnFailure::ReportAfter, LedgerSink::new(ledger));
@@ -94,7 +111,9 @@ pub(super) fn create_log(
 
 /// Keeps the newest `logs.keep` run logs; a failure is worth a warning, not the run's result.
 pub(super) fn prune_logs(pipeline: &Pipeline, current: &Path) {
-    if let Err(err) = crate::store::logs::prune(&pipeline.logs.dir, pipeline.logs.keep, current) {
+    let pruned = crate::store::logs::prune(&pipeline.logs.dir, pipeline.logs.keep, current)
+        .and_then(|removed| crate::store::artifacts::prune(&pipeline.root, &removed));
+    if let Err(err) = pruned {
         crate::errln!(
             "warning: could not remove old logs in {}: {err}",
             pipeline.logs.dir.display()

@@ -4,6 +4,9 @@
 //! Everything read back from here is untrusted input: it may have been edited, truncated or
 //! written by another version.
 
+pub mod artifacts;
+pub mod cache;
+pub mod lastrun;
 pub mod ledger;
 pub mod logs;
 pub mod outbox;

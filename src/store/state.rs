@@ -108,6 +108,11 @@ impl StateDir {
         Ok(StateDir { path })
     }
 
+    /// The folder itself (`.pydeployer/`).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Takes the run lock. When another run holds it: an error naming that run, or with
     /// `wait`, `waiting(holder)` is called once and the lock is awaited.
     pub fn lock(
