@@ -44,6 +44,53 @@ const UNRESERVED_KEPT: &AsciiSet = &NON_ALPHANUMERIC
 const BASE64_ENGINES: [(GeneralPurpose, GeneralPurpose); 2] =
     [(STANDARD, STANDARD_NO_PAD), (URL_SAFE, URL_SAFE_NO_PAD)];
 
+/// A secret shorter than this is masked all the same, but masks that text wherever it is
+/// (every `a` of the output for `TOK=a`): a run says so before it starts.
+pub const SHORT_SECRET: usize = 4;
+
+/// Each secret of the pipeline that is set, by name, with its value: from the environment, or
+/// from an `env:` of the pipeline. With `cloud:`, the AWS secret key and session token are
+/// secrets; with `notify:`, each webhook's URL.
+pub fn secret_values(pipeline: &Pipeline) -> Vec<(String, String)> {
+    let mut names: Vec<&str> = pipeline
+        .secrets
+        .iter()
+        .chain(pipeline.stages.iter().flat_map(|s| &s.secrets))
+        .map(String::as_str)
+        .collect();
+    if pipeline.cloud.is_some() {
+        names.extend(["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"]);
+    }
+    names.extend(pipeline.notify.iter().map(|hook| hook.env.as_str()));
+    let from_env = names
+        .iter()
+        .filter_map(|name| Some(((*name).to_owned(), std::env::var(name).ok()?)));
+    let from_yaml = std::iter::once(&pipeline.env)
+        .chain(pipeline.stages.iter().map(|s| &s.env))
+        .flat_map(|env| env.iter())
+        .filter(|(key, _)| names.contains(&key.as_str()))
+        .map(|(key, value)| (key.clone(), value.clone()));
+    from_env.chain(from_yaml).collect()
+}
+
+/// The names of secrets shorter than [`SHORT_SECRET`] (but not empty).
+pub fn short_secrets(pipeline: &Pipeline) -> Vec<String> {
+    let mut names: Vec<String> = secret_values(pipeline)
+        .into_iter()
+        .filter(|(_, value)| {
+            let len = value.trim().chars().count();
+            len > 0 && len < SHORT_SECRET
+        })
+        .map(|(name, _)| name)
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Above this many bytes of patterns, the automaton is the compact one.
+const COMPACT_ABOVE: usize = 16 * 1024;
+
 /// Finds the secrets of one run and masks them.
 ///
 /// Cheap to clone: the automaton is shared.
@@ -76,24 +123,7 @@ impl Masker {
     /// read from a profile file). With `cloud:`, the AWS secret key and session token are
     /// secrets; with `notify:`, each webhook's URL.
     pub fn for_pipeline_and(pipeline: &Pipeline, extra: Vec<String>) -> Masker {
-        let mut names: Vec<&str> = pipeline
-            .secrets
-            .iter()
-            .chain(pipeline.stages.iter().flat_map(|s| &s.secrets))
-            .map(String::as_str)
-            .collect();
-        if pipeline.cloud.is_some() {
-            names.extend(["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"]);
-        }
-        names.extend(pipeline.notify.iter().map(|hook| hook.env.as_str()));
-        // The value a stage sees: from the environment, or set by an `env:` of the pipeline.
-        let from_env = names.iter().filter_map(|name| std::env::var(name).ok());
-        let from_yaml = std::iter::once(&pipeline.env)
-            .chain(pipeline.stages.iter().map(|s| &s.env))
-            .flat_map(|env| env.iter())
-            .filter(|(key, _)| names.contains(&key.as_str()))
-            .map(|(_, value)| value.clone());
-        let values = from_env.chain(from_yaml);
+        let values = secret_values(pipeline).into_iter().map(|(_, value)| value);
         let credentials = pipeline
             .repo
             .as_ref()
@@ -114,9 +144,17 @@ impl Masker {
         let Some(longest) = patterns.iter().map(String::len).max() else {
             return Masker::default();
         };
-        let built = AhoCorasick::builder()
-            .match_kind(MatchKind::LeftmostLongest)
-            .build(&patterns);
+        let total: usize = patterns.iter().map(String::len).sum();
+        let mut builder = AhoCorasick::builder();
+        builder.match_kind(MatchKind::LeftmostLongest);
+        if total > COMPACT_ABOVE {
+            // A DFA (or dense NFA states) costs kilobytes per byte of secret: a long secret
+            // (a key file in `env:`) is matched by the compact NFA instead, linear in its size.
+            builder
+                .kind(Some(aho_corasick::AhoCorasickKind::ContiguousNFA))
+                .dense_depth(0);
+        }
+        let built = builder.build(&patterns);
         let matcher = match built {
             Ok(automaton) => Matcher::Patterns(
                 automaton,

@@ -749,3 +749,16 @@ fn yaml_nested_1000_levels_deep_is_refused() {
         "the problem is not the nesting:\n{err}"
     );
 }
+
+#[test]
+fn a_very_short_secret_is_masked_and_said_to_be_short() {
+    let project = Project::with_pipeline("secrets: [TOK]\nstages:\n  a: { run: echo a-b-a }\n");
+    let output = project.cmd(&["run"]).env("TOK", "a").output().unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        err.contains("warning: the secret TOK is shorter than 4 characters"),
+        "{err}"
+    );
+    assert!(project.last_log().contains("***-b-***"));
+}

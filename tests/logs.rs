@@ -101,3 +101,46 @@ fn binary_output_is_kept_not_a_crash() {
         "raw bytes not kept"
     );
 }
+
+#[test]
+fn a_shared_logs_folder_never_loses_a_running_log() {
+    // Two projects write into one logs folder (one of them through a symlink), keeping one log.
+    let shared = tempfile::TempDir::new().unwrap();
+    let a = Project::with_pipeline(&format!(
+        "logs: {{ dir: {}, keep: 1 }}\nstages:\n  a: {{ run: echo a }}\n",
+        shared.path().display()
+    ));
+    let b = Project::new();
+    std::os::unix::fs::symlink(shared.path(), b.join("shared")).unwrap();
+    b.file(
+        "pipeline.yml",
+        "logs: { dir: shared, keep: 1 }\nstages:\n  slow: { run: 'touch started; sleep 30' }\n",
+    );
+    let running = b.spawn(&["run"]);
+    b.wait_for("started", std::time::Duration::from_secs(20));
+    let b_log = std::fs::read_dir(shared.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    // A's retention runs while B writes its log: B's log stays.
+    let (code, _, err) = a.run(&["run"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(b_log.exists(), "a running log was removed");
+    // …and A's listing calls B's run running, not killed.
+    let (code, out, err) = a.run(&["logs", "--list", "--format", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let b_name = b_log.file_name().unwrap().to_string_lossy().into_owned();
+    let entry = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == b_name.as_str())
+        .unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(entry["result"], "running", "{out}");
+    common::signal(running.id(), libc::SIGTERM);
+    let (code, _, _) = common::finish(running, std::time::Duration::from_secs(30));
+    assert_eq!(code, 143);
+}

@@ -207,7 +207,13 @@ fn list(cli: &Cli, project: &Project) -> Result<(), Failure> {
         .zip(0..)
         .map(|(path, i)| {
             let info = LogInfo::read(path).unwrap_or_default();
-            let result = info.result(writer);
+            let result = match info.result(writer) {
+                // Another project's run (a shared logs folder) is alive too.
+                RunResult::Killed if crate::store::logs::is_being_written(path) => {
+                    RunResult::Running
+                }
+                result => result,
+            };
             let duration = match (result, info.started_at) {
                 (RunResult::Running, Some(started)) => {
                     (Local::now().fixed_offset() - started).to_std().ok()

@@ -83,6 +83,14 @@ impl RunLog {
             let path = dir.join(name);
             match OpenOptions::new().write(true).create_new(true).open(&path) {
                 Ok(file) => {
+                    // Held for as long as the run writes it: retention (also another
+                    // project's, sharing the folder) and `logs --list` see the run alive.
+                    file.try_lock().map_err(|err| match err {
+                        std::fs::TryLockError::Error(err) => err,
+                        std::fs::TryLockError::WouldBlock => {
+                            io::Error::other("the new log is locked by another process")
+                        }
+                    })?;
                     return Ok(RunLog {
                         path,
                         out: BufWriter::with_capacity(BUFFER_SIZE, file),

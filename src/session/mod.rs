@@ -81,16 +81,8 @@ pub fn run(
     let (pipeline, snapshot) = source::workspace(pipeline, request.worktree)?;
     let pipeline = pipeline.as_ref();
     let plan = checked_plan(pipeline, &request.selection)?;
-    if let Some(note) = source::differs(pipeline, &plan) {
-        crate::errln!("{note}");
-    }
-    // The AWS chain's secrets (also a profile's, from ~/.aws/) only when the pipeline uses it.
-    let cloud_secrets = if pipeline.cloud.is_some() {
-        crate::cloud::chain_secrets()
-    } else {
-        Vec::new()
-    };
-    let masker = Masker::for_pipeline_and(pipeline, cloud_secrets);
+    source::say_if_differs(pipeline, &plan);
+    let masker = masker(pipeline);
     // One run at a time per project; everything below happens under the lock.
     let state = StateDir::open(&pipeline.root).map_err(|err| Failure::Tool(err.into()))?;
     let lock = lock(&state, request.command, settings.wait)?;
@@ -129,33 +121,15 @@ pub fn run(
         cloud,
         &hung_up,
     );
-    // Only a run with a deploy, or a stage a deploy needs, reads what passed before.
     let guards = guards(pipeline, &plan);
-    let record = crate::store::passed::path(&pipeline.root);
-    let passed = if guards.is_empty() {
-        Passed::default()
-    } else {
-        Passed::load(&record, |warning| crate::errln!("warning: {warning}"))
-    };
     let options = RunOptions {
-        passed,
+        passed: passed_before(pipeline, &guards),
         context,
         jobs: header.jobs,
         grace: pipeline.grace_period,
         watchdog: watchdog.clone(),
         masker,
-        cache: pipeline
-            .stages
-            .iter()
-            .any(|s| s.cache.is_some())
-            .then(|| CacheOptions {
-                state_dir: state.path().to_path_buf(),
-                run: log_path
-                    .file_stem()
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                no_cache: request.no_cache,
-            }),
+        cache: cache_options(pipeline, &state, &log_path, request.no_cache),
     };
     let summary = runner::execute(pipeline, &plan, header, &options, &stop, |event| {
         if reporter.report(event) == Flow::Stop {
@@ -177,6 +151,51 @@ pub fn run(
     // After the lock: a cloud that does not answer holds up this run's end, not the next run.
     let delivered = outputs::deliver(pipeline, &state, settings);
     outputs::verdict(&failures, summary.exit_code).and(delivered)
+}
+
+/// Every secret of the run, the AWS chain's too (also a profile's, from ~/.aws/) when the
+/// pipeline uses the cloud; a secret of a few characters is said to be short.
+fn masker(pipeline: &Pipeline) -> Masker {
+    let cloud_secrets = if pipeline.cloud.is_some() {
+        crate::cloud::chain_secrets()
+    } else {
+        Vec::new()
+    };
+    outputs::warn_short_secrets(pipeline);
+    Masker::for_pipeline_and(pipeline, cloud_secrets)
+}
+
+/// What passed before, read only by a run with a deploy or a stage a deploy needs.
+fn passed_before(
+    pipeline: &Pipeline,
+    guards: &std::collections::BTreeSet<crate::pipeline::StageName>,
+) -> Passed {
+    if guards.is_empty() {
+        return Passed::default();
+    }
+    let record = crate::store::passed::path(&pipeline.root);
+    Passed::load(&record, |warning| crate::errln!("warning: {warning}"))
+}
+
+/// The cache's settings, when a stage has `cache:`.
+fn cache_options(
+    pipeline: &Pipeline,
+    state: &StateDir,
+    log: &std::path::Path,
+    no_cache: bool,
+) -> Option<CacheOptions> {
+    pipeline
+        .stages
+        .iter()
+        .any(|s| s.cache.is_some())
+        .then(|| CacheOptions {
+            state_dir: state.path().to_path_buf(),
+            run: log
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            no_cache,
+        })
 }
 
 /// The stages some deploy of the pipeline needs to have passed, when this plan runs one of them

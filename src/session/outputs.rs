@@ -163,6 +163,16 @@ pub(super) fn record_passed(
     }
 }
 
+/// A secret of a few characters is masked wherever that text appears: said before the run.
+pub(super) fn warn_short_secrets(pipeline: &Pipeline) {
+    for name in crate::mask::short_secrets(pipeline) {
+        crate::errln!(
+            "warning: the secret {name} is shorter than {} characters: it is masked wherever that text appears, mangling the output around it",
+            crate::mask::SHORT_SECRET
+        );
+    }
+}
+
 /// The run's result: an output that failed is a tool error (the first one, in the order the
 /// outputs were added), else the stages' exit code.
 pub(super) fn verdict(failures: &[SinkFailure], exit_code: i32) -> Result<(), Failure> {

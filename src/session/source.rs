@@ -117,10 +117,17 @@ fn settled_workdirs(pipeline: Cow<'_, Pipeline>) -> Cow<'_, Pipeline> {
     Cow::Owned(pipeline)
 }
 
+/// Says, in one line on stderr, when a clone run tests something other than its checkout.
+pub(super) fn say_if_differs(pipeline: &Pipeline, plan: &Plan) {
+    if let Some(note) = differs(pipeline, plan) {
+        crate::errln!("{note}");
+    }
+}
+
 /// One line when a clone run tests something other than the checkout it was started from: the
 /// checkout (a clone of the same repository) has uncommitted changes, or commits its remote's
 /// branch does not have.
-pub(super) fn differs(pipeline: &Pipeline, plan: &Plan) -> Option<String> {
+fn differs(pipeline: &Pipeline, plan: &Plan) -> Option<String> {
     let repo = pipeline.repo.as_ref()?;
     let clones = plan
         .steps

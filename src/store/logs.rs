@@ -290,7 +290,8 @@ pub fn prune(dir: &Path, keep: usize, current: &Path) -> io::Result<Vec<PathBuf>
     };
     let mut removed = Vec::new();
     for path in runs.into_iter().take(excess) {
-        if is_current(&path) {
+        // A log whose run is alive is never removed, whoever writes it.
+        if is_current(&path) || is_being_written(&path) {
             continue;
         }
         match fs::remove_file(&path) {
@@ -301,6 +302,15 @@ pub fn prune(dir: &Path, keep: usize, current: &Path) -> io::Result<Vec<PathBuf>
         }
     }
     Ok(removed)
+}
+
+/// Whether a run is writing the log at `path` now: the run holds a lock on its log for as long
+/// as it lives (a run killed with `kill -9` holds none).
+pub fn is_being_written(path: &Path) -> bool {
+    let Ok(file) = super::open_regular(path) else {
+        return false;
+    };
+    matches!(file.try_lock_shared(), Err(fs::TryLockError::WouldBlock))
 }
 
 /// The run logs in `dir`, oldest first. A missing folder holds no logs.
