@@ -145,7 +145,11 @@ fn read_one(path: &Path, problems: &mut Vec<Problem>) -> Option<Parsed> {
     let file = SourceFile::new(path, text);
     match parse(&file.text) {
         Ok(root) => {
-            nul_bytes(&file, &root, problems);
+            // A NUL comes in as a byte or through an escape (`"\0"`, `"\x00"`): without
+            // either in the text, there is no need to walk the tree.
+            if memchr::memchr2(b'\0', b'\\', file.text.as_bytes()).is_some() {
+                nul_bytes(&file, &root, problems);
+            }
             Some(Parsed { file, root })
         }
         Err(err) => {
