@@ -345,6 +345,13 @@ fn rollback_target(pipeline: &Pipeline, id: u64) -> Result<crate::object_id::Obj
             .into());
         }
     }
+    if entry.kind == crate::store::ledger::Kind::Publish {
+        return Err(Problem::general(format!(
+            "ledger entry {id} is a publish to a package index, not a deploy"
+        ))
+        .with_help("return to a deploy or rollback entry (`pydeployer history`)")
+        .into());
+    }
     // An up-to-date deploy's commit was live too: the branch already held it.
     if !matches!(entry.status, Status::Success | Status::UpToDate) {
         // Its commit may never have reached the remote: returning to it would publish

@@ -480,6 +480,36 @@ fn the_python_kit_on_a_real_sdist_from_init_to_publish() {
     let (code, _, stderr) = pydeployer(&seed, &["run", "publish"], &env);
     assert_eq!(code, 0, "{stderr}");
     assert!(row(&stderr, "publish").contains("skipped"), "{stderr}");
+    // The ledger records each publish: package, version, files with their sha256, index.
+    let ledger: serde_json::Value = serde_json::from_str(
+        &fs::read_to_string(seed.join("archive/deploy_history.json")).unwrap(),
+    )
+    .unwrap();
+    let publishes: Vec<&serde_json::Value> = ledger
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "publish")
+        .collect();
+    let statuses: Vec<&str> = publishes
+        .iter()
+        .map(|e| e["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["success", "failed", "up_to_date"], "{ledger}");
+    let first = &publishes[0]["publish"];
+    // As the dist files name it (PEP 625 normalises `-` to `_`).
+    assert_eq!(first["package"], "more_itertools");
+    assert_eq!(first["version"], "10.5.0");
+    assert_eq!(first["index"].as_str().unwrap(), index().url);
+    let files = first["files"].as_array().unwrap();
+    assert!(!files.is_empty(), "{first}");
+    assert!(
+        files
+            .iter()
+            .all(|f| f["sha256"].as_str().is_some_and(|h| h.len() == 64)),
+        "{first}"
+    );
+    assert!(!ledger.to_string().contains(TOKEN));
 }
 
 #[test]

@@ -112,6 +112,7 @@ mod tests {
             previous_commit: None,
             log: None,
             forced: false,
+            publish: None,
             other: serde_json::Map::new(),
         }
     }

@@ -1,5 +1,5 @@
-//! The deploy ledger as a run's output: one entry per deploy (`git/push`) or rollback
-//! (`git/revert`) stage that ends, from what the stage's action said it did (the `deploy` of
+//! The deploy ledger as a run's output: one entry per deploy (`git/push`), rollback
+//! (`git/revert`) or publish (`python/publish`) stage that ends, from what the stage's action said it did (the `deploy` of
 //! its finished event). Nothing here runs a process; the file is `store::ledger`'s.
 
 use std::collections::HashMap;
@@ -8,9 +8,10 @@ use std::path::PathBuf;
 
 use chrono::{DateTime, Local};
 
+use crate::events::Published;
 use crate::events::{DeployKind, Outcome, RunEvent};
 use crate::pipeline::StageName;
-use crate::store::ledger::{Kind, Ledger, NewEntry, Status};
+use crate::store::ledger::{Kind, Ledger, NewEntry, PublishRecord, PublishedFileRecord, Status};
 
 /// Appends an entry to the ledger for each deploy or rollback stage that ends.
 pub struct LedgerSink {
@@ -74,11 +75,69 @@ impl super::Sink for LedgerSink {
                     commit: deploy.commit.clone(),
                     previous_commit: deploy.previous_commit.clone(),
                     log: self.log.clone(),
+                    publish: None,
                 };
+                self.ledger.append(entry)?;
+            }
+            RunEvent::StageFinished {
+                stage,
+                outcome,
+                publish: Some(publish),
+                will_retry: false,
+                ..
+            } => {
+                let finished_at = Local::now();
+                let entry = publish_entry(
+                    publish,
+                    outcome,
+                    self.started.remove(stage).unwrap_or(finished_at),
+                    self.log.clone(),
+                );
                 self.ledger.append(entry)?;
             }
             _ => {}
         }
         Ok(())
+    }
+}
+
+/// A `publish` entry: the index stands where a deploy has its repository; a version the index
+/// already had, skipped, is `up_to_date`.
+fn publish_entry(
+    publish: &Published,
+    outcome: &Outcome,
+    started_at: DateTime<Local>,
+    log: Option<PathBuf>,
+) -> NewEntry {
+    NewEntry {
+        kind: Kind::Publish,
+        status: match outcome {
+            Outcome::Passed if publish.skipped => Status::UpToDate,
+            Outcome::Passed => Status::Success,
+            Outcome::Cancelled => Status::Cancelled,
+            _ => Status::Failed,
+        },
+        forced: false,
+        started_at,
+        finished_at: Local::now(),
+        repo: publish.index.clone(),
+        remote: String::new(),
+        branch: String::new(),
+        commit: None,
+        previous_commit: None,
+        log,
+        publish: Some(PublishRecord {
+            package: publish.package.clone(),
+            version: publish.version.clone(),
+            index: publish.index.clone(),
+            files: publish
+                .files
+                .iter()
+                .map(|f| PublishedFileRecord {
+                    name: f.name.clone(),
+                    sha256: f.sha256.clone(),
+                })
+                .collect(),
+        }),
     }
 }

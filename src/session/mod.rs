@@ -258,7 +258,7 @@ fn ledger(pipeline: &Pipeline, plan: &Plan) -> Result<Option<Ledger>, Failure> {
     let deploys = plan.steps.iter().any(|s| {
         matches!(
             pipeline.stages[s.stage].builtin(),
-            Some(Builtin::GitPush | Builtin::GitRevert)
+            Some(Builtin::GitPush | Builtin::GitRevert | Builtin::PythonPublish)
         )
     });
     if !deploys {

@@ -48,10 +48,30 @@ pub struct Entry {
     /// Deployed with `--force`, although it had not passed the stages its deploy needs.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub forced: bool,
+    /// A `publish` entry: what went to the package index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish: Option<PublishRecord>,
     /// Fields this version does not know (written by a newer one): kept as they are, and
     /// written back by the next append.
     #[serde(flatten)]
     pub other: serde_json::Map<String, serde_json::Value>,
+}
+
+/// What a `python/publish` stage uploaded.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct PublishRecord {
+    pub package: String,
+    pub version: String,
+    /// The index's upload URL.
+    pub index: String,
+    /// Each file's name and SHA-256 (`null` when it could not be read).
+    pub files: Vec<PublishedFileRecord>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct PublishedFileRecord {
+    pub name: String,
+    pub sha256: Option<String>,
 }
 
 /// What an entry records.
@@ -60,6 +80,8 @@ pub struct Entry {
 pub enum Kind {
     Deploy,
     Rollback,
+    /// A package uploaded to an index (`python/publish`); never a place to roll back to.
+    Publish,
 }
 
 /// How it ended.
@@ -81,6 +103,7 @@ impl Kind {
         match self {
             Kind::Deploy => "deploy",
             Kind::Rollback => "rollback",
+            Kind::Publish => "publish",
         }
     }
 }
@@ -126,6 +149,7 @@ pub struct NewEntry {
     pub previous_commit: Option<ObjectId>,
     pub log: Option<PathBuf>,
     pub forced: bool,
+    pub publish: Option<PublishRecord>,
 }
 
 impl NewEntry {
@@ -143,6 +167,7 @@ impl NewEntry {
             commit: self.commit,
             previous_commit: self.previous_commit,
             forced: self.forced,
+            publish: self.publish,
             // JSON strings are UTF-8: a path that is not would make the whole append fail,
             // and a slightly mangled log path is better than a deploy left unrecorded.
             log: self
@@ -448,6 +473,7 @@ mod tests {
             previous_commit: None,
             log: Some(PathBuf::from("logs/2024-03-05_12-00-00.log")),
             forced: false,
+            publish: None,
         }
     }
 
