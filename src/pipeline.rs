@@ -355,6 +355,10 @@ pub struct VenvParams {
     pub packages: Vec<String>,
     /// The interpreter that makes the venv; `None`: `python3`.
     pub python: Option<String>,
+    /// Install the project itself (`pip install -e .`), from its pyproject.toml or setup.py.
+    pub project: bool,
+    /// The project's extras to install with it (`[test]`); implies `project`.
+    pub extras: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -523,6 +527,8 @@ impl Builtin {
                 ("requirements", Param::Words),
                 ("packages", Param::Words),
                 ("python", Param::Text),
+                ("project", Param::Flag),
+                ("extras", Param::Words),
             ],
             Builtin::PythonLint => &[("format", Param::Flag), ("args", Param::Words)],
             Builtin::PythonCoverage => &[

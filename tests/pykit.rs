@@ -551,3 +551,38 @@ fn a_tool_nothing_installs_is_named_with_the_line_to_add() {
     assert!(stderr.contains("nothing installs `ruff`"), "{stderr}");
     assert!(stderr.contains("with: { packages: [ruff] }"), "{stderr}");
 }
+
+#[test]
+fn init_installs_a_pyproject_project_with_its_test_extra_and_runs_green() {
+    // A project as they are written today: pyproject.toml, its test tools in an extra, and
+    // tests that import it as installed (no `pythonpath` trick).
+    let project = Project::new();
+    project
+        .file(
+            "app/pyproject.toml",
+            "[build-system]\nrequires = [\"setuptools>=64\"]\nbuild-backend = \"setuptools.build_meta\"\n\n[project]\nname = \"calcpkg\"\nversion = \"0.1.0\"\n\n[project.optional-dependencies]\ntest = [\"pytest\"]\n\n[tool.pytest.ini_options]\ntestpaths = [\"tests\"]\n",
+        )
+        .file("app/src/calcpkg/__init__.py", "def add(a, b):\n    return a + b\n")
+        .file(
+            "app/tests/test_calc.py",
+            "from calcpkg import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n",
+        );
+    let app = project.join("app");
+    let (code, _, stderr) = pydeployer(&app, &["init"], &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let install = fs::read_to_string(app.join("stages.d/20-install.yml")).unwrap();
+    assert!(install.contains("extras: [test]"), "{install}");
+    let (code, _, stderr) = pydeployer(&app, &["run", "install", "test"], &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(row(&stderr, "test").contains("passed"), "{stderr}");
+    // The project is installed in the venv (editable), with pytest from its extra.
+    let show = Command::new(app.join(".venv/bin/pip"))
+        .args(["show", "calcpkg"])
+        .output()
+        .unwrap();
+    assert!(
+        show.status.success(),
+        "{}",
+        String::from_utf8_lossy(&show.stderr)
+    );
+}

@@ -73,7 +73,34 @@ pub fn venv(dir: &Path, params: &VenvParams) -> Result<Vec<CommandLine>, String>
             files.push(file.clone());
         }
     }
-    if files.is_empty() && params.packages.is_empty() {
+    if let Some(bad) = params.extras.iter().find(|e| {
+        e.is_empty()
+            || !e
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    }) {
+        return Err(format!(
+            "`{bad}` is not an extra's name (letters, digits, `.`, `_`, `-`)"
+        ));
+    }
+    let project = params.project.then(|| {
+        if params.extras.is_empty() {
+            ".".to_owned()
+        } else {
+            format!(".[{}]", params.extras.join(","))
+        }
+    });
+    if project.is_some()
+        && !["pyproject.toml", "setup.py", "setup.cfg"]
+            .iter()
+            .any(|f| dir.join(f).is_file())
+    {
+        return Err(format!(
+            "`project: true` installs the project, and {} has no pyproject.toml, setup.cfg or setup.py",
+            dir.display()
+        ));
+    }
+    if files.is_empty() && params.packages.is_empty() && project.is_none() {
         return Ok(commands);
     }
     let mut args: Vec<String> = ["-m", "pip", "install", "--disable-pip-version-check"]
@@ -87,6 +114,9 @@ pub fn venv(dir: &Path, params: &VenvParams) -> Result<Vec<CommandLine>, String>
             file
         };
         args.extend(["-r".to_owned(), file]);
+    }
+    if let Some(project) = project {
+        args.extend(["-e".to_owned(), project]);
     }
     if !params.packages.is_empty() {
         // Requirement specifiers, never options: pip stops reading options after `--`.

@@ -47,6 +47,9 @@ struct Detected {
     /// The project configures pytest itself (`pytest.ini`, `[tool.pytest…]`, a root
     /// `conftest.py`, …), so `init` adds no pytest options.
     pytest_configured: bool,
+    /// The extra of pyproject.toml's `[project.optional-dependencies]` that holds the test
+    /// tools (`test`, `tests`, `testing`), installed with the project.
+    test_extra: Option<String>,
 }
 
 #[derive(Debug)]
@@ -268,7 +271,29 @@ fn detect(folder: &Path) -> Detected {
         tests,
         python,
         pytest_configured,
+        test_extra: test_extra(&folder.join("pyproject.toml")),
     }
+}
+
+/// The test extra of a pyproject.toml: a key named `test`, `tests` or `testing` in its
+/// `[project.optional-dependencies]` table (read as text: a line `name = [` in that table).
+fn test_extra(pyproject: &Path) -> Option<String> {
+    let text = crate::store::read_regular(pyproject, 1 << 20).ok()?;
+    let text = String::from_utf8(text).ok()?;
+    let mut in_table = false;
+    let mut found = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            in_table = line == "[project.optional-dependencies]";
+        } else if in_table && let Some((key, _)) = line.split_once('=') {
+            found.push(key.trim().trim_matches('"').to_owned());
+        }
+    }
+    ["test", "tests", "testing"]
+        .into_iter()
+        .find(|name| found.iter().any(|f| f == name))
+        .map(str::to_owned)
 }
 
 /// `origin`'s URL and branch, when the folder is in a git work tree that has one.
@@ -535,6 +560,11 @@ fn python_kit(
     } else {
         format!("    requirements: [{}]\n", requirements.join(", "))
     };
+    // The project itself, with its test extra: its tests import it as installed.
+    let extra_line = detected
+        .test_extra
+        .as_ref()
+        .map_or_else(String::new, |extra| format!("    extras: [{extra}]\n"));
     let mut test_with = Vec::new();
     if !detected.pytest_configured {
         test_with.push("args: [-o, pythonpath=.]".to_owned());
@@ -563,7 +593,7 @@ install:
   uses: python/venv
   description: create .venv with the requirements and the CI tools
   with:
-{requirements_line}    packages: [pytest, ruff, coverage, build, twine]
+{requirements_line}{extra_line}    packages: [pytest, ruff, coverage, build, twine]
 {}{workdir}  timeout: 15m
 ",
                 needs(last)
@@ -909,6 +939,7 @@ mod tests {
                             tests: tests.then(|| "tests/".to_owned()),
                             python: python || requirements || tests,
                             pytest_configured: python,
+                            test_extra: None,
                         };
                         let files = generate(&detected, "pipeline.yml");
                         if let Err(Failure::Invalid(invalid)) = check(&files) {

@@ -71,10 +71,12 @@ impl Checker<'_> {
         let args = words("args");
         let requirements = words("requirements");
         let packages = words("packages");
+        let extras = words("extras");
         let mut flag = |key: &str| matches!(values.remove(key), Some(ParamValue::Flag(true)));
         let allow_no_tests = flag("allow_no_tests");
         let format = flag("format");
         let skip_existing = flag("skip_existing");
+        let project = flag("project");
         let fail_under = match values.remove("fail_under") {
             Some(ParamValue::Percent(p)) => Some(p),
             _ => None,
@@ -88,6 +90,8 @@ impl Checker<'_> {
                 requirements,
                 packages,
                 python,
+                project: project || !extras.is_empty(),
+                extras,
             }),
             Builtin::Pytest => Uses::Pytest(PytestParams {
                 args,

@@ -504,6 +504,14 @@ fn parameter_description(action: Builtin, name: &str) -> &'static str {
             "`true`: a version already on the index is skipped instead of failing the stage."
         }
         (Builtin::PythonVenv, "python") => "The Python that creates `.venv`; default `python3`.",
+        (Builtin::PythonVenv, "project") => {
+            "Install the project itself into `.venv` (`pip install -e .`, from its pyproject.toml, \
+             setup.cfg or setup.py)."
+        }
+        (Builtin::PythonVenv, "extras") => {
+            "The project's extras to install with it, e.g. `[test]` (`pip install -e .[test]`); \
+             implies `project: true`."
+        }
         (Builtin::GitCommit, "message") => "The commit message; default `pydeployer build <date>`.",
         (Builtin::Pytest, "args") => {
             "More arguments for pytest: a list, or one string split at spaces (e.g. `[-x, tests/unit]`)."
