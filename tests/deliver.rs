@@ -45,6 +45,11 @@ fn run_clones_builds_tests_and_deploys() {
     let (code, _, err) = project.run(&["run"]);
     assert_eq!(code, 0, "{err}");
     assert!(project.exists("workspace/calc.py"));
+    // What the build did, nothing, is said without -v.
+    assert!(
+        err.contains("build passed") && err.contains("nothing to commit"),
+        "{err}"
+    );
     let log = project.last_log();
     assert!(
         log.contains("[test] test_calc.py::test_add PASSED"),

@@ -341,12 +341,16 @@ fn init_in_a_fresh_python_project_writes_a_pipeline_that_validates_and_runs() {
         "installed in the project's .venv"
     );
 
-    // A second init refuses, names the file, and changes nothing.
+    // A second init refuses, says once that the folder is set up, and changes nothing.
     let before = snapshot(&project);
     let (code, _, stderr) = project.run(&["init"]);
     assert_eq!(code, 2, "{stderr}");
-    assert!(stderr.contains("pipeline.yml already exists"), "{stderr}");
+    assert!(
+        stderr.contains("this folder already has a pipeline (pipeline.yml)"),
+        "{stderr}"
+    );
     assert!(stderr.contains("nothing was written"), "{stderr}");
+    assert!(stderr.contains("1 problem"), "{stderr}");
     assert_eq!(snapshot(&project), before);
 }
 
@@ -510,4 +514,21 @@ fn init_never_writes_or_prints_a_token_from_the_remote_url() {
             }
         }
     }
+}
+
+#[test]
+fn init_adds_pydeployers_folders_to_gitignore_and_says_so() {
+    let project = Project::new();
+    python_project(&project, ".");
+    project.file(".gitignore", "__pycache__/\n/logs\n");
+    let (code, stdout, stderr) = project.run(&["init"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("added archive/, .venv/ to .gitignore"),
+        "{stdout}"
+    );
+    let ignore = project.read(".gitignore");
+    assert!(ignore.starts_with("__pycache__/\n/logs\n"), "{ignore}");
+    assert_eq!(ignore.matches("logs").count(), 2, "{ignore}"); // the comment names them
+    assert!(ignore.contains("\narchive/\n.venv/\n"), "{ignore}");
 }

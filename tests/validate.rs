@@ -441,3 +441,13 @@ fn rollback_with_two_revert_stages_is_refused() {
     assert!(err.contains("more than one rollback stage"), "{err}");
     assert!(err.contains("`r1`") && err.contains("`r2`"), "{err}");
 }
+
+#[test]
+fn a_file_that_does_not_parse_adds_no_follow_on_errors_for_the_stages_it_hid() {
+    let project = Project::with_pipeline("stages:\n  deploy: { run: echo d, needs: [test] }\n");
+    project.file("stages.d/10-test.yml", "test:\n  run: [echo, a\n");
+    let err = invalid(&project);
+    assert!(err.contains("10-test.yml"), "{err}");
+    assert!(!err.contains("does not exist"), "{err}");
+    assert!(err.contains("1 problem"), "{err}");
+}

@@ -341,7 +341,10 @@ pub struct PostStep {
 /// Whether the action's post-step reads the last line of the stage's output (pytest's
 /// summary line has its counts).
 pub fn wants_last_line(stage: &Stage) -> bool {
-    stage.builtin() == Some(Builtin::Pytest)
+    matches!(
+        stage.builtin(),
+        Some(Builtin::Pytest | Builtin::GitCommit | Builtin::GitRevert)
+    )
 }
 
 /// What the post-step learns from the stage's commands.
@@ -382,6 +385,11 @@ pub fn post_step(
             let (note, published) = publish_step(&dir, params, finished);
             publish = published;
             note
+        }
+        // What the git scripts say when they did nothing is worth seeing without `-v`.
+        Action::Uses(Uses::GitCommit { .. } | Uses::GitRevert) => {
+            let last = finished.last_line.trim();
+            last.contains("nothing to").then(|| last.to_owned())
         }
         _ => tests,
     };

@@ -96,7 +96,17 @@ pub(crate) fn run(cli: &Cli) -> Result<(), Failure> {
         ))
     })?;
 
-    let notes = notes(&detected, &file_name);
+    let mut notes = notes(&detected, &file_name);
+    match ignore_our_folders(&folder, &detected) {
+        Ok(added) if !added.is_empty() => notes.push(format!(
+            "added {} to .gitignore (pydeployer writes them; git need not track them)",
+            added.join(", ")
+        )),
+        Ok(_) => {}
+        Err(err) => notes.push(format!(
+            "could not add pydeployer's folders to .gitignore: {err}"
+        )),
+    }
     let out = match cli.format {
         Format::Json | Format::Jsonl => {
             let json = InitJson {
@@ -172,11 +182,54 @@ fn notes(detected: &Detected, file_name: &str) -> Vec<String> {
                 "the remote's URL holds a password or token; it was left out of {file_name} (git's credential helper or an SSH key should provide it)"
             ));
         }
-        notes.push(
-            "the stages work in a clone in workspace/; add `workspace/`, `logs/` and `archive/` to .gitignore".to_owned(),
-        );
     }
     notes
+}
+
+/// The folders pydeployer writes in the project, added to its `.gitignore` (created if need
+/// be) unless a line there already names them; returns those added. A `.gitignore` that is not
+/// a regular file is left alone.
+fn ignore_our_folders(folder: &Path, detected: &Detected) -> std::io::Result<Vec<String>> {
+    let path = folder.join(".gitignore");
+    let text = match crate::store::read_regular(&path, 1 << 20) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(err) => return Err(err),
+    };
+    let mut ours = vec!["logs/", "archive/", ".venv/"];
+    if detected.remote.is_some() {
+        ours.push("workspace/");
+    }
+    let present = |entry: &str| {
+        let bare = entry.trim_end_matches('/');
+        text.lines().any(|line| {
+            let line = line.trim().trim_start_matches('/').trim_end_matches('/');
+            line == bare
+        })
+    };
+    let added: Vec<String> = ours
+        .into_iter()
+        .filter(|e| !present(e))
+        .map(str::to_owned)
+        .collect();
+    if added.is_empty() {
+        return Ok(added);
+    }
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)?;
+    let mut lines = String::new();
+    if !text.is_empty() && !text.ends_with('\n') {
+        lines.push('\n');
+    }
+    lines.push_str("# written by pydeployer (logs, the deploy ledger, the venv, the workspace)\n");
+    for entry in &added {
+        lines.push_str(entry);
+        lines.push('\n');
+    }
+    file.write_all(lines.as_bytes())?;
+    Ok(added)
 }
 
 /// One line saying what was found.
@@ -734,6 +787,18 @@ fn shown(folder: &Path, path: &Path) -> PathBuf {
 /// Every file `init` would write that exists, and stage files already in `stages.d/` (they
 /// would join the generated pipeline).
 fn existing(folder: &Path, files: &[(PathBuf, String)]) -> Vec<Problem> {
+    // A folder that has a pipeline is set up: said once, not once per file.
+    let pipeline = folder.join("pipeline.yml");
+    if pipeline.symlink_metadata().is_ok() {
+        return vec![
+            Problem::general(format!(
+                "{} already has a pipeline ({}): `pydeployer init` starts one and never overwrites a file, so nothing was written",
+                if folder == Path::new(".") { "this folder".to_owned() } else { folder.display().to_string() },
+                shown(folder, Path::new("pipeline.yml")).display()
+            ))
+            .with_help("edit it by hand (`pydeployer schema` helps an editor), or move it away and run `pydeployer init` again"),
+        ];
+    }
     let mut problems = Vec::new();
     for (path, _) in files {
         if folder.join(path).symlink_metadata().is_ok() {

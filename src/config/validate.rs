@@ -77,6 +77,9 @@ pub(crate) fn validate(
     // `absolute` keeps `.` and `..` (`../../pipeline.yml`, found from a subfolder): they are
     // folded away, so that the folder's own name is the pipeline's default name.
     let root = lexically_normal(&std::path::absolute(&root).unwrap_or(root));
+    // A file that could not be read or parsed hides its stages: a `needs:` naming one of them
+    // is not worth a second error.
+    let files_unread = !problems.is_empty();
     let mut check = Checker {
         problems: &mut problems,
         root: &root,
@@ -207,7 +210,7 @@ pub(crate) fn validate(
         })
         .collect();
     check::duplicates(&graph, check.problems);
-    check::needs(&graph, &check.declared_names, check.problems);
+    check::needs(&graph, &check.declared_names, files_unread, check.problems);
     if check.problems.is_empty() {
         check::cycles(&graph, check.problems);
     }

@@ -47,8 +47,14 @@ pub(crate) fn duplicates(declared: &[Declared], problems: &mut Vec<Problem>) {
 }
 
 /// `needs:` entries that name the stage itself or no stage; `all_names` holds every name
-/// declared, also of stages with problems (a typo there is not reported twice).
-pub(crate) fn needs(declared: &[Declared], all_names: &[String], problems: &mut Vec<Problem>) {
+/// declared, also of stages with problems (a typo there is not reported twice), and with
+/// `files_unread` (a file that did not parse hides its stages) an unknown name is let be.
+pub(crate) fn needs(
+    declared: &[Declared],
+    all_names: &[String],
+    files_unread: bool,
+    problems: &mut Vec<Problem>,
+) {
     let names: Vec<&str> = all_names.iter().map(String::as_str).collect();
     let known: HashSet<&str> = names.iter().copied().collect();
     for d in declared {
@@ -63,7 +69,7 @@ pub(crate) fn needs(declared: &[Declared], all_names: &[String], problems: &mut 
                     )
                     .with_help("remove it from `needs`"),
                 );
-            } else if !known.contains(need.as_str()) {
+            } else if !known.contains(need.as_str()) && !files_unread {
                 let mut problem = Problem::at(
                     d.file,
                     *span,
