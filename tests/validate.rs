@@ -451,3 +451,24 @@ fn a_file_that_does_not_parse_adds_no_follow_on_errors_for_the_stages_it_hid() {
     assert!(!err.contains("does not exist"), "{err}");
     assert!(err.contains("1 problem"), "{err}");
 }
+
+#[test]
+fn a_cycle_of_twenty_thousand_stages_is_named_without_drawing_them_all() {
+    // Finding it and showing it were quadratic (tens of seconds); the hang guard of the test
+    // harness is the only clock here.
+    let mut yaml = String::from("stages:\n");
+    for i in 0..20_000 {
+        let _ = writeln!(
+            yaml,
+            "  s{i}: {{ run: \"true\", needs: [s{}] }}",
+            (i + 1) % 20_000
+        );
+    }
+    let project = Project::with_pipeline(&yaml);
+    let err = invalid(&project);
+    assert!(
+        err.contains("the stages need each other in a cycle: s0 → s1 →"),
+        "{err}"
+    );
+    assert!(err.contains("(20000 stages in all)"), "{err}");
+}

@@ -87,7 +87,11 @@ pub(crate) fn needs(
     }
 }
 
-/// Each cycle, named in `needs` order (`a → b → a`), with the `needs:` entry of every edge.
+/// A cycle's edges shown with their places (a 20,000-stage cycle would draw 20,000 labels).
+const SHOWN_EDGES: usize = 12;
+
+/// Each cycle, named in `needs` order (`a → b → a`), with the `needs:` entry of its first
+/// [`SHOWN_EDGES`] edges.
 pub(crate) fn cycles(declared: &[Declared], problems: &mut Vec<Problem>) {
     let index: HashMap<&StageName, usize> = declared
         .iter()
@@ -109,15 +113,24 @@ pub(crate) fn cycles(declared: &[Declared], problems: &mut Vec<Problem>) {
             .chain(cycle.first())
             .map(|&i| declared[i].name.as_str())
             .collect();
-        let message = format!(
-            "the stages need each other in a cycle: {}",
+        // A long cycle is named by its first stages; each of its `needs:` is still one edit
+        // away, and the first few are shown where they are.
+        let named = if path.len() > SHOWN_EDGES + 1 {
+            format!(
+                "{} → … ({} stages in all)",
+                path[..SHOWN_EDGES].join(" → "),
+                cycle.len()
+            )
+        } else {
             path.join(" → ")
-        );
+        };
+        let message = format!("the stages need each other in a cycle: {named}");
         // One label per `needs:` entry that closes an edge of the cycle.
         let edges: Vec<(usize, usize)> = cycle
             .iter()
             .zip(cycle.iter().cycle().skip(1))
             .map(|(&a, &b)| (a, b))
+            .take(SHOWN_EDGES)
             .collect();
         let mut primary: Option<Problem> = None;
         let mut others = Vec::new();

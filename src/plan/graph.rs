@@ -6,7 +6,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use petgraph::algo::tarjan_scc;
+use petgraph::algo::kosaraju_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
 
 fn build(needs: &[Vec<usize>]) -> DiGraph<(), ()> {
@@ -27,7 +27,9 @@ fn build(needs: &[Vec<usize>]) -> DiGraph<(), ()> {
 pub fn cycles(needs: &[Vec<usize>]) -> Vec<Vec<usize>> {
     let graph = build(needs);
     let mut found = Vec::new();
-    for component in tarjan_scc(&graph) {
+    // Kosaraju walks with a stack of its own: petgraph's Tarjan recurses once per stage of a
+    // chain, and a chain of 20,000 `needs` overflowed the stack.
+    for component in kosaraju_scc(&graph) {
         let first = component[0].index();
         let self_loop = needs[first].contains(&first);
         if component.len() < 2 && !self_loop {
@@ -43,11 +45,16 @@ pub fn cycles(needs: &[Vec<usize>]) -> Vec<Vec<usize>> {
 
 /// A shortest path start → … → start along `needs`, staying inside one component.
 fn walk_back_to(start: usize, needs: &[Vec<usize>], members: &[usize]) -> Vec<usize> {
+    // Membership by index, not by search: a cycle of n stages is found in O(n + edges).
+    let mut member = vec![false; needs.len()];
+    for &m in members {
+        member[m] = true;
+    }
     let mut came_from: Vec<Option<usize>> = vec![None; needs.len()];
     let mut queue = std::collections::VecDeque::from([start]);
     while let Some(at) = queue.pop_front() {
         for &next in &needs[at] {
-            if !members.contains(&next) {
+            if !member[next] {
                 continue;
             }
             if next == start {
