@@ -867,7 +867,7 @@ fn check(files: &[(PathBuf, String)]) -> Result<(), Failure> {
 
 /// Writes the files, each created anew (never replacing one); on an error removes what it
 /// wrote.
-fn write(folder: &Path, files: &[(PathBuf, String)]) -> std::io::Result<()> {
+pub(super) fn write(folder: &Path, files: &[(PathBuf, String)]) -> std::io::Result<()> {
     let stages_dir = folder.join(STAGES_DIR);
     let made_dir = !stages_dir.exists() && files.iter().any(|(p, _)| p.starts_with(STAGES_DIR));
     if made_dir {

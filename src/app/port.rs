@@ -257,33 +257,14 @@ fn check(files: &[(PathBuf, String)]) -> Result<(), Failure> {
     }
 }
 
-/// Writes the files, each created anew; on an error removes what it wrote.
+/// Writes the files, each created anew (as `init` does), in `folder`, made if need be; on an
+/// error removes what it wrote, the folder too if it made it.
 fn write_new(folder: &Path, files: &[(PathBuf, String)]) -> std::io::Result<()> {
-    let stages_dir = folder.join(STAGES_DIR);
     let made_folder = !folder.exists();
-    let made_stages = !stages_dir.exists();
-    fs::create_dir_all(&stages_dir)?;
-    let mut written = Vec::new();
-    let result = files.iter().try_for_each(|(path, text)| {
-        let full = folder.join(path);
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&full)?;
-        written.push(full);
-        file.write_all(text.as_bytes())?;
-        file.sync_all()
-    });
-    if result.is_err() {
-        for path in &written {
-            let _ = fs::remove_file(path);
-        }
-        if made_stages {
-            let _ = fs::remove_dir(&stages_dir);
-        }
-        if made_folder {
-            let _ = fs::remove_dir(folder);
-        }
+    fs::create_dir_all(folder)?;
+    let result = super::init::write(folder, files);
+    if result.is_err() && made_folder {
+        let _ = fs::remove_dir(folder);
     }
     result
 }
