@@ -4,6 +4,7 @@
 //! file, summary, JSON) is a function of this stream. Times are offsets from the run's start so
 //! that producing an event never asks the clock for the time of day.
 
+use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -73,6 +74,37 @@ pub enum Trigger {
     /// A person typed a command (or chose it in the menu).
     #[default]
     Manual,
+    /// `pydeployer watch`: a new commit on the branch, or a change in the project folder.
+    Watch,
+    /// A stage's `schedule:` came due (`schedule run`, or cron after `schedule install`).
+    Schedule,
+}
+
+impl Trigger {
+    /// The word written in the log header, the ledger and the JSON (`manual`, `watch`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            Trigger::Manual => "manual",
+            Trigger::Watch => "watch",
+            Trigger::Schedule => "schedule",
+        }
+    }
+
+    /// Whether a run started this way may have a deploy approved (`approval: true`). A watch
+    /// or a schedule never approves: nobody is there to say yes, and a commit must not reach
+    /// an approval environment because it was pushed or because it is 3 o'clock.
+    pub fn may_approve(self) -> bool {
+        match self {
+            Trigger::Manual => true,
+            Trigger::Watch | Trigger::Schedule => false,
+        }
+    }
+}
+
+impl fmt::Display for Trigger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// What a run is about to do.

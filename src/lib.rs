@@ -35,6 +35,7 @@ pub mod cli;
 pub mod cloud;
 pub mod complete;
 pub mod config;
+pub mod cron;
 pub mod error;
 pub mod events;
 pub mod exec;

@@ -279,11 +279,20 @@ pub struct Stage {
     pub cache: Option<CacheSpec>,
     /// `artifacts:`: files kept after the stage, in `artifacts/<run>/<stage>/`.
     pub artifacts: Option<ArtifactSpec>,
+    /// `schedule:` — when its time comes (`schedule run`, or cron after `schedule install`);
+    /// otherwise it runs only when named, as a manual stage.
+    pub schedule: Option<crate::cron::Schedule>,
     /// `file:line` where the stage is declared, for messages.
     pub origin: String,
 }
 
 impl Stage {
+    /// Runs only when named on the command line (or, with a `schedule:`, when its time
+    /// comes): `when: manual`, or scheduled. A plain `run` leaves it out.
+    pub fn on_demand(&self) -> bool {
+        self.when == When::Manual || self.schedule.is_some()
+    }
+
     /// The built-in action it uses, if any.
     pub fn builtin(&self) -> Option<Builtin> {
         match &self.action {

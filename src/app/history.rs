@@ -113,6 +113,7 @@ mod tests {
             log: None,
             forced: false,
             publish: None,
+            trigger: None,
             other: serde_json::Map::new(),
         }
     }

@@ -190,6 +190,8 @@ struct ListedRun {
     started_at: Option<String>,
     /// How the stages were selected (`run`, `run test`, `run --only test`, …).
     selection: Option<String>,
+    /// Why the run started: `manual`, `watch`, `schedule`; `null` in an older log.
+    trigger: Option<String>,
     /// `passed`, `failed`, `cancelled`, `running` or `killed`.
     result: &'static str,
     /// `null` while running or when killed.
@@ -229,6 +231,7 @@ fn list(cli: &Cli, project: &Project) -> Result<(), Failure> {
                     .started_at
                     .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, false)),
                 selection: info.selection,
+                trigger: info.trigger,
                 result: result.as_str(),
                 exit_code: info.exit_code,
                 duration_seconds: duration.map(seconds),

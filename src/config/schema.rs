@@ -362,6 +362,12 @@ struct Stage {
     /// the stage's folder, never outside it), or `{ paths, when: always }` to keep them from a
     /// failed stage too.
     artifacts: Option<Artifacts>,
+    /// When the stage runs by itself, as a cron pattern in local time: minute hour
+    /// day-of-month month day-of-week (`0 3 * * *`: every day at 3:00). A scheduled stage is
+    /// left out of a plain `run`; `pydeployer schedule run` (or cron, after `schedule
+    /// install`) runs it when its time comes. A sixth field in front counts seconds, for
+    /// `schedule run` only.
+    schedule: Option<CronPattern>,
 }
 
 /// `cache:` of a stage.
@@ -421,6 +427,23 @@ impl JsonSchema for Glob {
 
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({ "type": "string", "pattern": r"^(?![/~])(?!(.*/)?\.\.(/|$)).*\S" })
+    }
+}
+
+/// A cron pattern of five fields (six with seconds first).
+struct CronPattern;
+
+impl JsonSchema for CronPattern {
+    fn schema_name() -> Cow<'static, str> {
+        "CronPattern".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "pattern": r"^\s*[0-9A-Za-z*,/-]+(\s+[0-9A-Za-z*,/-]+){4,5}\s*$",
+            "description": "A cron pattern: minute hour day-of-month month day-of-week (`0 3 * * *`), numbers, `*`, `,`, `-`, `/` and month or weekday names.",
+        })
     }
 }
 

@@ -1,5 +1,5 @@
 //! One stage's keys: `run` or `uses`, `needs`, `env`, `workdir`, `timeout`, `retries`,
-//! `allow_failure`, `when`, `description`, `interactive`, `secrets`.
+//! `allow_failure`, `when`, `description`, `interactive`, `secrets`, `schedule`.
 
 use std::collections::BTreeMap;
 
@@ -7,6 +7,7 @@ use crate::config::raw::{Key, Node, Value};
 use crate::config::validate::{
     ARTIFACT_KEYS, CACHE_KEYS, Checker, Declared, MAX_RETRIES, STAGE_KEYS,
 };
+use crate::cron::Schedule;
 use crate::error::{Problem, SourceFile};
 use crate::pipeline::{
     Action, ArtifactSpec, Builtin, CacheSpec, RunCommand, Stage, StageName, Uses, When,
@@ -53,9 +54,11 @@ impl Checker<'_> {
             secrets: Vec::new(),
             cache: None,
             artifacts: None,
+            schedule: None,
             origin: format!("{}:{}", file.name.display(), key.span.line),
         };
         let mut need_spans = Vec::new();
+        let mut schedule_span = None;
         let mut ok = true;
         for (key, value) in entries {
             let before = self.problems.len();
@@ -108,6 +111,10 @@ impl Checker<'_> {
                 "secrets" => stage.secrets = self.secrets(file, value),
                 "cache" => stage.cache = self.cache_spec(file, value),
                 "artifacts" => stage.artifacts = self.artifact_spec(file, value),
+                "schedule" => {
+                    stage.schedule = self.schedule(file, value);
+                    schedule_span = Some(value.span);
+                }
                 "when" => {
                     if let Some(text) = self.string(file, value, "`when`", "`when: manual`") {
                         match When::from_name(&text) {
@@ -142,6 +149,23 @@ impl Checker<'_> {
             ok &= self.problems.len() == before;
         }
 
+        if let (true, Some(span)) = (stage.interactive, schedule_span)
+            && stage.schedule.is_some()
+        {
+            self.push(
+                Problem::at(
+                    file,
+                    span,
+                    format!(
+                        "stage `{}` is interactive and scheduled: nobody is at the terminal when its time comes",
+                        key.name
+                    ),
+                    "scheduled here",
+                )
+                .with_help("remove `interactive: true`, or the `schedule:`"),
+            );
+            ok = false;
+        }
         stage.action = match (run, uses) {
             (Some((command, _)), None) => {
                 if let Some((span, _)) = with {
@@ -203,7 +227,38 @@ impl Checker<'_> {
             file,
             name_span: key.span,
             need_spans,
+            schedule_span,
         })
+    }
+
+    /// `schedule: "0 3 * * *"`: a cron pattern cron itself would run (see `crate::cron`).
+    pub(super) fn schedule(&mut self, file: &SourceFile, node: &Node) -> Option<Schedule> {
+        let text = self.string(
+            file,
+            node,
+            "`schedule`",
+            "`schedule: \"0 3 * * *\"` (minute hour day-of-month month day-of-week)",
+        )?;
+        match Schedule::parse(&text) {
+            Ok(schedule) => Some(schedule),
+            Err(why) => {
+                self.push(
+                    Problem::at(
+                        file,
+                        node.span,
+                        format!("`{text}` is not a valid schedule: {why}"),
+                        "invalid schedule",
+                    )
+                    .with_help(
+                        "five fields, local time: minute (0-59), hour (0-23), day of month \
+                         (1-31), month (1-12), day of week (0-7, 0 and 7 are Sunday); e.g. \
+                         `0 3 * * *` every day at 3:00, `*/15 * * * 1-5` every quarter hour on \
+                         weekdays",
+                    ),
+                );
+                None
+            }
+        }
     }
 
     pub(super) fn run_command(&mut self, file: &SourceFile, node: &Node) -> Option<RunCommand> {

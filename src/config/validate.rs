@@ -32,7 +32,7 @@ pub(crate) const S3_KEYS: [&str; 4] = ["bucket", "prefix", "region", "endpoint"]
 pub(crate) const SNS_KEYS: [&str; 3] = ["topic", "on", "endpoint"];
 pub(crate) const NOTIFY_KEYS: [&str; 2] = ["webhook_env", "on"];
 pub(crate) const LOGS_KEYS: [&str; 2] = ["dir", "keep"];
-pub(crate) const STAGE_KEYS: [&str; 15] = [
+pub(crate) const STAGE_KEYS: [&str; 16] = [
     "run",
     "uses",
     "with",
@@ -48,6 +48,7 @@ pub(crate) const STAGE_KEYS: [&str; 15] = [
     "secrets",
     "cache",
     "artifacts",
+    "schedule",
 ];
 pub(crate) const CACHE_KEYS: [&str; 3] = ["inputs", "env", "outputs"];
 pub(crate) const ARTIFACT_KEYS: [&str; 2] = ["paths", "when"];
@@ -61,6 +62,8 @@ pub(super) struct Declared<'a> {
     pub(super) name_span: Span,
     /// The span of each `needs:` entry, parallel to `stage.needs`.
     pub(super) need_spans: Vec<Span>,
+    /// The span of the `schedule:` value, when there is one.
+    pub(super) schedule_span: Option<Span>,
 }
 
 /// Turns the parsed files into a pipeline, or every problem found.
@@ -199,6 +202,27 @@ pub(crate) fn validate(
             );
         }
     }
+    for d in &declared {
+        if let (Some(span), Some(environment)) =
+            (d.schedule_span, approval_environment(&pipeline, &d.stage))
+        {
+            check.push(
+                Problem::at(
+                    d.file,
+                    span,
+                    format!(
+                        "stage `{}` is scheduled, and deploys to `{environment}`, which needs approval",
+                        d.stage.name
+                    ),
+                    "scheduled here",
+                )
+                .with_help(format!(
+                    "a schedule never approves a deploy: remove the `schedule:`, or deploy with \
+                     `pydeployer deploy {environment} --approve`"
+                )),
+            );
+        }
+    }
     let graph: Vec<check::Declared> = declared
         .iter()
         .map(|d| check::Declared {
@@ -221,6 +245,15 @@ pub(crate) fn validate(
     } else {
         Err(problems)
     }
+}
+
+/// The environment needing approval (`approval: true`) that `stage` deploys to, if any: a
+/// scheduled stage must not (a schedule never approves).
+///
+/// This version has no `environments:` yet, so nothing needs approval; once it has, this is the
+/// one place that says which deploy does.
+fn approval_environment<'p>(_pipeline: &'p Pipeline, _stage: &Stage) -> Option<&'p str> {
+    None
 }
 
 pub(super) struct Checker<'p> {

@@ -114,14 +114,19 @@ pub fn blocked_targets(pipeline: &Pipeline, plan: &Plan, selection: &Selection) 
                 .iter()
                 .any(|t| t == stage.name.as_str())
                 .then(|| {
-                    Problem::general(format!(
-                        "`{}` needs `{manual}`, a manual stage, which runs only when named",
-                        stage.name
-                    ))
-                    .with_help(format!(
-                        "name it too: `pydeployer run {manual} {}`",
-                        stage.name
-                    ))
+                    let scheduled = pipeline
+                        .stage(manual.as_str())
+                        .is_some_and(|s| s.schedule.is_some());
+                    let kind = if scheduled {
+                        "a scheduled stage, which runs when its time comes or when named"
+                    } else {
+                        "a manual stage, which runs only when named"
+                    };
+                    Problem::general(format!("`{}` needs `{manual}`, {kind}", stage.name))
+                        .with_help(format!(
+                            "name it too: `pydeployer run {manual} {}`",
+                            stage.name
+                        ))
                 })
         })
         .collect()

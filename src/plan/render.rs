@@ -133,6 +133,9 @@ pub fn to_text(pipeline: &Pipeline, plan: &Plan, jobs: usize) -> String {
                 When::Always => notes.push("always".into()),
                 When::OnSuccess | When::Manual => {}
             }
+            if let Some(schedule) = &stage.schedule {
+                notes.push(format!("scheduled: {schedule}"));
+            }
             if stage.allow_failure {
                 notes.push("may fail".into());
             }

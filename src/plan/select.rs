@@ -35,6 +35,8 @@ impl Selection {
 pub enum LeftOut {
     /// `when: manual` and not named.
     Manual,
+    /// `schedule:` and not named: it runs when its time comes.
+    Scheduled,
     /// Named by `--skip`.
     Skipped,
     /// Not among the targets or their needs, or not named by `--only`.
@@ -45,6 +47,9 @@ impl LeftOut {
     pub fn describe(&self) -> &'static str {
         match self {
             LeftOut::Manual => "manual: runs only when named (`pydeployer run <stage>`)",
+            LeftOut::Scheduled => {
+                "scheduled: runs when its time comes (`pydeployer schedule`), or when named"
+            }
             LeftOut::Skipped => "left out by --skip",
             LeftOut::NotSelected => "not selected",
         }
@@ -97,7 +102,7 @@ pub(crate) fn select(pipeline: &Pipeline, selection: &Selection) -> Result<Selec
         let mut stack = targets.clone();
         let named: HashSet<usize> = targets.into_iter().collect();
         while let Some(i) = stack.pop() {
-            if chosen[i] || (pipeline.stages[i].when == When::Manual && !named.contains(&i)) {
+            if chosen[i] || (pipeline.stages[i].on_demand() && !named.contains(&i)) {
                 continue;
             }
             chosen[i] = true;
@@ -109,7 +114,7 @@ pub(crate) fn select(pipeline: &Pipeline, selection: &Selection) -> Result<Selec
         }
     } else {
         for (i, stage) in pipeline.stages.iter().enumerate() {
-            chosen[i] = stage.when != When::Manual;
+            chosen[i] = !stage.on_demand();
         }
     }
 
@@ -122,6 +127,8 @@ pub(crate) fn select(pipeline: &Pipeline, selection: &Selection) -> Result<Selec
             stages.push(i);
         } else if stage.when == When::Manual {
             left_out.push((i, LeftOut::Manual));
+        } else if stage.schedule.is_some() {
+            left_out.push((i, LeftOut::Scheduled));
         } else {
             left_out.push((i, LeftOut::NotSelected));
         }
@@ -140,7 +147,7 @@ pub(crate) fn manual_need<'p>(
     pipeline.stages[stage].needs.iter().find(|need| {
         index
             .get(need.as_str())
-            .is_some_and(|&j| pipeline.stages[j].when == When::Manual && !selected.contains(&j))
+            .is_some_and(|&j| pipeline.stages[j].on_demand() && !selected.contains(&j))
     })
 }
 

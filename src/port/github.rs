@@ -86,7 +86,7 @@ pub(super) fn export(pipeline: &Pipeline) -> Exported {
     on.insert("pull_request", Yaml::Null);
     let mut inputs = Map::new();
     for (stage, id) in pipeline.stages.iter().zip(&ids) {
-        if stage.when == When::Manual {
+        if super::when(stage) == When::Manual {
             let mut input = Map::new();
             input.insert(
                 "description",
@@ -141,7 +141,7 @@ pub(super) fn export(pipeline: &Pipeline) -> Exported {
                 waits[i].iter().map(|&n| ids[n].clone()).collect::<Vec<_>>(),
             );
         }
-        match stage.when {
+        match super::when(stage) {
             When::OnSuccess => {}
             When::OnFailure => {
                 job.insert("if", "failure()");

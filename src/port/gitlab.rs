@@ -192,7 +192,7 @@ pub(super) fn export(pipeline: &Pipeline) -> Exported {
         if stage.allow_failure {
             job.insert("allow_failure", true);
         }
-        match stage.when {
+        match super::when(stage) {
             When::OnSuccess => {}
             When::OnFailure => {
                 job.insert("when", "on_failure");

@@ -242,9 +242,7 @@ fn waits_for(pipeline: &Pipeline) -> Vec<Vec<usize>> {
     for (i, stage) in pipeline.stages.iter().enumerate() {
         if stage.when.is_post() && stage.needs.is_empty() {
             waits[i] = (0..pipeline.stages.len())
-                .filter(|&r| {
-                    !is_post(r) && !after_post[r] && pipeline.stages[r].when != When::Manual
-                })
+                .filter(|&r| !is_post(r) && !after_post[r] && !pipeline.stages[r].on_demand())
                 .collect();
         }
     }
@@ -439,9 +437,25 @@ fn commit_identity(stage: &Stage) -> BTreeMap<String, String> {
     .collect()
 }
 
+/// When the stage's job runs on the CI: a scheduled stage is a manual job there (a CI's
+/// schedule starts a whole pipeline, not one job).
+fn when(stage: &Stage) -> When {
+    if stage.on_demand() {
+        When::Manual
+    } else {
+        stage.when
+    }
+}
+
 /// What the stage loses on any hosted CI, in words (each becomes a comment and a warning).
 fn common_losses(pipeline: &Pipeline, stage: &Stage) -> Vec<String> {
     let mut lost = Vec::new();
+    if let Some(schedule) = &stage.schedule {
+        lost.push(format!(
+            "stage `{}` has `schedule: \"{schedule}\"`: it is a manual job here (a CI's schedule starts the whole pipeline, not one job); keep running it with `pydeployer schedule`",
+            stage.name
+        ));
+    }
     if stage.interactive {
         lost.push(format!(
             "stage `{}` is interactive: a CI job has no terminal, so its stdin is empty there",

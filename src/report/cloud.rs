@@ -367,11 +367,8 @@ fn render_text(n: &Notification) -> String {
     text
 }
 
-fn trigger_name(trigger: Trigger) -> String {
-    serde_json::to_value(trigger)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
+fn trigger_name(trigger: Trigger) -> &'static str {
+    trigger.name()
 }
 
 /// SNS's subject: printable ASCII, under 100 characters.

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use chrono::{DateTime, Local};
 
 use crate::events::Published;
-use crate::events::{DeployKind, Outcome, RunEvent};
+use crate::events::{DeployKind, Outcome, RunEvent, Trigger};
 use crate::pipeline::StageName;
 use crate::store::ledger::{Kind, Ledger, NewEntry, PublishRecord, PublishedFileRecord, Status};
 
@@ -17,6 +17,8 @@ use crate::store::ledger::{Kind, Ledger, NewEntry, PublishRecord, PublishedFileR
 pub struct LedgerSink {
     ledger: Ledger,
     log: Option<PathBuf>,
+    /// Why the run started, from its header.
+    trigger: Trigger,
     /// When each stage's first attempt started.
     started: HashMap<StageName, DateTime<Local>>,
 }
@@ -26,6 +28,7 @@ impl LedgerSink {
         LedgerSink {
             ledger,
             log: None,
+            trigger: Trigger::default(),
             started: HashMap::new(),
         }
     }
@@ -34,7 +37,10 @@ impl LedgerSink {
 impl super::Sink for LedgerSink {
     fn report(&mut self, event: &RunEvent) -> io::Result<()> {
         match event {
-            RunEvent::RunStarted(header) => self.log.clone_from(&header.log),
+            RunEvent::RunStarted(header) => {
+                self.log.clone_from(&header.log);
+                self.trigger = header.trigger;
+            }
             RunEvent::StageStarted {
                 stage, attempt: 1, ..
             } => {
@@ -76,6 +82,7 @@ impl super::Sink for LedgerSink {
                     previous_commit: deploy.previous_commit.clone(),
                     log: self.log.clone(),
                     publish: None,
+                    trigger: self.trigger,
                 };
                 self.ledger.append(entry)?;
             }
@@ -87,12 +94,13 @@ impl super::Sink for LedgerSink {
                 ..
             } => {
                 let finished_at = Local::now();
-                let entry = publish_entry(
+                let mut entry = publish_entry(
                     publish,
                     outcome,
                     self.started.remove(stage).unwrap_or(finished_at),
                     self.log.clone(),
                 );
+                entry.trigger = self.trigger;
                 self.ledger.append(entry)?;
             }
             _ => {}
@@ -126,6 +134,7 @@ fn publish_entry(
         commit: None,
         previous_commit: None,
         log,
+        trigger: Trigger::default(),
         publish: Some(PublishRecord {
             package: publish.package.clone(),
             version: publish.version.clone(),

@@ -175,11 +175,12 @@ impl RunLog {
         // The header's start is the one every later line is reckoned from.
         self.clock = WallClock::new(&header.started_at);
         let mut text = format!(
-            "pipeline: {}\nstarted: {}\nselection: {}\njobs: {}\nstages: {}\n",
+            "pipeline: {}\nstarted: {}\ntrigger: {}\nselection: {}\njobs: {}\nstages: {}\n",
             header.pipeline,
             header
                 .started_at
                 .to_rfc3339_opts(SecondsFormat::Millis, false),
+            header.trigger,
             header.selection,
             header.jobs,
             header.stages.len(),

@@ -51,6 +51,11 @@ pub struct Entry {
     /// A `publish` entry: what went to the package index.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publish: Option<PublishRecord>,
+    /// Why the run that did it started: `manual`, `watch`, `schedule` (newer versions may
+    /// write others; any text is kept as it is). Missing in entries written before triggers
+    /// were recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<String>,
     /// Fields this version does not know (written by a newer one): kept as they are, and
     /// written back by the next append.
     #[serde(flatten)]
@@ -150,6 +155,7 @@ pub struct NewEntry {
     pub log: Option<PathBuf>,
     pub forced: bool,
     pub publish: Option<PublishRecord>,
+    pub trigger: crate::events::Trigger,
 }
 
 impl NewEntry {
@@ -168,6 +174,7 @@ impl NewEntry {
             previous_commit: self.previous_commit,
             forced: self.forced,
             publish: self.publish,
+            trigger: Some(self.trigger.name().to_owned()),
             // JSON strings are UTF-8: a path that is not would make the whole append fail,
             // and a slightly mangled log path is better than a deploy left unrecorded.
             log: self
@@ -474,6 +481,7 @@ mod tests {
             log: Some(PathBuf::from("logs/2024-03-05_12-00-00.log")),
             forced: false,
             publish: None,
+            trigger: crate::events::Trigger::Manual,
         }
     }
 
@@ -535,6 +543,7 @@ mod tests {
             "commit",
             "previous_commit",
             "log",
+            "trigger",
         ]
         .into();
         for object in array {

@@ -3,8 +3,8 @@
 //! lines belong to a stage. The format itself is written by `report::logfile`.
 //!
 //! A log line is `HH:MM:SS.mmm [tag] text`; the header is the runner's (`[pydeployer]`) first
-//! lines (`pipeline:`, `started:`, `selection:`, `jobs:`, `stages:` and one `  name: command`
-//! per stage), and a finished run's last line is `[pydeployer] exit code N`.
+//! lines (`pipeline:`, `started:`, `trigger:`, `selection:`, `jobs:`, `stages:` and one
+//! `  name: command` per stage), and a finished run's last line is `[pydeployer] exit code N`.
 
 use std::fs;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -65,6 +65,9 @@ pub struct LogInfo {
     pub pipeline: Option<String>,
     pub started_at: Option<DateTime<FixedOffset>>,
     pub selection: Option<String>,
+    /// Why the run started (`manual`, `watch`, `schedule`, …); `None` in a log written before
+    /// triggers were recorded. Read back as text: a value this version does not know is kept.
+    pub trigger: Option<String>,
     /// The stages the run planned, in plan order.
     pub stages: Vec<String>,
     /// From the summary's last line; `None` while the run goes (or when it was killed).
@@ -122,6 +125,8 @@ impl LogInfo {
                 info.pipeline = Some(name.to_owned());
             } else if let Some(started) = text.strip_prefix("started: ") {
                 info.started_at = DateTime::parse_from_rfc3339(started).ok();
+            } else if let Some(trigger) = text.strip_prefix("trigger: ") {
+                info.trigger = Some(trigger.to_owned());
             } else if let Some(selection) = text.strip_prefix("selection: ") {
                 info.selection = Some(selection.to_owned());
             } else if text.starts_with("stages: ") {
@@ -533,6 +538,7 @@ mod tests {
     const LOG: &str = "\
 12:03:04.250 [pydeployer] pipeline: sample-app
 12:03:04.250 [pydeployer] started: 2024-03-05T12:03:04.250+01:00
+12:03:04.250 [pydeployer] trigger: watch
 12:03:04.250 [pydeployer] selection: run deploy
 12:03:04.250 [pydeployer] jobs: 2
 12:03:04.250 [pydeployer] stages: 3
@@ -552,6 +558,7 @@ mod tests {
         let info = LogInfo::parse(LOG.as_bytes(), LOG.as_bytes());
         assert_eq!(info.pipeline.as_deref(), Some("sample-app"));
         assert_eq!(info.selection.as_deref(), Some("run deploy"));
+        assert_eq!(info.trigger.as_deref(), Some("watch"));
         assert_eq!(info.stages, ["lint", "test", "deploy"]);
         assert_eq!(info.exit_code, Some(1));
         assert_eq!(info.duration, Some(Duration::from_millis(1230)));
