@@ -8,7 +8,9 @@ pub mod json;
 mod logs;
 mod menu;
 mod port;
+mod schedule;
 pub mod shell;
+mod watch;
 
 use std::borrow::Cow;
 use std::io::{IsTerminal, Write};
@@ -109,6 +111,8 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
         Command::Import(args) => port::import(cli, args),
         Command::Sync => sync(cli),
         Command::Artifacts(args) => logs::artifacts(cli, args.run.as_deref()),
+        Command::Watch(args) => watch::run(cli, args),
+        Command::Schedule(args) => schedule::run(cli, args),
     }
 }
 

@@ -103,6 +103,29 @@ Examples:
   pydeployer history
   pydeployer history --limit 5 --format json")]
     History(HistoryArgs),
+    /// Run the pipeline on each new commit of the repository's branch (`git ls-remote` every
+    /// `--interval`), or with `--files` on each change in the project folder; one run at a time.
+    ///
+    /// Commits pushed during a run make one more run, on the newest. With `--files` (a pipeline
+    /// without `repo:`), a change during a run cancels it and starts again; logs/, archive/,
+    /// workspace/, .pydeployer/, .git/ and what .gitignore ignores are not watched. Ctrl-C ends
+    /// the run in progress as it always does, then watch exits 130.
+    #[command(after_help = "\
+Examples:
+  pydeployer watch                    poll the branch every 30s, run on each new commit
+  pydeployer watch --interval 5s test only test (and what it needs) on each commit
+  pydeployer watch --files            rerun on each save (a pipeline without repo:)")]
+    Watch(WatchArgs),
+    /// The scheduled stages (`schedule:`): list them with their next times, install them in
+    /// your crontab, remove them from it, or run them in the foreground when their time comes.
+    #[command(after_help = "\
+Examples:
+  pydeployer schedule                 each scheduled stage and its next three times
+  pydeployer schedule install         one crontab line per scheduled stage (run twice: same)
+  pydeployer schedule remove          take pydeployer's lines out of the crontab
+  pydeployer schedule run             a foreground scheduler (containers, no cron)
+  pydeployer schedule run cleanup     run that stage now, as its schedule would")]
+    Schedule(ScheduleArgs),
     /// Create the demo's local origin (a small Python app with tests) and run the pipeline.
     #[command(after_help = "\
 Examples:
@@ -287,6 +310,65 @@ pub struct LockArgs {
     /// When another run of this project is in progress, wait for it instead of failing.
     #[arg(long)]
     pub wait: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// How often to ask the remote for the branch's head, e.g. `30s`, `5m`.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_interval, conflicts_with = "files")]
+    pub interval: std::time::Duration,
+    /// Rerun on each change in the project folder instead (a pipeline without `repo:`).
+    #[arg(long)]
+    pub files: bool,
+}
+
+/// `--interval`: a duration with its unit, above zero and at most a day.
+fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
+    let interval = humantime::parse_duration(text)
+        .map_err(|err| format!("`{text}` is not a duration ({err}); write e.g. `30s` or `5m`"))?;
+    if interval.is_zero() {
+        return Err("the interval must be longer than zero; write e.g. `30s`".into());
+    }
+    if interval > std::time::Duration::from_hours(24) {
+        return Err("the interval is at most a day (`24h`)".into());
+    }
+    Ok(interval)
+}
+
+#[derive(Debug, Args)]
+pub struct ScheduleArgs {
+    /// What to do; without it, list the scheduled stages and their next times.
+    #[command(subcommand)]
+    pub action: Option<ScheduleAction>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScheduleAction {
+    /// Write one crontab line per scheduled stage into your crontab, in a block marked for this
+    /// project (replaced, never duplicated, when run again).
+    Install(CrontabArgs),
+    /// Remove this project's block from your crontab; every other line stays as it was.
+    Remove(CrontabArgs),
+    /// Run each scheduled stage when its time comes, in the foreground, one run at a time
+    /// behind any other run of the project; or, naming a stage, run it now as its schedule
+    /// would (what the crontab lines do).
+    Run(ScheduleRunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CrontabArgs {
+    /// The crontab of this user instead of yours (`crontab -u USER`; root only).
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ScheduleRunArgs {
+    /// Run this scheduled stage now (and what it needs), with trigger `schedule`, then exit.
+    #[arg(value_name = "STAGE", add = ArgValueCandidates::new(stage_candidates))]
+    pub stage: Option<String>,
 }
 
 #[derive(Debug, Args)]

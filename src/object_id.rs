@@ -33,6 +33,11 @@ impl ObjectId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Its first 7 digits, as `git log --oneline` shows it.
+    pub fn short(&self) -> &str {
+        &self.0[..7]
+    }
 }
 
 impl TryFrom<String> for ObjectId {

@@ -242,6 +242,40 @@ pub fn probed(repo: &Repo, commands: Vec<CommandLine>) -> Vec<CommandLine> {
     all
 }
 
+/// `git ls-remote` of the repository's branch: what `watch` polls (pydeployer's own
+/// bookkeeping, run from the project root, where a relative `repo.url` starts).
+pub fn ls_remote(repo: &Repo) -> CommandLine {
+    CommandLine::new(
+        "git",
+        [
+            "ls-remote".to_owned(),
+            "--end-of-options".to_owned(),
+            repo.url.clone(),
+            format!("refs/heads/{}", repo.branch),
+        ],
+    )
+}
+
+/// The commit [`ls_remote`] says the branch points at; `None` when the remote has no such
+/// branch. An answer that is not `<object id>\trefs/heads/<branch>` is an error (it came from
+/// the network).
+pub fn remote_head(repo: &Repo, answer: &str) -> Result<Option<ObjectId>, String> {
+    let wanted = format!("refs/heads/{}", repo.branch);
+    for line in answer.lines() {
+        let Some((id, name)) = line.split_once('\t') else {
+            return Err(format!(
+                "`git ls-remote` answered a line that is not `ID\\tREF`: {line:?}"
+            ));
+        };
+        if name == wanted {
+            return id.parse::<ObjectId>().map(Some).map_err(|_| {
+                format!("`git ls-remote` answered `{id}`, which is not an object id")
+            });
+        }
+    }
+    Ok(None)
+}
+
 /// The commit the workspace holds (a probe of a git action, so git is pinned to it).
 pub fn head() -> CommandLine {
     rev_parse("HEAD^{commit}")

@@ -851,6 +851,36 @@ pub fn capture(
     dir: &Path,
     env: &BTreeMap<String, Option<String>>,
 ) -> io::Result<String> {
+    let output = captured(command, dir, env)?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    } else {
+        Err(io::Error::other(format!(
+            "`{command}` failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        )))
+    }
+}
+
+/// [`capture`] for a command whose exit code is an answer (`git check-ignore` exits 1 when
+/// nothing is ignored): its exit code (`None` when a signal ended it) and its stdout, untrimmed.
+pub fn capture_code(
+    command: &CommandLine,
+    dir: &Path,
+    env: &BTreeMap<String, Option<String>>,
+) -> io::Result<(Option<i32>, String)> {
+    let output = captured(command, dir, env)?;
+    Ok((
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    ))
+}
+
+fn captured(
+    command: &CommandLine,
+    dir: &Path,
+    env: &BTreeMap<String, Option<String>>,
+) -> io::Result<std::process::Output> {
     let mut expression = duct::cmd(&command.program, &command.args)
         .dir(dir)
         .stdin_null()
@@ -886,15 +916,7 @@ pub fn capture(
             ),
         ));
     }
-    let output = handle.into_output()?;
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
-    } else {
-        Err(io::Error::other(format!(
-            "`{command}` failed: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        )))
-    }
+    handle.into_output()
 }
 
 /// The longest start of `bytes` that does not end inside a UTF-8 character: `bytes.len()`

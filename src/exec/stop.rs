@@ -1,9 +1,12 @@
-//! Why a run stops early: Ctrl-C, SIGTERM, SIGHUP, or pydeployer's own failure (a log it
-//! cannot write). Set from signal handlers and from the reporter, polled by the runner.
+//! Why a run stops early: Ctrl-C, SIGTERM, SIGHUP, pydeployer's own failure (a log it
+//! cannot write), or its front end's wish (`watch --files`: the files changed, start again).
+//! Set from signal handlers, the reporter and the front end, polled by the runner.
 //!
 //! The handlers are installed once per process and stay; outside a run they act as if they
 //! were not there (the signal's default action: pydeployer ends), so that a Ctrl-C between two
-//! runs of the menu, or while waiting for the lock, still ends the program.
+//! runs of the menu, or while waiting for the lock, still ends the program. A front end that
+//! runs one run after another by itself (`watch`, `schedule run`) [holds](Stop::hold) the
+//! signals instead: between runs they are counted too, and it decides when to end.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
@@ -24,6 +27,10 @@ pub struct Stop {
     first: AtomicI32,
     /// The run cannot go on (its log cannot be written).
     failed: AtomicBool,
+    /// The front end asked the run to stop (and will start another).
+    cancelled: AtomicBool,
+    /// A front end counts the signals between runs too (see [`Stop::hold`]).
+    held: AtomicBool,
 }
 
 /// What the runner should do about it.
@@ -52,8 +59,12 @@ impl Stop {
         if let Err(err) = installed {
             return Err(io::Error::other(err.clone()));
         }
-        stop.signals.store(0, Ordering::SeqCst);
-        stop.first.store(0, Ordering::SeqCst);
+        if !stop.held.load(Ordering::SeqCst) {
+            // Held, what came between runs is the front end's to see, and stays.
+            stop.signals.store(0, Ordering::SeqCst);
+            stop.first.store(0, Ordering::SeqCst);
+            stop.cancelled.store(false, Ordering::SeqCst);
+        }
         stop.failed.store(false, Ordering::SeqCst);
         stop.active.store(true, Ordering::SeqCst);
         Ok((
@@ -62,6 +73,63 @@ impl Stop {
                 stop: Arc::clone(&stop),
             },
         ))
+    }
+
+    /// For a front end that starts runs by itself, one after another (`watch`, `schedule
+    /// run`): INT, TERM and HUP are counted from now until the guard is dropped, between runs
+    /// too, so that it can end the way a run does (130, 143, 129) rather than die of the
+    /// signal, and nothing it started is left behind. A run started meanwhile stops at once
+    /// when a signal came before it.
+    pub fn hold() -> io::Result<(Arc<Stop>, HoldGuard)> {
+        let stop = Arc::clone(PROCESS.get_or_init(|| Arc::new(Stop::default())));
+        let installed = INSTALLED.get_or_init(|| install(&stop).map_err(|e| e.to_string()));
+        if let Err(err) = installed {
+            return Err(io::Error::other(err.clone()));
+        }
+        stop.signals.store(0, Ordering::SeqCst);
+        stop.first.store(0, Ordering::SeqCst);
+        stop.cancelled.store(false, Ordering::SeqCst);
+        stop.held.store(true, Ordering::SeqCst);
+        stop.active.store(true, Ordering::SeqCst);
+        Ok((
+            Arc::clone(&stop),
+            HoldGuard {
+                stop: Arc::clone(&stop),
+            },
+        ))
+    }
+
+    /// The exit code a signal received while held asks for (130, 143, 129), if one came.
+    /// Outside [`Stop::hold`] a signal ends the process, so this is `None`.
+    pub fn interrupted() -> Option<i32> {
+        let stop = PROCESS.get()?;
+        (stop.held.load(Ordering::SeqCst) && stop.signals.load(Ordering::SeqCst) > 0)
+            .then(|| stop.signal_exit_code())
+    }
+
+    /// The front end wants the run in progress (or the next one to start) stopped: its
+    /// stages end as for Ctrl-C, and it exits 130. A signal still decides the exit code.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+    }
+
+    /// Forgets an earlier [`cancel`](Stop::cancel), before the front end starts the next run.
+    pub fn clear_cancel(&self) {
+        self.cancelled.store(false, Ordering::SeqCst);
+    }
+
+    /// Whether a stopping signal came (since the run, or the hold, began).
+    pub fn signalled(&self) -> bool {
+        self.signals.load(Ordering::SeqCst) > 0
+    }
+
+    /// 128 + the first signal, as shells report a process it ended.
+    fn signal_exit_code(&self) -> i32 {
+        match self.first.load(Ordering::SeqCst) {
+            libc::SIGTERM => exit::TERMINATED,
+            libc::SIGHUP => exit::HANGUP,
+            _ => exit::INTERRUPTED,
+        }
     }
 
     /// The run must stop because pydeployer itself cannot go on.
@@ -85,15 +153,13 @@ impl Stop {
 
     pub fn request(&self) -> Request {
         let signals = self.signals.load(Ordering::SeqCst);
-        // 128 + the signal, as shells report a process it ended.
-        let exit_code = match self.first.load(Ordering::SeqCst) {
-            libc::SIGTERM => exit::TERMINATED,
-            libc::SIGHUP => exit::HANGUP,
-            _ => exit::INTERRUPTED,
-        };
+        let exit_code = self.signal_exit_code();
         match signals {
             0 if self.failed.load(Ordering::SeqCst) => Request::Stop {
                 exit_code: exit::STAGE_FAILED,
+            },
+            0 if self.cancelled.load(Ordering::SeqCst) => Request::Stop {
+                exit_code: exit::INTERRUPTED,
             },
             0 => Request::None,
             1 => Request::Stop { exit_code },
@@ -142,6 +208,20 @@ pub struct RunGuard {
 
 impl Drop for RunGuard {
     fn drop(&mut self) {
+        if !self.stop.held.load(Ordering::SeqCst) {
+            self.stop.active.store(false, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Marks the end of a front end's [hold](Stop::hold): signals take their default action again.
+pub struct HoldGuard {
+    stop: Arc<Stop>,
+}
+
+impl Drop for HoldGuard {
+    fn drop(&mut self) {
+        self.stop.held.store(false, Ordering::SeqCst);
         self.stop.active.store(false, Ordering::SeqCst);
     }
 }
@@ -165,6 +245,17 @@ mod tests {
         let stop = Stop::default();
         stop.record(libc::SIGHUP);
         assert_eq!(stop.request(), Request::Stop { exit_code: 129 });
+    }
+
+    #[test]
+    fn a_cancel_stops_with_130_and_a_signal_still_decides() {
+        let stop = Stop::default();
+        stop.cancel();
+        assert_eq!(stop.request(), Request::Stop { exit_code: 130 });
+        assert!(!stop.signalled());
+        stop.record(libc::SIGTERM);
+        assert_eq!(stop.request(), Request::Stop { exit_code: 143 });
+        assert!(stop.signalled());
     }
 
     #[test]

@@ -238,16 +238,26 @@ fn checked_plan(pipeline: &Pipeline, selection: &Selection) -> Result<Plan, Fail
 }
 
 fn lock(state: &StateDir, command: &'static str, wait: bool) -> Result<RunLock, Failure> {
+    // A front end that holds the signals (`watch`, `schedule run`) is ended by one while it
+    // waits, too.
     state
-        .lock(command, wait, |holder| {
-            let who = holder.map_or_else(String::new, |h| format!(" (pid {})", h.pid));
-            crate::errln!("waiting for another run of this project{who} to finish…");
-        })
+        .lock_unless(
+            command,
+            wait,
+            |holder| {
+                let who = holder.map_or_else(String::new, |h| format!(" (pid {})", h.pid));
+                crate::errln!("waiting for another run of this project{who} to finish…");
+            },
+            || Stop::interrupted().is_some(),
+        )
         .map_err(|err| match err {
             busy @ LockError::Busy { .. } => Failure::Busy(miette::miette!(
                 help = "wait for it to finish, or pass `--wait` to queue behind it",
                 "{busy}"
             )),
+            LockError::GaveUp { .. } => {
+                Failure::Exit(Stop::interrupted().unwrap_or(crate::error::exit::INTERRUPTED))
+            }
             other => Failure::Tool(other.into()),
         })
 }

@@ -60,6 +60,9 @@ pub enum LockError {
         path: PathBuf,
         holder: Option<Holder>,
     },
+    /// Given up while waiting: the front end was told to end (a signal while it held them).
+    #[error("stopped while waiting for another run to release {path}")]
+    GaveUp { path: PathBuf },
     #[error("cannot use {path}: {source}")]
     Io {
         path: PathBuf,
@@ -121,6 +124,18 @@ impl StateDir {
         wait: bool,
         waiting: impl FnOnce(Option<&Holder>),
     ) -> Result<RunLock, LockError> {
+        self.lock_unless(command, wait, waiting, || false)
+    }
+
+    /// [`lock`](StateDir::lock), whose wait ends with [`LockError::GaveUp`] as soon as
+    /// `give_up()` says so (checked every 50 ms).
+    pub fn lock_unless(
+        &self,
+        command: &str,
+        wait: bool,
+        waiting: impl FnOnce(Option<&Holder>),
+        give_up: impl Fn() -> bool,
+    ) -> Result<RunLock, LockError> {
         let path = self.path.join("lock");
         let io_error = |source| LockError::Io {
             path: path.clone(),
@@ -150,7 +165,17 @@ impl StateDir {
                 if !cleaning_up {
                     waiting(holder.as_ref());
                 }
-                file.lock().map_err(io_error)?;
+                loop {
+                    match file.try_lock() {
+                        Ok(()) => break,
+                        Err(fs::TryLockError::WouldBlock) => {}
+                        Err(fs::TryLockError::Error(err)) => return Err(io_error(err)),
+                    }
+                    if give_up() {
+                        return Err(LockError::GaveUp { path });
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
             }
             Err(fs::TryLockError::Error(err)) => return Err(io_error(err)),
         }
