@@ -21,7 +21,8 @@ fn log_text(path: &std::path::Path) -> String {
     String::from_utf8_lossy(&std::fs::read(path).unwrap()).into_owned()
 }
 
-/// The run logs (not other files of logs/), oldest run first.
+/// The run logs (not other files of logs/), oldest run first; a log that has no header yet
+/// (its run is starting) is not counted yet.
 fn runs(project: &Project) -> Vec<String> {
     let mut texts: Vec<String> = project
         .logs()
@@ -33,6 +34,7 @@ fn runs(project: &Project) -> Vec<String> {
                 .is_some_and(|n| n.starts_with(|c: char| c.is_ascii_digit()))
         })
         .map(|log| log_text(log))
+        .filter(|text| text.contains("[pydeployer] started: "))
         .collect();
     texts.sort_by_key(|text| started(text));
     texts
@@ -265,7 +267,7 @@ fn schedule_run_runs_a_stage_on_time_and_waits_its_turn_behind_a_running_pipelin
          \x20 long: { run: \"echo $$ > long.pid; while [ ! -e go ]; do sleep 0.05; done\", when: manual }\n\
          \x20 tick: { run: echo ticked, schedule: \"*/5 * * * * *\" }\n",
     );
-    // On time: the run starts in the second its time names (or, on a busy machine, the next).
+    // On time: the run starts in the second its time names (on a busy machine, up to two later).
     let mut child = project.spawn(&["schedule", "run"]);
     let said = collect_stderr(&mut child);
     project.wait_for_log("[tick] ticked", LIMIT);
@@ -274,7 +276,7 @@ fn schedule_run_runs_a_stage_on_time_and_waits_its_turn_behind_a_running_pipelin
     let first = &logs[0];
     assert!(first.contains("[pydeployer] trigger: schedule"), "{first}");
     let second = chrono::Timelike::second(&started(first));
-    assert!(second % 5 <= 1, "started at second {second}: {first}");
+    assert!(second % 5 <= 2, "started at second {second}: {first}");
 
     // Behind a running pipeline: the due stage waits for the lock, then runs.
     let long = project.spawn(&["run", "long"]);
