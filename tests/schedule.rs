@@ -14,6 +14,23 @@ use std::time::Duration;
 use common::{Project, finish, gone_within, signal};
 
 const LIMIT: Duration = Duration::from_mins(1);
+
+/// Kills the process (SIGKILL; its watchdog then ends its stages) if the test ends, or
+/// panics, before it was ended: no watch or scheduler outlives its test.
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if common::alive(self.0) {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe { libc::kill(self.0, libc::SIGKILL) };
+        }
+    }
+}
+
+fn guard(child: &std::process::Child) -> KillOnDrop {
+    KillOnDrop(i32::try_from(child.id()).expect("pid"))
+}
 /// The user whose crontab the tests write (made by test.sh).
 const CRON_USER: &str = "pydeployer-cron";
 
@@ -269,6 +286,7 @@ fn schedule_run_runs_a_stage_on_time_and_waits_its_turn_behind_a_running_pipelin
     );
     // On time: the run starts in the second its time names (on a busy machine, up to two later).
     let mut child = project.spawn(&["schedule", "run"]);
+    let _guard = guard(&child);
     let said = collect_stderr(&mut child);
     project.wait_for_log("[tick] ticked", LIMIT);
     wait_for_text(&said, "schedule: tick passed");
@@ -280,6 +298,7 @@ fn schedule_run_runs_a_stage_on_time_and_waits_its_turn_behind_a_running_pipelin
 
     // Behind a running pipeline: the due stage waits for the lock, then runs.
     let long = project.spawn(&["run", "long"]);
+    let _long_guard = guard(&long);
     let long_pid = project.pid("long.pid");
     wait_for_text(&said, "waiting for another run of this project");
     let before = runs(&project).len();

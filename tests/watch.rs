@@ -13,6 +13,23 @@ use common::{Project, alive, finish, git, gone_within, signal};
 
 const LIMIT: Duration = Duration::from_mins(1);
 
+/// Kills the process (SIGKILL; its watchdog then ends its stages) if the test ends, or
+/// panics, before it was ended: no watch or scheduler outlives its test.
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if common::alive(self.0) {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe { libc::kill(self.0, libc::SIGKILL) };
+        }
+    }
+}
+
+fn guard(child: &std::process::Child) -> KillOnDrop {
+    KillOnDrop(i32::try_from(child.id()).expect("pid"))
+}
+
 /// Ends the watch with Ctrl-C (SIGINT) and returns (exit code, stdout, stderr).
 fn interrupt(child: std::process::Child) -> (i32, String, String) {
     signal(child.id(), libc::SIGINT);
@@ -95,6 +112,7 @@ fn commits_pushed_during_a_run_make_exactly_one_more_run_on_the_newest() {
     let project = repo_project();
     let first = git(&project.join("seed"), &["rev-parse", "HEAD"]);
     let child = project.spawn(&["watch", "--interval", "1s"]);
+    let _guard = guard(&child);
     // The first run tests what the branch holds when watch starts, and waits in `check`.
     project.wait_for_log(&format!("testing {first}"), LIMIT);
     let _second = push(&project, "a.txt", "second");
@@ -160,6 +178,7 @@ fn commits_pushed_during_a_run_make_exactly_one_more_run_on_the_newest() {
 fn ctrl_c_during_a_run_ends_it_and_watch_exits_130_leaving_nothing() {
     let project = repo_project();
     let child = project.spawn(&["watch", "--interval", "1s"]);
+    let _guard = guard(&child);
     project.wait_for_log("testing ", LIMIT);
     let stage = project.pid("check.pid");
     assert!(alive(stage));
@@ -180,6 +199,7 @@ fn ctrl_c_between_runs_exits_130() {
     let project = repo_project();
     fs::write(project.join("go"), "").unwrap();
     let child = project.spawn(&["watch", "--interval", "1s"]);
+    let _guard = guard(&child);
     wait_for_finished_logs(&project, 1);
     let (code, _, stderr) = interrupt(child);
     assert_eq!(code, 130, "{stderr}");
@@ -228,6 +248,7 @@ fn files_project() -> Project {
 fn an_edit_reruns_once_and_ignored_paths_start_nothing() {
     let project = files_project();
     let child = project.spawn(&["watch", "--files"]);
+    let _guard = guard(&child);
     project.wait_for_log("src is one", LIMIT);
     wait_for_finished_logs(&project, 1);
 
@@ -264,6 +285,7 @@ fn an_edit_during_a_long_stage_cancels_it_and_starts_again() {
     let project = files_project();
     project.file("ignored/slow", "");
     let child = project.spawn(&["watch", "--files"]);
+    let _guard = guard(&child);
     project.wait_for_log("src is one", LIMIT);
     let first = project.pid("work.pid");
     fs::remove_file(project.join("work.pid")).unwrap();
