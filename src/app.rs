@@ -1,6 +1,7 @@
 //! One function per command: load → plan → run → report.
 
 mod demo;
+pub(crate) mod environments;
 mod graph;
 mod history;
 mod init;
@@ -31,7 +32,11 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
     let command = cli.command.as_ref().unwrap_or(&Command::Menu);
     let runs = matches!(
         command,
-        Command::Run(_) | Command::All(_) | Command::Rollback(_) | Command::Demo(_)
+        Command::Run(_)
+            | Command::All(_)
+            | Command::Rollback(_)
+            | Command::Demo(_)
+            | Command::Deploy(_)
     );
     if cli.format == Format::Jsonl && !runs {
         return Err(Problem::general(
@@ -58,8 +63,13 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
             };
             session::run(&load(cli)?, &request, &settings(cli, args.lock.wait))
         }
-        Command::Rollback(args) => rollback(cli, args.to, args.lock.wait),
-        Command::History(args) => history(cli, args.limit.map(|n| n as usize)),
+        Command::Rollback(args) => {
+            environments::rollback(cli, args.to, args.env.as_deref(), args.lock.wait)
+        }
+        Command::Deploy(args) => environments::deploy(cli, args),
+        Command::Status(args) => environments::status(cli, args),
+        Command::HealthCheck(args) => environments::health_check(args),
+        Command::History(args) => history(cli, args.limit.map(|n| n as usize), args.env.as_deref()),
         Command::Demo(args) => demo::run(cli, args.wait),
         Command::All(args) => {
             let selection = Selection {
@@ -267,27 +277,8 @@ fn plan(cli: &Cli, selection: &Selection, no_cache: bool) -> Result<(), Failure>
     Ok(())
 }
 
-fn rollback(cli: &Cli, to: Option<u64>, wait: bool) -> Result<(), Failure> {
-    let pipeline = load(cli)?;
-    let stage = rollback_stage(&pipeline)?;
-    let revert_to = match to {
-        None => None,
-        Some(id) => Some(rollback_target(&pipeline, id)?),
-    };
-    let request = RunRequest {
-        command: "rollback",
-        selection: Selection {
-            only: vec![stage.name.to_string()],
-            ..Selection::default()
-        },
-        revert_to,
-        ..RunRequest::default()
-    };
-    session::run(&pipeline, &request, &settings(cli, wait))
-}
-
 /// The pipeline's one `git/revert` stage; none, or more than one, is refused.
-fn rollback_stage(pipeline: &Pipeline) -> Result<&crate::pipeline::Stage, Failure> {
+pub(crate) fn rollback_stage(pipeline: &Pipeline) -> Result<&crate::pipeline::Stage, Failure> {
     let mut stages = pipeline
         .stages
         .iter()
@@ -310,10 +301,13 @@ fn rollback_stage(pipeline: &Pipeline) -> Result<&crate::pipeline::Stage, Failur
     Ok(stage)
 }
 
-/// The commit `rollback --to ID` returns to: entry `id` of the ledger, which must be there
+/// The entry `rollback --to ID` returns to: entry `id` of the ledger, which must be there
 /// once, a successful deploy or rollback of this pipeline's repository, remote and branch.
-fn rollback_target(pipeline: &Pipeline, id: u64) -> Result<crate::object_id::ObjectId, Failure> {
-    let ledger = Ledger::open(&pipeline.archive).map_err(session::ledger_failure)?;
+pub(crate) fn rollback_entry<'a>(
+    pipeline: &Pipeline,
+    ledger: &'a Ledger,
+    id: u64,
+) -> Result<&'a crate::store::ledger::Entry, Failure> {
     let mut matching = ledger.entries().iter().filter(|e| e.id == id);
     let entry = matching.next().ok_or_else(|| {
         Problem::general(format!("the ledger has no entry {id}"))
@@ -367,15 +361,35 @@ fn rollback_target(pipeline: &Pipeline, id: u64) -> Result<crate::object_id::Obj
         .with_help("return to an entry whose status is success (`pydeployer history`)")
         .into());
     }
-    entry.commit.clone().ok_or_else(|| {
-        Problem::general(format!("ledger entry {id} has no commit to return to")).into()
-    })
+    if let Some(environment) = &entry.environment {
+        return Err(Problem::general(format!(
+            "ledger entry {id} is a {} to environment {environment}, not to this pipeline's remote",
+            entry.kind
+        ))
+        .with_help(format!(
+            "`pydeployer rollback --env {environment} --to {id}`"
+        ))
+        .into());
+    }
+    Ok(entry)
 }
 
-fn history(cli: &Cli, limit: Option<usize>) -> Result<(), Failure> {
+fn history(cli: &Cli, limit: Option<usize>, env: Option<&str>) -> Result<(), Failure> {
     let pipeline = load(cli)?;
+    if let Some(env) = env
+        && pipeline.environment(env).is_none()
+    {
+        return Err(Problem::general(format!("no environment `{env}`"))
+            .with_help("`environments:` in pipeline.yml lists them")
+            .into());
+    }
     let ledger = Ledger::open(&pipeline.archive).map_err(session::ledger_failure)?;
-    let entries = ledger.entries();
+    let entries: Vec<crate::store::ledger::Entry> = ledger
+        .entries()
+        .iter()
+        .filter(|e| env.is_none() || e.environment.as_deref() == env)
+        .cloned()
+        .collect();
     let shown = &entries[entries.len().saturating_sub(limit.unwrap_or(usize::MAX))..];
     match cli.format {
         Format::Text => crate::out!("{}", history::render_table(shown)),

@@ -88,13 +88,31 @@ Examples:
   pydeployer validate
   pydeployer validate -f ci/pipeline.yml")]
     Validate,
-    /// Revert the last deploy and push the revert (runs the `git/revert` stage alone).
+    /// Return the remote (or an environment) to the deploy before the live one, with one
+    /// revert commit pushed on top.
     #[command(after_help = "\
 Examples:
-  pydeployer rollback             revert the last commit and push the revert
-  pydeployer rollback --to 1      back to the tree of ledger entry 1, with revert commits;
-                                  history is never rewritten")]
+  pydeployer rollback                   back to the previous deploy in the ledger
+  pydeployer rollback --to 1            back to the files of ledger entry 1, in one revert
+                                        commit; history is never rewritten
+  pydeployer rollback --env staging     the same, for one environment")]
     Rollback(RollbackArgs),
+    /// Deploy to one environment: its deploy stage(s) alone. An environment that `requires`
+    /// another gets the exact commit live and healthy there (no build, no new commit).
+    #[command(after_help = "\
+Examples:
+  pydeployer deploy staging
+  pydeployer deploy production --approve    approve it from a script (the ledger says who)")]
+    Deploy(DeployArgs),
+    /// Each environment: the commit live there, when and how it got there, and its health now.
+    #[command(after_help = "\
+Examples:
+  pydeployer status
+  pydeployer status --no-check --format json")]
+    Status(StatusArgs),
+    /// (internal) An HTTP health check, run by a deploy stage: GET until healthy or timeout.
+    #[command(name = "__health-check", hide = true)]
+    HealthCheck(HealthCheckArgs),
     /// The deploy ledger (archive/deploy_history.json) as a table.
     ///
     /// Columns: id, kind, status, branch, short commit, started, duration; oldest first.
@@ -376,6 +394,9 @@ pub struct RollbackArgs {
     /// Return the branch to the tree of this ledger entry (see `pydeployer history`).
     #[arg(long, value_name = "ID")]
     pub to: Option<u64>,
+    /// Roll back this environment (of `environments:`) instead of `repo.remote`.
+    #[arg(long, value_name = "ENV")]
+    pub env: Option<String>,
     #[command(flatten)]
     pub lock: LockArgs,
 }
@@ -385,6 +406,48 @@ pub struct HistoryArgs {
     /// Only the newest N entries (N ≥ 1).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub limit: Option<u32>,
+    /// Only the entries of this environment.
+    #[arg(long, value_name = "ENV")]
+    pub env: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// The environment (of `environments:`).
+    #[arg(value_name = "ENV")]
+    pub environment: String,
+    /// Approve the deploy of an environment with `approval: true` (the ledger records your
+    /// user name and the time).
+    #[arg(long)]
+    pub approve: bool,
+    /// Deploy even a commit that has not passed the stages its deploy needs.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub lock: LockArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Do not run the health checks; show what the ledger says.
+    #[arg(long)]
+    pub no_check: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct HealthCheckArgs {
+    #[arg(long)]
+    pub url: String,
+    #[arg(long, default_value_t = 200)]
+    pub expect: u16,
+    #[arg(long)]
+    pub contains: Option<String>,
+    /// Seconds.
+    #[arg(long)]
+    pub timeout: f64,
+    /// Seconds.
+    #[arg(long)]
+    pub interval: f64,
 }
 
 #[derive(Debug, Args)]

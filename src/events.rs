@@ -49,7 +49,7 @@ pub enum RunEvent {
         details: Option<String>,
         /// A deploy or rollback stage's last attempt: what it pushed, where. Found by the
         /// action itself (its post-step), not by whoever reads the event.
-        deploy: Option<Deployed>,
+        deploy: Option<Box<Deployed>>,
         /// A `python/publish` stage's last attempt: what it uploaded, where.
         publish: Option<Box<Published>>,
         /// This attempt's duration.
@@ -78,6 +78,10 @@ pub enum Trigger {
     Watch,
     /// A stage's `schedule:` came due (`schedule run`, or cron after `schedule install`).
     Schedule,
+    /// `deploy ENV` of an environment that `requires` another: the commit live there.
+    Promote,
+    /// pydeployer itself: the rollback of an unhealthy deploy.
+    Auto,
 }
 
 impl Trigger {
@@ -87,16 +91,19 @@ impl Trigger {
             Trigger::Manual => "manual",
             Trigger::Watch => "watch",
             Trigger::Schedule => "schedule",
+            Trigger::Promote => "promote",
+            Trigger::Auto => "auto",
         }
     }
 
     /// Whether a run started this way may have a deploy approved (`approval: true`). A watch
     /// or a schedule never approves: nobody is there to say yes, and a commit must not reach
-    /// an approval environment because it was pushed or because it is 3 o'clock.
+    /// an approval environment because it was pushed or because it is 3 o'clock; nor does
+    /// pydeployer itself (an automatic rollback).
     pub fn may_approve(self) -> bool {
         match self {
-            Trigger::Manual => true,
-            Trigger::Watch | Trigger::Schedule => false,
+            Trigger::Manual | Trigger::Promote => true,
+            Trigger::Watch | Trigger::Schedule | Trigger::Auto => false,
         }
     }
 }
@@ -105,6 +112,30 @@ impl fmt::Display for Trigger {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
+}
+
+/// Who said yes to a deploy, and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Approval {
+    /// The user name.
+    pub by: String,
+    pub at: DateTime<chrono::FixedOffset>,
+}
+
+/// What an environment's health check found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct HealthReport {
+    /// `healthy` or `unhealthy`.
+    pub result: HealthResult,
+    /// How long the check took, in milliseconds.
+    pub took_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthResult {
+    Healthy,
+    Unhealthy,
 }
 
 /// What a run is about to do.
@@ -143,6 +174,17 @@ pub struct Deployed {
     /// What the remote's branch pointed at before, as the workspace last saw it; `None` when
     /// it had no such branch.
     pub previous_commit: Option<ObjectId>,
+    /// The environment pushed to (`with: { environment }`); `None`: `repo.remote`.
+    pub environment: Option<String>,
+    /// Why it happened: `manual`, `promote`, `auto` (an unhealthy deploy's rollback).
+    pub trigger: Trigger,
+    pub approved_by: Option<Approval>,
+    /// The environment's health check after the push, when it has one.
+    pub health: Option<HealthReport>,
+    /// A rollback: the ledger entry whose files it gave back.
+    pub rolled_back_to: Option<u64>,
+    /// An unhealthy deploy that was rolled back at once: that rollback.
+    pub auto_rollback: Option<Box<Deployed>>,
 }
 
 /// What a `python/publish` stage uploaded, for the ledger.
@@ -235,6 +277,8 @@ pub enum SkipReason {
     Cancelled,
     /// `cache:` — nothing it depends on changed since that run (a log's stem), when it passed.
     Cached { since: String },
+    /// A deploy to an environment with `approval: true`, and nobody at a terminal to ask.
+    NeedsApproval { command: String },
 }
 
 impl SkipReason {
@@ -248,6 +292,7 @@ impl SkipReason {
             }
             SkipReason::Cancelled => "cancelled before it started".into(),
             SkipReason::Cached { since } => format!("cached (unchanged since {since})"),
+            SkipReason::NeedsApproval { command } => format!("needs approval: `{command}`"),
         }
     }
 }

@@ -92,6 +92,8 @@ pub struct Pipeline {
     pub cloud: Option<Cloud>,
     /// `notify:` — webhooks told of the run's events.
     pub notify: Vec<Webhook>,
+    /// `environments:` — where deploy stages that name one push, in declaration order.
+    pub environments: Vec<Environment>,
 }
 
 impl Pipeline {
@@ -138,6 +140,17 @@ impl Pipeline {
         guards
     }
 
+    pub fn environment(&self, name: &str) -> Option<&Environment> {
+        self.environments.iter().find(|e| e.name == name)
+    }
+
+    /// The deploy stages (`git/push`) that push to environment `name`, in declaration order.
+    pub fn deploys_to<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Stage> + 'a {
+        self.stages
+            .iter()
+            .filter(move |s| s.environment() == Some(name))
+    }
+
     pub fn workdir(&self, stage: &Stage) -> PathBuf {
         if let Some(dir) = &stage.workdir {
             return dir.clone();
@@ -147,6 +160,45 @@ impl Pipeline {
             _ => self.root.clone(),
         }
     }
+}
+
+/// One of `environments:`: a git URL a deploy stage pushes to, and how to tell that what
+/// runs there is healthy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Environment {
+    /// A name as stage names are (letters, digits, `-`, `_`, `.`).
+    pub name: String,
+    /// Any git URL; a local path is made absolute.
+    pub url: String,
+    pub branch: String,
+    /// Only a commit live and healthy there may be deployed here (`deploy ENV` promotes it).
+    pub requires: Option<String>,
+    /// A person says yes before a deploy (on a terminal, or `deploy ENV --approve`).
+    pub approval: bool,
+    pub health: Option<Health>,
+}
+
+/// A health check: tried every `interval` until it passes, for at most `timeout`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    pub check: HealthCheck,
+    pub timeout: Duration,
+    pub interval: Duration,
+}
+
+pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_mins(1);
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthCheck {
+    /// `GET url` answers `expect`, and its body holds `contains` when given.
+    Http {
+        url: String,
+        expect: u16,
+        contains: Option<String>,
+    },
+    /// A command (`sh -c`, in the workspace) exits 0.
+    Run(String),
 }
 
 /// `cloud:`: where every run's log, ledger and summary go, and the topic told of failures.
@@ -300,6 +352,16 @@ impl Stage {
             Action::Run(_) => None,
         }
     }
+
+    /// The environment a deploy stage pushes to (`with: { environment: … }`).
+    pub fn environment(&self) -> Option<&str> {
+        match &self.action {
+            Action::Uses(Uses::GitPush {
+                environment: Some(name),
+            }) => Some(name),
+            _ => None,
+        }
+    }
 }
 
 /// A stage's `cache:`: what its key covers besides its definition and its needs' keys.
@@ -344,7 +406,10 @@ pub enum Uses {
     PythonCoverage(CoverageParams),
     PythonBuild,
     PythonPublish(PublishParams),
-    GitPush,
+    GitPush {
+        /// Push to this one of `environments:` instead of `repo.remote`.
+        environment: Option<String>,
+    },
     GitRevert,
 }
 
@@ -443,7 +508,7 @@ impl Uses {
             Uses::PythonCoverage(_) => Builtin::PythonCoverage,
             Uses::PythonBuild => Builtin::PythonBuild,
             Uses::PythonPublish(_) => Builtin::PythonPublish,
-            Uses::GitPush => Builtin::GitPush,
+            Uses::GitPush { .. } => Builtin::GitPush,
             Uses::GitRevert => Builtin::GitRevert,
         }
     }
@@ -529,7 +594,8 @@ impl Builtin {
     /// The `with:` keys the action accepts, and what each holds.
     pub fn parameters(self) -> &'static [(&'static str, Param)] {
         match self {
-            Builtin::GitClone | Builtin::GitPush | Builtin::GitRevert | Builtin::PythonBuild => &[],
+            Builtin::GitClone | Builtin::GitRevert | Builtin::PythonBuild => &[],
+            Builtin::GitPush => &[("environment", Param::Text)],
             Builtin::GitCommit => &[("message", Param::Text)],
             Builtin::Pytest => &[("args", Param::Words), ("allow_no_tests", Param::Flag)],
             Builtin::PythonVenv => &[

@@ -126,6 +126,15 @@ fn a_failing_test_stops_the_deploy_and_is_named() {
 fn rollback_reverts_and_rollback_to_restores_a_deploy() {
     let project = project_with_origin(TESTS);
     assert_eq!(project.run(&["run", "-q"]).0, 0);
+    // Right after the first deploy there is nothing to return to: refused, origin intact.
+    let before = origin_head(&project);
+    let (code, _, err) = project.run(&["rollback"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("nothing was deployed there before it"),
+        "{err}"
+    );
+    assert_eq!(origin_head(&project), before, "origin changed");
     let deployed = origin_head(&project);
     let tree_1 = git(&project.join("origin.git"), &["rev-parse", "master^{tree}"]);
 
@@ -136,8 +145,27 @@ fn rollback_reverts_and_rollback_to_restores_a_deploy() {
 
     let (code, _, err) = project.run(&["rollback"]);
     assert_eq!(code, 0, "{err}");
+    // The terminal says what is reverted (the range) and to what, before and after.
+    assert!(
+        err.contains(&format!(
+            "returning it to the files of entry 1 ({}): the commits {}..{} are reverted in one commit",
+            &deployed[..7],
+            &deployed[..7],
+            &second[..7]
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("rolled back: origin/master is now at"),
+        "{err}"
+    );
     let head = origin_head(&project);
     let origin = project.join("origin.git");
+    assert_eq!(
+        git(&origin, &["rev-parse", "master^{tree}"]),
+        tree_1,
+        "not back to the files of deploy 1"
+    );
     assert_eq!(
         git(&origin, &["rev-parse", "master^"]),
         second,
@@ -150,6 +178,15 @@ fn rollback_reverts_and_rollback_to_restores_a_deploy() {
     let entries = ledger(&project);
     assert_eq!(entries[2]["kind"], "rollback");
     assert_eq!(entries[2]["commit"], head);
+    assert_eq!(entries[2]["rolled_back_to"], 1);
+    // Deploy 1 is live again, and nothing was deployed before it: a second rollback refuses.
+    let (code, _, err) = project.run(&["rollback"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("nothing was deployed there before it"),
+        "{err}"
+    );
+    assert_eq!(origin_head(&project), head, "origin changed");
 
     // Back to the tree of deploy 1 from a different state: deploy again, then --to 1.
     project.file("workspace/more.py", "Y = 2\n");
@@ -165,7 +202,7 @@ fn rollback_reverts_and_rollback_to_restores_a_deploy() {
     let log = project.last_log();
     assert!(
         log.contains(&format!(
-            "[pydeployer]   rollback: git revert --no-edit {deployed}..HEAD"
+            "[pydeployer]   rollback: git fetch --quiet --prune --end-of-options origin && git revert --no-commit {deployed}..HEAD && git commit"
         )),
         "{log}"
     );
@@ -179,6 +216,8 @@ fn rollback_reverts_and_rollback_to_restores_a_deploy() {
 #[test]
 fn rollback_never_publishes_what_was_not_deployed() {
     let project = project_with_origin(TESTS);
+    assert_eq!(project.run(&["run", "-q"]).0, 0);
+    project.file("workspace/extra.py", "X = 1\n");
     assert_eq!(project.run(&["run", "-q"]).0, 0);
     let deployed = origin_head(&project);
     // A change whose tests fail: the build commits it in the workspace, the deploy is skipped.

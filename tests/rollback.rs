@@ -165,7 +165,7 @@ fn a_failed_rollback_to_leaves_the_workspace_as_it_found_it() {
 #[test]
 fn rollback_does_not_resurrect_a_branch_deleted_on_the_remote() {
     let project = project();
-    assert_eq!(project.run(&["run", "-q"]).0, 0);
+    three_deploys(&project);
     git(
         &project.join("origin.git"),
         &["update-ref", "-d", "refs/heads/master"],

@@ -13,7 +13,7 @@ use crate::object_id::ObjectId;
 use crate::pipeline::Repo;
 
 /// Git identity used only when the user has none configured (a fresh CI-like machine).
-const FALLBACK_IDENTITY: &str = r"git config user.name >/dev/null || export GIT_AUTHOR_NAME=pydeployer GIT_COMMITTER_NAME=pydeployer
+pub(crate) const FALLBACK_IDENTITY: &str = r"git config user.name >/dev/null || export GIT_AUTHOR_NAME=pydeployer GIT_COMMITTER_NAME=pydeployer
 git config user.email >/dev/null || export GIT_AUTHOR_EMAIL=pydeployer@localhost GIT_COMMITTER_EMAIL=pydeployer@localhost
 ";
 
@@ -327,8 +327,7 @@ pub fn push(repo: &Repo) -> Vec<CommandLine> {
 /// deploys half a rollback.
 pub fn revert(repo: &Repo, to: Option<&ObjectId>) -> Vec<CommandLine> {
     let script = format!(
-        r#"{FALLBACK_IDENTITY}git fetch --quiet --prune --end-of-options "$2" || exit
-deployed="refs/remotes/$2/$3"
+        r#"{FALLBACK_IDENTITY}deployed="refs/remotes/$2/$3"
 git rev-parse --verify --quiet --end-of-options "$deployed^{{commit}}" >/dev/null || {{ echo "$2 has no branch $3: nothing was deployed there" >&2; exit 1; }}
 start=$(git rev-parse --verify --quiet --end-of-options "HEAD^{{commit}}") || {{ echo "the workspace has no commit to start from" >&2; exit 1; }}
 if ! git diff --quiet HEAD -- || ! git diff --cached --quiet HEAD --; then
@@ -358,7 +357,11 @@ if [ -n "$1" ]; then
     undo
   fi
   if git diff --quiet --end-of-options "$1" HEAD --; then echo 'the branch already holds that commit'"'"'s files: nothing to revert'; exit 0; fi
-  git revert --no-edit --end-of-options "$1..HEAD" || undo
+  from=$(git rev-parse --short HEAD) to=$(git rev-parse --short "$1")
+  echo "reverting $to..$from ($(git rev-list --count "$1..HEAD") commit(s)) in one commit, back to the files of $to"
+  git revert --no-commit --end-of-options "$1..HEAD" || undo
+  git commit --quiet -m "Revert $to..$from: back to the files of $to" -m "Rolled back by pydeployer: the files are exactly those of $1; no history is rewritten." || undo
+  echo "$2/$3 gets $(git rev-parse --short HEAD), with the files of $to"
   if ! git diff --quiet --end-of-options "$1" HEAD --; then
     echo "the reverts did not give back the tree of $1, so nothing is pushed" >&2
     undo
@@ -370,7 +373,7 @@ git push --end-of-options "$2" "HEAD:refs/heads/$3" || undo"#
     );
     let target = to.map_or("", ObjectId::as_str);
     let revert = match to {
-        Some(commit) => format!("git revert --no-edit {commit}..HEAD"),
+        Some(commit) => format!("git revert --no-commit {commit}..HEAD && git commit"),
         None => "git revert --no-edit HEAD".to_owned(),
     };
     let push = push(repo)
@@ -378,7 +381,20 @@ git push --end-of-options "$2" "HEAD:refs/heads/$3" || undo"#
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(" && ");
+    // Fetched first, with `--prune` (a branch deleted there is not resurrected from a stale
+    // remote-tracking ref), so that the probe before the rollback sees what the remote holds.
+    let fetch = CommandLine::new(
+        "git",
+        [
+            "fetch",
+            "--quiet",
+            "--prune",
+            "--end-of-options",
+            repo.remote.as_str(),
+        ],
+    );
     vec![
+        fetch,
         CommandLine::new(
             "sh",
             [

@@ -13,6 +13,7 @@ use crate::events::{DeployKind, Deployed, Published, PublishedFile};
 use crate::object_id::ObjectId;
 use crate::pipeline::{Action, Builtin, Pipeline, RunCommand, Stage, Uses};
 
+pub mod environment;
 pub mod git;
 pub mod junit;
 pub mod python;
@@ -35,6 +36,13 @@ pub struct CommandLine {
     /// Its output is shown, and a copy (the first [`KEPT_OUTPUT`] bytes) is kept for
     /// [`post_step`] (ruff's findings, the files `python -m build` made).
     pub keep_output: bool,
+    /// An environment's health check: a failure does not end the stage but makes it
+    /// unhealthy (the commands marked [`if_unhealthy`](CommandLine::if_unhealthy) run).
+    pub health: bool,
+    /// Runs only once a health check of the stage failed (the automatic rollback).
+    pub if_unhealthy: bool,
+    /// A question to the person at the terminal (its stdin); exit 0 is their yes.
+    pub approval: bool,
 }
 
 /// How much of a command's output is kept for its action's post-step.
@@ -53,6 +61,9 @@ impl CommandLine {
             probe: false,
             keep_output: false,
             gate: false,
+            health: false,
+            if_unhealthy: false,
+            approval: false,
         }
     }
 
@@ -180,10 +191,35 @@ pub struct RunContext {
     pub scratch: PathBuf,
     /// `rollback --to`: the commit whose tree the rollback restores.
     pub revert_to: Option<ObjectId>,
+    /// The ledger entry of that commit (the rollback's entry names it).
+    pub revert_to_entry: Option<u64>,
     /// `run --worktree`: `git/clone` takes a snapshot of this checkout instead of cloning.
     pub snapshot: Option<Snapshot>,
     /// `--force`: deploy what did not pass its stages (the ledger says so).
     pub force: bool,
+    /// Per environment, its last healthy deploy (ledger id, commit): where an unhealthy
+    /// deploy is rolled back to.
+    pub last_healthy: BTreeMap<String, (u64, ObjectId)>,
+    /// `deploy ENV` of an environment that `requires` another: the commit live and healthy
+    /// there, pushed instead of the workspace's HEAD.
+    pub promote: Option<ObjectId>,
+    /// `deploy ENV --approve`: the approval is given already.
+    pub approved: Option<crate::events::Approval>,
+    /// `rollback --env ENV`: the environment's deploy stage rolls back instead.
+    pub env_rollback: Option<EnvRollback>,
+    /// This program, which runs the HTTP health checks (`pydeployer __health-check`).
+    pub program: Option<PathBuf>,
+    /// Why the run was started: what its ledger entries say.
+    pub trigger: crate::events::Trigger,
+}
+
+/// `rollback --env ENV [--to ID]`: the ledger entry whose files the environment gets back.
+#[derive(Debug, Clone)]
+pub struct EnvRollback {
+    pub entry: u64,
+    pub commit: ObjectId,
+    /// Said in the rollback commit's message.
+    pub reason: String,
 }
 
 /// The project's own checkout, as `run --worktree` copies it into the workspace.
@@ -226,7 +262,18 @@ pub fn commands(
                 });
                 git::commit(&message)
             }
-            Uses::GitPush => {
+            Uses::GitPush {
+                environment: Some(name),
+            } => {
+                if context.snapshot.is_some() {
+                    git::refuse_uncommitted_snapshot(repo()?)?;
+                }
+                let environment = pipeline
+                    .environment(name)
+                    .ok_or_else(|| format!("no environment `{name}`"))?;
+                environment::deploy(pipeline, environment, context)
+            }
+            Uses::GitPush { environment: None } => {
                 if context.snapshot.is_some() {
                     git::refuse_uncommitted_snapshot(repo()?)?;
                 }
@@ -235,7 +282,11 @@ pub fn commands(
                 git::probed(repo()?, push)
             }
             Uses::GitRevert => {
-                git::probed(repo()?, git::revert(repo()?, context.revert_to.as_ref()))
+                let mut revert = git::revert(repo()?, context.revert_to.as_ref());
+                let fetch = revert.remove(0);
+                let mut commands = vec![fetch];
+                commands.extend(git::probed(repo()?, revert));
+                commands
             }
             Uses::Pytest(params) => vec![python::pytest(
                 &pipeline.workdir(stage),
@@ -280,6 +331,11 @@ pub fn gate(
     passed: &crate::store::passed::Passed,
     passed_now: &std::collections::BTreeSet<crate::pipeline::StageName>,
 ) -> Result<bool, String> {
+    // A promotion pushes the commit live and healthy on the environment it requires: that
+    // is its gate, checked before the run.
+    if context.promote.is_some() && stage.environment().is_some() {
+        return Ok(false);
+    }
     let guards = pipeline.guards(stage);
     if guards.is_empty() {
         return Ok(false);
@@ -398,18 +454,32 @@ pub fn post_step(
         Some(Builtin::GitRevert) => Some(DeployKind::Rollback),
         _ => None,
     };
-    let deploy = kind.zip(pipeline.repo.as_ref()).map(|(kind, repo)| {
-        let (previous_commit, commit) = git::answers(answers);
-        Deployed {
-            kind,
-            forced: false,
-            repo: repo.url.clone(),
-            remote: repo.remote.clone(),
-            branch: repo.branch.clone(),
-            commit,
-            previous_commit,
-        }
-    });
+    let environment = stage
+        .environment()
+        .and_then(|name| pipeline.environment(name));
+    let deploy = kind
+        .zip(pipeline.repo.as_ref())
+        .map(|(kind, repo)| match environment {
+            Some(environment) => environment_deploy(repo, environment, context, answers),
+            None => {
+                let (previous_commit, commit) = git::answers(answers);
+                Deployed {
+                    kind,
+                    forced: false,
+                    repo: repo.url.clone(),
+                    remote: repo.remote.clone(),
+                    branch: repo.branch.clone(),
+                    commit,
+                    previous_commit,
+                    environment: None,
+                    trigger: context.trigger,
+                    approved_by: None,
+                    health: None,
+                    rolled_back_to: context.revert_to_entry,
+                    auto_rollback: None,
+                }
+            }
+        });
     PostStep {
         note,
         details,
@@ -508,6 +578,55 @@ fn publish_step(
         skipped,
     };
     (Some(note), Some(Box::new(published)))
+}
+
+/// What a deploy stage of an environment did: a deploy (and the automatic rollback of it, when
+/// its probes saw one), or under `rollback --env` a rollback.
+fn environment_deploy(
+    repo: &crate::pipeline::Repo,
+    environment: &crate::pipeline::Environment,
+    context: &RunContext,
+    answers: &[String],
+) -> Deployed {
+    let rollback = context.env_rollback.as_ref();
+    let [previous_commit, commit, rolled] = environment::answers(answers, rollback.is_some());
+    let base = Deployed {
+        kind: if rollback.is_some() {
+            DeployKind::Rollback
+        } else {
+            DeployKind::Deploy
+        },
+        forced: false,
+        repo: repo.url.clone(),
+        remote: environment.url.clone(),
+        branch: environment.branch.clone(),
+        commit: commit.clone(),
+        previous_commit,
+        environment: Some(environment.name.clone()),
+        trigger: context.trigger,
+        approved_by: context.approved.clone(),
+        health: None,
+        rolled_back_to: rollback.map(|r| r.entry),
+        auto_rollback: None,
+    };
+    let auto_rollback = rolled.filter(|r| Some(r) != commit.as_ref()).map(|rolled| {
+        Box::new(Deployed {
+            kind: DeployKind::Rollback,
+            commit: Some(rolled),
+            previous_commit: commit.clone(),
+            trigger: crate::events::Trigger::Auto,
+            approved_by: None,
+            rolled_back_to: context
+                .last_healthy
+                .get(&environment.name)
+                .map(|(id, _)| *id),
+            ..base.clone()
+        })
+    });
+    Deployed {
+        auto_rollback,
+        ..base
+    }
 }
 
 /// Commands as one line, the way a shell would run them in sequence (probes left out).

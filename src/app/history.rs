@@ -113,7 +113,12 @@ mod tests {
             log: None,
             forced: false,
             publish: None,
+            environment: None,
             trigger: None,
+            approved_by: None,
+            approved_at: None,
+            health: None,
+            rolled_back_to: None,
             other: serde_json::Map::new(),
         }
     }

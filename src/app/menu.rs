@@ -20,7 +20,7 @@ use dialoguer::console::Term;
 use dialoguer::theme::{ColorfulTheme, SimpleTheme, Theme};
 use dialoguer::{Confirm, MultiSelect, Select};
 
-use super::{history, load, rollback, use_color};
+use super::{environments::rollback, history, load, use_color};
 use crate::cli::Cli;
 use crate::error::{Failure, Invalid, Problem, exit};
 use crate::exec::watchdog;
@@ -145,7 +145,7 @@ pub(super) fn run(cli: &Cli) -> Result<(), Failure> {
                         .interact_on_opt(&term)
                 });
                 match sure {
-                    Ok(Some(true)) => ("rollback".to_owned(), rollback(cli, None, false)),
+                    Ok(Some(true)) => ("rollback".to_owned(), rollback(cli, None, None, false)),
                     Ok(Some(false) | None) | Err(NoChoice::Quit) => continue,
                     Err(NoChoice::Interrupted) => {
                         return Err(Failure::Exit(exit::INTERRUPTED));
@@ -154,7 +154,7 @@ pub(super) fn run(cli: &Cli) -> Result<(), Failure> {
             }
             Entry::History => {
                 // A table needs no "done" under it.
-                if let Err(failure) = history(cli, None) {
+                if let Err(failure) = history(cli, None, None) {
                     show("history", Err(failure))?;
                 }
                 crate::errln!();

@@ -9,6 +9,7 @@
 //! one); what was sent leaves the outbox, what was not stays for the next run or `sync`.
 
 mod credentials;
+pub mod health;
 mod http;
 mod notify;
 mod s3;

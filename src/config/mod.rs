@@ -7,6 +7,7 @@
 
 mod cloud;
 mod decode;
+mod environments;
 mod load;
 mod params;
 pub mod raw;

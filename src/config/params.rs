@@ -64,6 +64,7 @@ impl Checker<'_> {
         let message = text("message");
         let repository_url = text("repository_url");
         let token_env = text("token_env");
+        let environment = text("environment");
         let mut words = |key: &str| match values.remove(key) {
             Some(ParamValue::Words(words)) => words,
             _ => Vec::new(),
@@ -83,7 +84,7 @@ impl Checker<'_> {
         };
         Some(match action {
             Builtin::GitClone => Uses::GitClone,
-            Builtin::GitPush => Uses::GitPush,
+            Builtin::GitPush => Uses::GitPush { environment },
             Builtin::GitRevert => Uses::GitRevert,
             Builtin::GitCommit => Uses::GitCommit { message },
             Builtin::PythonVenv => Uses::PythonVenv(VenvParams {

@@ -177,6 +177,59 @@ pub(crate) struct PipelineFile {
     /// Webhooks told of the run's events: a JSON POST to the URL held by an environment
     /// variable.
     notify: Option<Vec<NotifyEntry>>,
+    /// Where deploy stages push (`with: { environment: NAME }`): name → a git URL and branch,
+    /// what must be live first (`requires`), an approval, and a health check after each push.
+    environments: Option<std::collections::BTreeMap<String, EnvironmentSettings>>,
+}
+
+/// One environment.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields, transform = NotNull { except: &[] })]
+#[allow(dead_code)]
+struct EnvironmentSettings {
+    /// Any git URL to push to (a bare repository with a post-receive hook, Dokku, Heroku,
+    /// `ssh://deploy@vps/srv/app.git`), or a path relative to pipeline.yml.
+    #[schemars(required, regex(pattern = r"^(?!-|ext::|fd::).*\S"))]
+    url: String,
+    /// The branch pushed to. Default: `master`.
+    #[schemars(regex(pattern = r"^(?!-)[^\s~^:?*\[\\]+$"))]
+    branch: Option<String>,
+    /// Another environment: only a commit live and healthy there is deployed here
+    /// (`pydeployer deploy NAME` promotes it).
+    requires: Option<String>,
+    /// `true`: a person says yes first (asked on a terminal; `deploy NAME --approve`
+    /// otherwise). Default: `false`.
+    approval: Option<bool>,
+    /// Checked after each push; unhealthy: rolled back at once to the last healthy deploy.
+    health: Option<HealthSettings>,
+}
+
+/// A health check: an HTTP GET (`url`) or a command (`run`).
+#[derive(JsonSchema)]
+#[schemars(
+    deny_unknown_fields,
+    transform = NotNull { except: &[] },
+    extend("oneOf" = [
+        { "required": ["url"], "not": { "required": ["run"] } },
+        { "required": ["run"], "not": { "required": ["url"] } },
+    ])
+)]
+#[allow(dead_code)]
+struct HealthSettings {
+    /// GET this `http://` or `https://` URL until it answers `expect`.
+    #[schemars(regex(pattern = r"^https?://[^\s/?#]+"))]
+    url: Option<String>,
+    /// A command (`sh -c`, in the workspace) run until it exits 0.
+    run: Option<String>,
+    /// The HTTP status of a healthy answer. Default: 200.
+    #[schemars(range(min = 100, max = 599))]
+    expect: Option<i64>,
+    /// Text a healthy answer's body holds.
+    contains: Option<String>,
+    /// How long the check may take before the deploy is unhealthy. Default: `60s`.
+    timeout: Option<Duration>,
+    /// Between tries. Default: `2s`.
+    interval: Option<Duration>,
 }
 
 /// `cloud:`: S3, SNS, or both.
@@ -539,6 +592,9 @@ fn parameter_description(action: Builtin, name: &str) -> &'static str {
         (Builtin::Pytest, "args") => {
             "More arguments for pytest: a list, or one string split at spaces (e.g. `[-x, tests/unit]`)."
         }
+        (Builtin::GitPush, "environment") => {
+            "Push to this environment (of `environments:`) instead of `repo.remote`, and run its health check."
+        }
         (Builtin::Pytest | Builtin::PythonCoverage, "allow_no_tests") => {
             "`true`: collecting no tests (pytest's exit 5) is a success."
         }
@@ -771,7 +827,8 @@ impl JsonSchema for WhenName {
 mod tests {
     use super::*;
     use crate::config::validate::{
-        CLOUD_KEYS, LOGS_KEYS, NOTIFY_KEYS, REPO_KEYS, S3_KEYS, SNS_KEYS, STAGE_KEYS, TOP_KEYS,
+        CLOUD_KEYS, ENVIRONMENT_KEYS, HEALTH_KEYS, LOGS_KEYS, NOTIFY_KEYS, REPO_KEYS, S3_KEYS,
+        SNS_KEYS, STAGE_KEYS, TOP_KEYS,
     };
 
     fn keys(schema: &Value) -> Vec<String> {
@@ -809,6 +866,14 @@ mod tests {
         assert_eq!(keys(definition(&root, "S3Settings")), sorted(&S3_KEYS));
         assert_eq!(keys(definition(&root, "SnsSettings")), sorted(&SNS_KEYS));
         assert_eq!(keys(definition(&root, "NotifyEntry")), sorted(&NOTIFY_KEYS));
+        assert_eq!(
+            keys(definition(&root, "EnvironmentSettings")),
+            sorted(&ENVIRONMENT_KEYS)
+        );
+        assert_eq!(
+            keys(definition(&root, "HealthSettings")),
+            sorted(&HEALTH_KEYS)
+        );
         for object in [
             &root,
             definition(&root, "RepoSettings"),

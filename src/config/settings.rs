@@ -288,7 +288,7 @@ impl Checker<'_> {
 
 /// Refuses URLs git would read as an option or that run commands: a leading `-`, a host
 /// starting with `-` (`ssh://-oProxyCommand=…`), the `ext::` transport, control characters.
-fn check_url(url: &str) -> Result<(), &'static str> {
+pub(super) fn check_url(url: &str) -> Result<(), &'static str> {
     if url.starts_with('-') {
         return Err("it starts with `-`, which git would read as an option");
     }

@@ -222,12 +222,14 @@ impl Checker<'_> {
                 return None;
             }
         };
+        let environment_span = super::environments::environment_span(with.map(|(_, node)| node));
         (ok && name.is_some()).then_some(Declared {
             stage,
             file,
             name_span: key.span,
             need_spans,
             schedule_span,
+            environment_span,
         })
     }
 

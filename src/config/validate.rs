@@ -10,7 +10,7 @@ use crate::error::{Problem, SourceFile};
 use crate::pipeline::{LogSettings, Pipeline, Stage};
 use crate::plan::check;
 
-pub(crate) const TOP_KEYS: [&str; 12] = [
+pub(crate) const TOP_KEYS: [&str; 13] = [
     "name",
     "repo",
     "logs",
@@ -23,6 +23,7 @@ pub(crate) const TOP_KEYS: [&str; 12] = [
     "version",
     "cloud",
     "notify",
+    "environments",
 ];
 /// Top-level keys with this prefix are the user's own (anchor holders), never settings.
 pub(crate) const EXTENSION_PREFIX: &str = "x-";
@@ -31,6 +32,9 @@ pub(crate) const CLOUD_KEYS: [&str; 4] = ["s3", "sns", "required", "timeout"];
 pub(crate) const S3_KEYS: [&str; 4] = ["bucket", "prefix", "region", "endpoint"];
 pub(crate) const SNS_KEYS: [&str; 3] = ["topic", "on", "endpoint"];
 pub(crate) const NOTIFY_KEYS: [&str; 2] = ["webhook_env", "on"];
+pub(crate) const ENVIRONMENT_KEYS: [&str; 5] = ["url", "branch", "requires", "approval", "health"];
+pub(crate) const HEALTH_KEYS: [&str; 6] =
+    ["url", "run", "expect", "contains", "timeout", "interval"];
 pub(crate) const LOGS_KEYS: [&str; 2] = ["dir", "keep"];
 pub(crate) const STAGE_KEYS: [&str; 16] = [
     "run",
@@ -64,6 +68,8 @@ pub(super) struct Declared<'a> {
     pub(super) need_spans: Vec<Span>,
     /// The span of the `schedule:` value, when there is one.
     pub(super) schedule_span: Option<Span>,
+    /// Where `with: { environment }` is written, for a deploy stage that names one.
+    pub(super) environment_span: Option<Span>,
 }
 
 /// Turns the parsed files into a pipeline, or every problem found.
@@ -109,8 +115,10 @@ pub(crate) fn validate(
         stages: Vec::new(),
         cloud: None,
         notify: Vec::new(),
+        environments: Vec::new(),
     };
     let mut declared: Vec<Declared> = Vec::new();
+    let mut environments = Vec::new();
 
     if let Some(main) = main
         && let Some(entries) = check.map(&main.file, &main.root, "the pipeline file")
@@ -124,7 +132,11 @@ pub(crate) fn validate(
             .collect();
         check.unknown_keys(&main.file, &entries, &TOP_KEYS, "pipeline setting");
         for (key, value) in &entries {
-            check.setting(&main.file, key, value, &mut pipeline, &mut declared);
+            if key.name == "environments" {
+                environments = check.environments(&main.file, value);
+            } else {
+                check.setting(&main.file, key, value, &mut pipeline, &mut declared);
+            }
         }
     }
     for parsed in stage_files {
@@ -202,6 +214,18 @@ pub(crate) fn validate(
             );
         }
     }
+    let deploys: Vec<(String, &SourceFile, Span)> = declared
+        .iter()
+        .filter_map(|d| {
+            Some((
+                d.stage.environment()?.to_owned(),
+                d.file,
+                d.environment_span?,
+            ))
+        })
+        .collect();
+    check.environment_links(&environments, &deploys);
+    pipeline.environments = environments.into_iter().map(|(e, _)| e).collect();
     for d in &declared {
         if let (Some(span), Some(environment)) =
             (d.schedule_span, approval_environment(&pipeline, &d.stage))
@@ -248,12 +272,11 @@ pub(crate) fn validate(
 }
 
 /// The environment needing approval (`approval: true`) that `stage` deploys to, if any: a
-/// scheduled stage must not (a schedule never approves).
-///
-/// This version has no `environments:` yet, so nothing needs approval; once it has, this is the
-/// one place that says which deploy does.
-fn approval_environment<'p>(_pipeline: &'p Pipeline, _stage: &Stage) -> Option<&'p str> {
-    None
+/// scheduled stage must not (a schedule never approves). The one place that says which
+/// deploy does.
+fn approval_environment<'p>(pipeline: &'p Pipeline, stage: &Stage) -> Option<&'p str> {
+    let environment = pipeline.environment(stage.environment()?)?;
+    environment.approval.then_some(environment.name.as_str())
 }
 
 pub(super) struct Checker<'p> {

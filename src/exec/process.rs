@@ -842,6 +842,30 @@ pub fn poll(fds: &mut [libc::pollfd], wait: Duration) -> io::Result<()> {
 /// takes this long is stuck (a filesystem that stopped answering, a hook waiting for input).
 pub const CAPTURE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Who runs pydeployer, for the ledger's `approved_by`: `USER` (or `LOGNAME`), else the
+/// account's name, else `uid N`.
+pub fn user_name() -> String {
+    for var in ["USER", "LOGNAME"] {
+        if let Ok(name) = std::env::var(var)
+            && !name.is_empty()
+            && !name.chars().any(char::is_control)
+        {
+            return name;
+        }
+    }
+    // SAFETY: getuid cannot fail; getpwuid's result is read at once, on this thread.
+    let uid = unsafe { libc::getuid() };
+    let entry = unsafe { libc::getpwuid(uid) };
+    if !entry.is_null() {
+        // SAFETY: a non-null entry's pw_name is a NUL-terminated string.
+        let name = unsafe { std::ffi::CStr::from_ptr((*entry).pw_name) };
+        if let Ok(name) = name.to_str() {
+            return name.to_owned();
+        }
+    }
+    format!("uid {uid}")
+}
+
 /// Runs a short command to completion and returns its trimmed stdout when it succeeds
 /// (pydeployer's own bookkeeping: `git rev-parse`, the demo's setup). A command still running
 /// after [`CAPTURE_TIMEOUT`] is killed, with its process group, and is an error: a hung git

@@ -56,6 +56,10 @@ pub struct RunOptions {
     pub masker: Masker,
     /// Which commit passed which stages in earlier runs, for a deploy's gate.
     pub passed: Passed,
+    /// Stages held back, and why (a deploy that needs an approval nobody can give).
+    pub held: BTreeMap<StageName, SkipReason>,
+    /// Stages that ask the person at the terminal (an approval): they run alone.
+    pub asks: std::collections::BTreeSet<StageName>,
     /// Where stages with `cache:` are looked up and recorded; `None`: no cache at all.
     pub cache: Option<CacheOptions>,
 }
@@ -100,6 +104,14 @@ struct Active {
     last_line: Option<LastLine>,
     /// The deploy's gate let it through only because of `--force`.
     forced: bool,
+    /// The environment's health checks so far: the deploy's, then its rollback's.
+    health: Vec<crate::events::HealthReport>,
+    /// A health check failed: the commands for that case run.
+    unhealthy: bool,
+    /// The person at the terminal said yes.
+    approved: Option<crate::events::Approval>,
+    /// The person at the terminal said no: nothing was pushed, nothing is recorded.
+    declined: bool,
 }
 
 /// The last non-empty line of a stage's output, kept as it streams by (at most 4 KiB of it).
@@ -153,6 +165,11 @@ struct Current {
     limit: Option<Instant>,
     /// A copy of its output is kept (see `CommandLine::keep_output`).
     keep: bool,
+    /// A health check: how it ends is recorded, and a failure makes the stage unhealthy.
+    health: bool,
+    /// The approval question: exit 0 is a yes.
+    approval: bool,
+    started: Instant,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -204,7 +221,9 @@ pub fn execute(
                 allow_failure: stage.allow_failure,
                 retries: stage.retries,
                 needs_manual: step.needs_manual.clone(),
-                exclusive: stage.interactive,
+                // The approval question reads the terminal too.
+                exclusive: stage.interactive || options.asks.contains(&stage.name),
+                held: options.held.get(&stage.name).cloned(),
             }
         })
         .collect();
@@ -451,6 +470,10 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
                 forced: false,
                 cache_key,
                 cache_warning,
+                health: Vec::new(),
+                unhealthy: false,
+                approved: None,
+                declined: false,
             },
         );
         match not_started {
@@ -488,9 +511,20 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
             return self.complete(step, outcome, stop);
         }
         let Some(command) = a.rest.pop_front() else {
-            let outcome = a.failed.take().unwrap_or(Outcome::Passed);
+            let outcome = a.failed.take().unwrap_or(if a.unhealthy {
+                // Rolled back or not, the deploy did not give a healthy environment.
+                Outcome::Failed {
+                    code: Some(1),
+                    signal: None,
+                }
+            } else {
+                Outcome::Passed
+            });
             return self.complete(step, outcome, stop);
         };
+        if command.if_unhealthy && !a.unhealthy {
+            return self.next_command(step, stop);
+        }
         if command.gate {
             let stage = &self.pipeline.stages[self.plan.steps[step].stage];
             let context = &self.options.context;
@@ -509,7 +543,8 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
             command: &command,
             dir: &a.dir,
             env: &a.env,
-            interactive: a.interactive,
+            // The approval question reads the terminal.
+            interactive: a.interactive || command.approval,
             die_with_runner: self.options.watchdog.is_none(),
             announce: self.options.watchdog.as_ref().and_then(|w| w.announce_fd()),
         });
@@ -525,6 +560,9 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
                     keep: command.keep_output,
                     program: command.program,
                     also_ok: command.also_ok,
+                    health: command.health,
+                    approval: command.approval,
+                    started: Instant::now(),
                 });
             }
             Err(err) => {
@@ -620,6 +658,9 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
             mut running,
             also_ok,
             answer,
+            health,
+            approval,
+            started,
             ..
         }) = a.running.take()
         else {
@@ -641,6 +682,31 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
             a.answers
                 .push(String::from_utf8_lossy(&answer).into_owned());
             return self.next_command(step, stop);
+        }
+        if health && a.ending == Ending::No {
+            let healthy = ended.outcome.passed();
+            a.health.push(crate::events::HealthReport {
+                result: if healthy {
+                    crate::events::HealthResult::Healthy
+                } else {
+                    crate::events::HealthResult::Unhealthy
+                },
+                took_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            });
+            a.unhealthy |= !healthy;
+            return self.next_command(step, stop);
+        }
+        if approval && a.ending == Ending::No {
+            if ended.outcome.passed() {
+                a.approved = Some(crate::events::Approval {
+                    by: crate::exec::process::user_name(),
+                    at: chrono::Local::now().fixed_offset(),
+                });
+                return self.next_command(step, stop);
+            }
+            a.declined = true;
+            let message = "not approved: nothing was pushed".to_owned();
+            return self.complete(step, Outcome::NotStarted { message }, stop);
         }
         match ended.outcome {
             Outcome::Passed => self.next_command(step, stop),
@@ -713,11 +779,26 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
         .collect();
         let note = (!notes.is_empty()).then(|| notes.join("; "));
         let forced = a.forced;
+        let deploy = post.deploy.filter(|_| !a.declined).map(|deploy| {
+            let approved_by = deploy.approved_by.or_else(|| a.approved.clone());
+            let health = a.health.first().cloned();
+            let auto_rollback = deploy.auto_rollback.map(|rollback| {
+                Box::new(crate::events::Deployed {
+                    health: a.health.get(1).cloned(),
+                    ..*rollback
+                })
+            });
+            crate::events::Deployed {
+                forced,
+                approved_by,
+                health,
+                auto_rollback,
+                ..deploy
+            }
+        });
         let post = actions::PostStep {
             note,
-            deploy: post
-                .deploy
-                .map(|deploy| crate::events::Deployed { forced, ..deploy }),
+            deploy,
             ..post
         };
         self.finish(step, outcome, post, stop);
@@ -824,7 +905,7 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
             outcome,
             note,
             details,
-            deploy: deploy.filter(|_| !will_retry),
+            deploy: deploy.filter(|_| !will_retry).map(Box::new),
             publish: publish.filter(|_| !will_retry),
             duration,
             will_retry,

@@ -23,6 +23,9 @@ pub struct StepPolicy {
     /// Runs alone (an interactive stage owns the terminal): it starts when nothing else
     /// runs, and nothing starts beside it.
     pub exclusive: bool,
+    /// Would run, but is held back for this reason (a deploy that needs an approval nobody
+    /// can give now): skipped, which fails nothing.
+    pub held: Option<SkipReason>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,6 +206,7 @@ impl Scheduler {
                 When::Always => None,
             }
         };
+        let skip = skip.or_else(|| policy.held.clone());
         match skip {
             Some(reason) => {
                 self.state[step] = State::Skipped;
@@ -231,6 +235,7 @@ mod tests {
             retries: 0,
             needs_manual: None,
             exclusive: false,
+            held: None,
         }
     }
 
@@ -269,6 +274,24 @@ mod tests {
         }
         assert!(scheduler.is_done(), "scheduler stalled: {log:?}");
         log
+    }
+
+    #[test]
+    fn a_held_step_is_skipped_when_it_would_run_and_fails_nothing() {
+        let mut held = step("production", &[0]);
+        held.held = Some(SkipReason::NeedsApproval {
+            command: "pydeployer deploy production --approve".into(),
+        });
+        let scheduler = Scheduler::new(vec![step("staging", &[]), held], 2);
+        let log = drive(scheduler, &["staging", "production"], |_, _| true);
+        assert_eq!(
+            log,
+            [
+                "start staging #1",
+                "pass staging",
+                "skip production (needs approval: `pydeployer deploy production --approve`)"
+            ]
+        );
     }
 
     #[test]

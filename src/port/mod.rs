@@ -152,7 +152,7 @@ fn builtin_use(stage: &Stage) -> Option<BuiltinUse> {
                 commands: vec![line],
             }
         }
-        Uses::GitPush => BuiltinUse::Push,
+        Uses::GitPush { .. } => BuiltinUse::Push,
         Uses::GitRevert => BuiltinUse::Revert,
     })
 }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use chrono::{DateTime, Local};
 
 use crate::events::Published;
-use crate::events::{DeployKind, Outcome, RunEvent, Trigger};
+use crate::events::{DeployKind, Deployed, HealthResult, Outcome, RunEvent, Trigger};
 use crate::pipeline::StageName;
 use crate::store::ledger::{Kind, Ledger, NewEntry, PublishRecord, PublishedFileRecord, Status};
 
@@ -34,6 +34,39 @@ impl LedgerSink {
     }
 }
 
+impl LedgerSink {
+    fn entry(
+        &self,
+        deploy: &Deployed,
+        status: Status,
+        started_at: DateTime<Local>,
+        finished_at: DateTime<Local>,
+    ) -> NewEntry {
+        NewEntry {
+            kind: match deploy.kind {
+                DeployKind::Deploy => Kind::Deploy,
+                DeployKind::Rollback => Kind::Rollback,
+            },
+            status,
+            forced: deploy.forced,
+            started_at,
+            finished_at,
+            repo: deploy.repo.clone(),
+            remote: deploy.remote.clone(),
+            branch: deploy.branch.clone(),
+            commit: deploy.commit.clone(),
+            previous_commit: deploy.previous_commit.clone(),
+            log: self.log.clone(),
+            environment: deploy.environment.clone(),
+            trigger: deploy.trigger,
+            approved_by: deploy.approved_by.clone(),
+            health: deploy.health.clone(),
+            rolled_back_to: deploy.rolled_back_to,
+            publish: None,
+        }
+    }
+}
+
 impl super::Sink for LedgerSink {
     fn report(&mut self, event: &RunEvent) -> io::Result<()> {
         match event {
@@ -54,37 +87,46 @@ impl super::Sink for LedgerSink {
                 ..
             } => {
                 let finished_at = Local::now();
-                let entry = NewEntry {
-                    kind: match deploy.kind {
-                        DeployKind::Deploy => Kind::Deploy,
-                        DeployKind::Rollback => Kind::Rollback,
-                    },
-                    status: match outcome {
-                        // A deploy that found the branch already there pushed nothing.
-                        Outcome::Passed
-                            if deploy.kind == DeployKind::Deploy
-                                && deploy.commit.is_some()
-                                && deploy.commit == deploy.previous_commit =>
-                        {
-                            Status::UpToDate
-                        }
-                        Outcome::Passed => Status::Success,
-                        Outcome::Cancelled => Status::Cancelled,
-                        _ => Status::Failed,
-                    },
-                    forced: deploy.forced,
-                    started_at: self.started.remove(stage).unwrap_or(finished_at),
-                    finished_at,
-                    repo: deploy.repo.clone(),
-                    remote: deploy.remote.clone(),
-                    branch: deploy.branch.clone(),
-                    commit: deploy.commit.clone(),
-                    previous_commit: deploy.previous_commit.clone(),
-                    log: self.log.clone(),
-                    publish: None,
-                    trigger: self.trigger,
+                let started_at = self.started.remove(stage).unwrap_or(finished_at);
+                let status = match outcome {
+                    // Found unhealthy after the push (and rolled back, or not).
+                    _ if deploy
+                        .health
+                        .as_ref()
+                        .is_some_and(|h| h.result == HealthResult::Unhealthy) =>
+                    {
+                        Status::Unhealthy
+                    }
+                    // A deploy that found the branch already there pushed nothing.
+                    Outcome::Passed
+                        if deploy.kind == DeployKind::Deploy
+                            && deploy.commit.is_some()
+                            && deploy.commit == deploy.previous_commit =>
+                    {
+                        Status::UpToDate
+                    }
+                    // A rollback that changed nothing is not a rollback.
+                    Outcome::Passed
+                        if deploy.kind == DeployKind::Rollback
+                            && deploy.commit.is_some()
+                            && deploy.commit == deploy.previous_commit =>
+                    {
+                        return Ok(());
+                    }
+                    Outcome::Passed => Status::Success,
+                    Outcome::Cancelled => Status::Cancelled,
+                    _ => Status::Failed,
                 };
-                self.ledger.append(entry)?;
+                self.ledger
+                    .append(self.entry(deploy, status, started_at, finished_at))?;
+                if let Some(rollback) = &deploy.auto_rollback {
+                    let status = match &rollback.health {
+                        Some(h) if h.result == HealthResult::Unhealthy => Status::Unhealthy,
+                        _ => Status::Success,
+                    };
+                    self.ledger
+                        .append(self.entry(rollback, status, finished_at, Local::now()))?;
+                }
             }
             RunEvent::StageFinished {
                 stage,
@@ -119,6 +161,10 @@ fn publish_entry(
 ) -> NewEntry {
     NewEntry {
         kind: Kind::Publish,
+        environment: None,
+        approved_by: None,
+        health: None,
+        rolled_back_to: None,
         status: match outcome {
             Outcome::Passed if publish.skipped => Status::UpToDate,
             Outcome::Passed => Status::Success,

@@ -49,6 +49,14 @@ pub struct RunRequest {
     pub force: bool,
     /// `run --no-cache`: every stage runs (and what passes is recorded in the cache).
     pub no_cache: bool,
+    /// The ledger entry of `revert_to` (the rollback's entry names it).
+    pub revert_to_entry: Option<u64>,
+    /// `deploy ENV` of an environment that `requires` another: the commit to push.
+    pub promote: Option<ObjectId>,
+    /// `deploy ENV --approve`: the approval of environments that need one is given.
+    pub approve: bool,
+    /// `rollback --env ENV`: that environment's deploy stage rolls back instead.
+    pub env_rollback: Option<actions::EnvRollback>,
 }
 
 /// How the run is shown, and how it waits for another run of the project.
@@ -94,15 +102,14 @@ pub fn run(
     let log = outputs::create_log(pipeline, started_at)?;
     let log_path = log.path().to_path_buf();
     let prune = log.may_exceed(pipeline.logs.keep);
-    let context = RunContext {
-        scratch: scratch
-            .as_ref()
-            .map(|d| d.path().to_path_buf())
-            .unwrap_or_default(),
-        revert_to: request.revert_to.clone(),
+    let context = context(
+        pipeline,
+        request,
+        scratch.as_ref(),
         snapshot,
-        force: request.force,
-    };
+        ledger.as_ref(),
+    );
+    let (held, asks) = approvals(pipeline, &plan, &context);
     let header = header(
         pipeline, &plan, request, settings, &context, started_at, &log_path,
     );
@@ -124,6 +131,8 @@ pub fn run(
     let guards = guards(pipeline, &plan);
     let options = RunOptions {
         passed: passed_before(pipeline, &guards),
+        held,
+        asks,
         context,
         jobs: header.jobs,
         grace: pipeline.grace_period,
@@ -221,6 +230,97 @@ fn guards(
     } else {
         std::collections::BTreeSet::new()
     }
+}
+
+/// What the actions need to know about this run.
+fn context(
+    pipeline: &Pipeline,
+    request: &RunRequest,
+    scratch: Option<&tempfile::TempDir>,
+    snapshot: Option<actions::Snapshot>,
+    ledger: Option<&Ledger>,
+) -> RunContext {
+    RunContext {
+        scratch: scratch.map(|d| d.path().to_path_buf()).unwrap_or_default(),
+        revert_to: request.revert_to.clone(),
+        revert_to_entry: request.revert_to_entry,
+        snapshot,
+        force: request.force,
+        last_healthy: last_healthy(pipeline, ledger),
+        promote: request.promote.clone(),
+        approved: request.approve.then(|| crate::events::Approval {
+            by: crate::exec::process::user_name(),
+            at: Local::now().fixed_offset(),
+        }),
+        env_rollback: request.env_rollback.clone(),
+        program: std::env::current_exe().ok(),
+        trigger: request.trigger,
+    }
+}
+
+/// Per environment, its last healthy deploy in the ledger: where an unhealthy deploy is
+/// rolled back to.
+fn last_healthy(
+    pipeline: &Pipeline,
+    ledger: Option<&Ledger>,
+) -> std::collections::BTreeMap<String, (u64, ObjectId)> {
+    let Some(ledger) = ledger else {
+        return std::collections::BTreeMap::new();
+    };
+    pipeline
+        .environments
+        .iter()
+        .filter_map(|environment| {
+            let stack = crate::store::ledger::live_stack(ledger.entries(), |e| {
+                e.environment.as_deref() == Some(environment.name.as_str())
+            });
+            let healthy = stack.iter().rev().find(|e| e.healthy())?;
+            Some((
+                environment.name.clone(),
+                (healthy.id, healthy.commit.clone()?),
+            ))
+        })
+        .collect()
+}
+
+/// The deploy stages of environments that need an approval not given yet: on a terminal, with
+/// a person behind the run, they ask (and run alone); otherwise they are held back, with the
+/// command that gives the approval.
+fn approvals(
+    pipeline: &Pipeline,
+    plan: &Plan,
+    context: &RunContext,
+) -> (
+    std::collections::BTreeMap<crate::pipeline::StageName, crate::events::SkipReason>,
+    std::collections::BTreeSet<crate::pipeline::StageName>,
+) {
+    use std::io::IsTerminal as _;
+    let mut held = std::collections::BTreeMap::new();
+    let mut asks = std::collections::BTreeSet::new();
+    if context.approved.is_some() || context.env_rollback.is_some() {
+        return (held, asks);
+    }
+    let terminal = context.trigger.may_approve() && std::io::stdin().is_terminal();
+    for step in &plan.steps {
+        let stage = &pipeline.stages[step.stage];
+        let Some(environment) = stage.environment().and_then(|e| pipeline.environment(e)) else {
+            continue;
+        };
+        if !environment.approval {
+            continue;
+        }
+        if terminal {
+            asks.insert(stage.name.clone());
+        } else {
+            held.insert(
+                stage.name.clone(),
+                crate::events::SkipReason::NeedsApproval {
+                    command: format!("pydeployer deploy {} --approve", environment.name),
+                },
+            );
+        }
+    }
+    (held, asks)
 }
 
 /// The plan, once every check before a run holds: a named stage that needs an unnamed manual

@@ -21,6 +21,7 @@ use miette::Diagnostic;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::events::{Approval, HealthReport, HealthResult, Trigger};
 use crate::object_id::ObjectId;
 
 /// One recorded deploy or rollback, as stored in the file.
@@ -51,11 +52,25 @@ pub struct Entry {
     /// A `publish` entry: what went to the package index.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publish: Option<PublishRecord>,
-    /// Why the run that did it started: `manual`, `watch`, `schedule` (newer versions may
-    /// write others; any text is kept as it is). Missing in entries written before triggers
-    /// were recorded.
+    /// Why the run that did it started: `manual`, `watch`, `schedule`, `promote`, `auto`
+    /// (newer versions may write others; any text is kept as it is). Missing in entries
+    /// written before triggers were recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trigger: Option<String>,
+    /// The environment deployed to (`environments:`); `None`: `repo.remote`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    /// The user who approved the deploy, and when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_at: Option<DateTime<FixedOffset>>,
+    /// The environment's health check after the push.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthReport>,
+    /// A rollback: the entry whose files it gave back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back_to: Option<u64>,
     /// Fields this version does not know (written by a newer one): kept as they are, and
     /// written back by the next append.
     #[serde(flatten)]
@@ -100,6 +115,8 @@ pub enum Status {
     /// It passed, and pushed nothing: the branch already held that commit.
     #[serde(rename = "up_to_date")]
     UpToDate,
+    /// It was pushed, and the environment's health check failed.
+    Unhealthy,
 }
 
 impl Kind {
@@ -121,6 +138,7 @@ impl Status {
             Status::Failed => "failed",
             Status::Cancelled => "cancelled",
             Status::UpToDate => "up_to_date",
+            Status::Unhealthy => "unhealthy",
         }
     }
 }
@@ -135,6 +153,56 @@ impl Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+impl Entry {
+    /// It changed what the target holds: pushed (even if then found unhealthy), or found
+    /// there already.
+    pub fn went_live(&self) -> bool {
+        matches!(
+            self.status,
+            Status::Success | Status::UpToDate | Status::Unhealthy
+        ) && self.commit.is_some()
+    }
+
+    /// It went live and no health check found it unhealthy.
+    pub fn healthy(&self) -> bool {
+        self.went_live()
+            && self.status != Status::Unhealthy
+            && self
+                .health
+                .as_ref()
+                .is_none_or(|h| h.result == HealthResult::Healthy)
+    }
+}
+
+/// What went live on one target (the entries `on` picks), oldest first, as rollbacks left it:
+/// a rollback to entry X takes away what came after X and stands in X's place (its commit has
+/// X's files). The last is what is live now; the one before it, where `rollback` returns to.
+pub fn live_stack(entries: &[Entry], on: impl Fn(&Entry) -> bool) -> Vec<&Entry> {
+    let mut stack: Vec<&Entry> = Vec::new();
+    for entry in entries.iter().filter(|e| on(e) && e.went_live()) {
+        match entry.kind {
+            Kind::Deploy => stack.push(entry),
+            // What went to a package index is not on a deploy target.
+            Kind::Publish => {}
+            Kind::Rollback => {
+                match entry
+                    .rolled_back_to
+                    .and_then(|to| stack.iter().rposition(|e| e.id == to))
+                {
+                    Some(at) => stack.truncate(at),
+                    // An entry written before rollbacks named their target: one step back.
+                    None => {
+                        stack.pop();
+                        stack.pop();
+                    }
+                }
+                stack.push(entry);
+            }
+        }
+    }
+    stack
 }
 
 /// A temporary ledger file this old was left by a run that died mid-write.
@@ -155,7 +223,11 @@ pub struct NewEntry {
     pub log: Option<PathBuf>,
     pub forced: bool,
     pub publish: Option<PublishRecord>,
-    pub trigger: crate::events::Trigger,
+    pub environment: Option<String>,
+    pub trigger: Trigger,
+    pub approved_by: Option<Approval>,
+    pub health: Option<HealthReport>,
+    pub rolled_back_to: Option<u64>,
 }
 
 impl NewEntry {
@@ -174,7 +246,12 @@ impl NewEntry {
             previous_commit: self.previous_commit,
             forced: self.forced,
             publish: self.publish,
+            environment: self.environment,
             trigger: Some(self.trigger.name().to_owned()),
+            approved_by: self.approved_by.as_ref().map(|a| a.by.clone()),
+            approved_at: self.approved_by.map(|a| a.at.trunc_subsecs(0)),
+            health: self.health,
+            rolled_back_to: self.rolled_back_to,
             // JSON strings are UTF-8: a path that is not would make the whole append fail,
             // and a slightly mangled log path is better than a deploy left unrecorded.
             log: self
@@ -481,7 +558,11 @@ mod tests {
             log: Some(PathBuf::from("logs/2024-03-05_12-00-00.log")),
             forced: false,
             publish: None,
-            trigger: crate::events::Trigger::Manual,
+            environment: None,
+            trigger: Trigger::Manual,
+            approved_by: None,
+            health: None,
+            rolled_back_to: None,
         }
     }
 
@@ -657,15 +738,15 @@ mod tests {
         ledger.append(deploy(Some('a'))).expect("append");
         let text = fs::read_to_string(&path).expect("read").replace(
             "\"id\": 1,",
-            "\"id\": 1,\n    \"environment\": {\"name\": \"staging\"},",
+            "\"id\": 1,\n    \"dashboard\": {\"name\": \"staging\"},",
         );
         fs::write(&path, text).expect("write");
         let mut ledger = Ledger::open(&path).expect("a newer version's ledger");
         ledger.append(deploy(Some('b'))).expect("append");
         let json: serde_json::Value =
             serde_json::from_str(&fs::read_to_string(&path).expect("read")).expect("JSON");
-        assert_eq!(json[0]["environment"]["name"], "staging");
-        assert_eq!(json[1].get("environment"), None);
+        assert_eq!(json[0]["dashboard"]["name"], "staging");
+        assert_eq!(json[1].get("dashboard"), None);
     }
 
     #[test]

@@ -1,0 +1,533 @@
+//! Environments for real: push-to-deploy targets are bare repositories with a real
+//! `post-receive` hook that checks the pushed commit out and (re)starts a small Python HTTP app
+//! on a free loopback port, whose `/health` answers with the commit it runs (and 500 when the
+//! tree holds `BROKEN`). Every app a test starts is ended when the test ends.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on what they set up
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{Project, git, make_executable, push_seed};
+
+/// A guard against hangs, never a measurement.
+const LIMIT: Duration = Duration::from_mins(2);
+
+/// The app the hook starts: `app.py PORT COMMIT LIVE_DIR`. It keeps trying to bind for a
+/// while, since the app it replaces may still be letting go of the port.
+const APP: &str = r#"import http.server, os, sys, time
+port, commit, live = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+broken = os.path.exists(os.path.join(live, "BROKEN"))
+version = open(os.path.join(live, "version.txt")).read().strip() if os.path.exists(os.path.join(live, "version.txt")) else "-"
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = f"{commit} {version}{' broken' if broken else ''}\n".encode()
+        self.send_response(500 if broken else 200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer.allow_reuse_address = True
+for _ in range(200):
+    try:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        break
+    except OSError:
+        time.sleep(0.05)
+server.serve_forever()
+"#;
+
+/// The hook: the pushed commit of master into `<repo>.live/`, the old app ended, a new one
+/// started (in a session of its own, as a deploy target's service would be).
+const HOOK: &str = r#"#!/bin/sh
+repo=$(cd "$(dirname "$0")/.." && pwd)
+live="$repo.live"
+while read old new ref; do
+  [ "$ref" = refs/heads/master ] || continue
+  [ "$new" = 0000000000000000000000000000000000000000 ] && continue
+  rm -rf "$live" && mkdir -p "$live"
+  GIT_DIR="$repo" git archive "$new" | tar -x -C "$live"
+  if [ -f "$repo.pid" ]; then kill "$(cat "$repo.pid")" 2>/dev/null; fi
+  setsid python3 "$repo.app.py" "$(cat "$repo.port")" "$new" "$live" </dev/null >"$repo.app.log" 2>&1 &
+  echo $! > "$repo.pid"
+  echo "deployed $new on port $(cat "$repo.port")"
+done
+"#;
+
+/// A free loopback port (bound, then let go).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The project and its push-to-deploy targets; the apps they started are ended on drop.
+struct Targets {
+    project: Project,
+    ports: Vec<(String, u16)>,
+}
+
+impl Drop for Targets {
+    fn drop(&mut self) {
+        for (name, _) in &self.ports {
+            let pid = self.project.join(&format!("envs/{name}.git.pid"));
+            if let Ok(pid) = std::fs::read_to_string(pid)
+                && let Ok(pid) = pid.trim().parse::<i32>()
+            {
+                // SAFETY: kill has no memory-safety preconditions.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
+impl Targets {
+    fn port(&self, name: &str) -> u16 {
+        self.ports.iter().find(|(n, _)| n == name).unwrap().1
+    }
+
+    /// GET /health of an environment's app: (status, body); (0, "") when nothing answers.
+    fn get(&self, name: &str) -> (u16, String) {
+        let out = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import sys, urllib.request, urllib.error\ntry:\n    r = urllib.request.urlopen(sys.argv[1], timeout=5); print(r.status, r.read().decode().strip())\nexcept urllib.error.HTTPError as e:\n    print(e.code, e.read().decode().strip())\nexcept Exception:\n    print(0)",
+                &format!("http://127.0.0.1:{}/health", self.port(name)),
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let (code, body) = text.split_once(' ').unwrap_or((&text, ""));
+        (code.parse().unwrap_or(0), body.to_owned())
+    }
+
+    /// What an environment's branch holds (empty when it has none).
+    fn head(&self, name: &str) -> String {
+        let out = std::process::Command::new("git")
+            .args(["rev-parse", "--verify", "--quiet", "master"])
+            .current_dir(self.project.join(&format!("envs/{name}.git")))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    fn ledger(&self) -> Vec<serde_json::Value> {
+        serde_json::from_str::<serde_json::Value>(&self.project.read("archive/deploy_history.json"))
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+}
+
+/// A bare repository with the hook, for environment `name`, serving on a free port.
+fn target(project: &Project, name: &str) -> u16 {
+    let envs = project.join("envs");
+    std::fs::create_dir_all(&envs).unwrap();
+    git(
+        &envs,
+        &[
+            "init",
+            "-q",
+            "--bare",
+            "-b",
+            "master",
+            &format!("{name}.git"),
+        ],
+    );
+    let port = free_port();
+    project.file(&format!("envs/{name}.git.port"), &port.to_string());
+    project.file(&format!("envs/{name}.git.app.py"), APP);
+    project.file(&format!("envs/{name}.git/hooks/post-receive"), HOOK);
+    make_executable(&project.join(&format!("envs/{name}.git/hooks/post-receive")));
+    port
+}
+
+/// Staging (HTTP check) and production (requires staging, approval, a `run:` check).
+fn pipeline(staging: u16, production: u16) -> String {
+    format!(
+        r#"name: app
+repo: {{ url: origin.git }}
+environments:
+  staging:
+    url: envs/staging.git
+    health: {{ url: "http://127.0.0.1:{staging}/health", expect: 200, timeout: 20s, interval: 200ms }}
+  production:
+    url: envs/production.git
+    requires: staging
+    approval: true
+    health:
+      run: python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:{production}/health', timeout=5)"
+      timeout: 20s
+      interval: 1s
+stages:
+  clone: {{ uses: git/clone }}
+  build: {{ uses: git/commit, needs: [clone] }}
+  test: {{ run: test ! -f FAIL, needs: [build] }}
+  deploy-staging: {{ uses: git/push, with: {{ environment: staging }}, needs: [test] }}
+  deploy-production: {{ uses: git/push, with: {{ environment: production }}, needs: [deploy-staging] }}
+"#
+    )
+}
+
+fn targets() -> Targets {
+    let project = Project::new();
+    let staging = target(&project, "staging");
+    let production = target(&project, "production");
+    project.file("pipeline.yml", &pipeline(staging, production));
+    project.file("seed/version.txt", "v1\n");
+    push_seed(&project);
+    Targets {
+        project,
+        ports: vec![
+            ("staging".into(), staging),
+            ("production".into(), production),
+        ],
+    }
+}
+
+/// A new commit on origin's master, made in `seed/`.
+fn commit_upstream(project: &Project, file: &str, text: &str, message: &str) -> String {
+    let seed = project.join("seed");
+    project.file(&format!("seed/{file}"), text);
+    git(&seed, &["add", "-A"]);
+    git(&seed, &["commit", "-q", "-m", message]);
+    git(&seed, &["push", "-q", "origin", "master"]);
+    git(&seed, &["rev-parse", "HEAD"])
+}
+
+fn origin_head(project: &Project) -> String {
+    git(&project.join("origin.git"), &["rev-parse", "master"])
+}
+
+#[test]
+fn run_deploys_to_staging_checks_it_and_holds_production_for_approval() {
+    let t = targets();
+    let (code, out, err) = t.project.run(&["run"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let c1 = origin_head(&t.project);
+    assert_eq!(t.head("staging"), c1);
+    let (status, body) = t.get("staging");
+    assert_eq!(
+        (status, body.split(' ').next().unwrap()),
+        (200, c1.as_str())
+    );
+    assert!(
+        err.contains("needs approval: `pydeployer deploy production --approve`"),
+        "{err}"
+    );
+    assert_eq!(t.head("production"), "", "production was pushed to");
+    let ledger = t.ledger();
+    assert_eq!(ledger.len(), 1, "{ledger:?}");
+    assert_eq!(ledger[0]["environment"], "staging");
+    assert_eq!(ledger[0]["trigger"], "manual");
+    assert_eq!(ledger[0]["status"], "success");
+    assert_eq!(ledger[0]["health"]["result"], "healthy");
+    assert!(ledger[0]["health"]["took_ms"].is_u64());
+
+    // Acceptance 2: promotion of the exact commit, no build, the approver recorded.
+    let logs_before = t.project.logs().len();
+    let (code, out, err) = t.project.run(&["deploy", "production", "--approve"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(t.head("production"), c1);
+    let (status, body) = t.get("production");
+    assert_eq!(
+        (status, body.split(' ').next().unwrap()),
+        (200, c1.as_str())
+    );
+    let log = std::fs::read_to_string(&t.project.logs()[logs_before]).unwrap();
+    assert!(!log.contains("[build] started"), "{log}");
+    assert!(!log.contains("[clone] started"), "{log}");
+    let ledger = t.ledger();
+    let production = &ledger[1];
+    assert_eq!(production["environment"], "production");
+    assert_eq!(production["trigger"], "promote");
+    assert_eq!(production["commit"], c1.as_str());
+    assert!(!production["approved_by"].as_str().unwrap().is_empty());
+    assert!(production["approved_at"].is_string());
+    assert_eq!(production["health"]["result"], "healthy");
+
+    // Acceptance 6: status, text and JSON.
+    let (code, out, err) = t.project.run(&["status"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&format!("staging: {}", &c1[..7])), "{out}");
+    assert!(out.contains(&format!("production: {}", &c1[..7])), "{out}");
+    assert!(out.contains("promote, approved by"), "{out}");
+    assert!(out.contains("health now: healthy"), "{out}");
+    let (code, out, err) = t.project.run(&["status", "--format", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json[0]["environment"], "staging");
+    assert_eq!(json[0]["commit"], c1.as_str());
+    assert_eq!(json[0]["trigger"], "manual");
+    assert_eq!(json[0]["health"], "healthy");
+    assert!(json[0]["deployed_at"].is_string());
+    assert_eq!(json[1]["trigger"], "promote");
+    assert_eq!(json[1]["health"], "healthy");
+    let (_, out, _) = t.project.run(&["status", "--no-check", "--format", "json"]);
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json[1]["health"], "unchecked");
+
+    // history --env.
+    let (code, out, _) = t
+        .project
+        .run(&["history", "--env", "production", "--format", "json"]);
+    assert_eq!(code, 0);
+    let entries: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(entries.as_array().unwrap().len(), 1);
+    assert_eq!(entries[0]["environment"], "production");
+}
+
+#[test]
+fn an_unhealthy_deploy_is_rolled_back_by_itself_and_production_is_untouched() {
+    let t = targets();
+    assert_eq!(t.project.run(&["run"]).0, 0);
+    let c1 = origin_head(&t.project);
+    let (_, body) = t.get("staging");
+    assert!(body.ends_with(" v1"), "{body}");
+
+    let c2 = commit_upstream(&t.project, "BROKEN", "yes\n", "a broken app");
+    t.project.file("seed/version.txt", "v2\n");
+    let (code, out, err) = t.project.run(&["run"]);
+    assert_eq!(code, 1, "{out}{err}");
+    // Served again: the files of c1 (v1, not broken), as a rollback commit on top of c2.
+    let (status, body) = t.get("staging");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.ends_with(" v1"), "{body}");
+    let head = t.head("staging");
+    let staging = t.project.join("envs/staging.git");
+    assert_eq!(git(&staging, &["rev-parse", "master^"]), c2, "not on top");
+    assert_eq!(
+        git(&staging, &["rev-parse", "master^{tree}"]),
+        git(&staging, &["rev-parse", &format!("{c1}^{{tree}}")]),
+    );
+    let ledger = t.ledger();
+    assert_eq!(ledger.len(), 3, "{ledger:?}");
+    assert_eq!(ledger[1]["status"], "unhealthy");
+    assert_eq!(ledger[1]["commit"], c2.as_str());
+    assert_eq!(ledger[1]["health"]["result"], "unhealthy");
+    assert_eq!(ledger[2]["kind"], "rollback");
+    assert_eq!(ledger[2]["trigger"], "auto");
+    assert_eq!(ledger[2]["status"], "success");
+    assert_eq!(ledger[2]["commit"], head.as_str());
+    assert_eq!(ledger[2]["rolled_back_to"], 1);
+    assert_eq!(ledger[2]["health"]["result"], "healthy");
+    assert_eq!(t.head("production"), "", "production was touched");
+    assert!(err.contains("deploy-production"), "{err}");
+
+    // Acceptance 4: production refuses while staging's live commit is unhealthy… the live
+    // commit is the healthy rollback now, so make it unhealthy by hand in the ledger.
+    let mut entries = t.ledger();
+    entries[2]["status"] = "unhealthy".into();
+    t.project.file(
+        "archive/deploy_history.json",
+        &serde_json::to_string_pretty(&entries).unwrap(),
+    );
+    let (code, _, err) = t.project.run(&["deploy", "production", "--approve"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("is unhealthy"), "{err}");
+    assert_eq!(t.head("production"), "", "production was pushed to");
+
+    // A fixed commit deploys over pydeployer's rollback commit.
+    std::fs::remove_file(t.project.join("seed/BROKEN")).unwrap();
+    let c3 = commit_upstream(&t.project, "version.txt", "v3\n", "fixed");
+    let (code, out, err) = t.project.run(&["run"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(t.head("staging"), c3);
+    assert!(t.get("staging").1.ends_with(" v3"));
+}
+
+#[test]
+fn production_refuses_what_staging_never_had() {
+    let t = targets();
+    let (code, _, err) = t.project.run(&["deploy", "production", "--approve"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("nothing was deployed to staging"), "{err}");
+    assert_eq!(t.head("production"), "");
+    assert!(!t.project.exists("archive/deploy_history.json"));
+}
+
+#[test]
+fn rollback_env_acts_on_that_environment_only() {
+    let t = targets();
+    assert_eq!(t.project.run(&["run"]).0, 0);
+    assert_eq!(t.project.run(&["deploy", "production", "--approve"]).0, 0);
+    let production = t.head("production");
+    for n in 2..=3 {
+        commit_upstream(
+            &t.project,
+            "version.txt",
+            &format!("v{n}\n"),
+            &format!("v{n}"),
+        );
+        let (code, out, err) = t.project.run(&["run"]);
+        assert_eq!(code, 0, "{out}{err}");
+    }
+    assert!(t.get("staging").1.ends_with(" v3"));
+    let c3 = t.head("staging");
+
+    let (code, _, err) = t.project.run(&["rollback", "--env", "staging"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("returning it to the files of entry 3"),
+        "{err}"
+    );
+    assert!(err.contains(&format!("..{}", &c3[..7])), "{err}");
+    assert!(
+        t.get("staging").1.ends_with(" v2"),
+        "{:?}",
+        t.get("staging")
+    );
+    assert_eq!(t.head("production"), production, "production changed");
+    let staging = t.project.join("envs/staging.git");
+    assert_eq!(git(&staging, &["rev-parse", "master^"]), c3, "not on top");
+
+    let (code, _, err) = t
+        .project
+        .run(&["rollback", "--env", "staging", "--to", "1"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(t.get("staging").1.ends_with(" v1"));
+    assert_eq!(t.head("production"), production, "production changed");
+    let ledger = t.ledger();
+    let last = ledger.last().unwrap();
+    assert_eq!(last["kind"], "rollback");
+    assert_eq!(last["environment"], "staging");
+    assert_eq!(last["rolled_back_to"], 1);
+    assert_eq!(last["health"]["result"], "healthy");
+
+    // Nothing to change: nothing recorded.
+    let count = ledger.len();
+    let (code, _, err) = t
+        .project
+        .run(&["rollback", "--env", "staging", "--to", "1"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("nothing to revert"), "{err}");
+    assert_eq!(t.ledger().len(), count);
+    // An entry of production is no place to return staging to.
+    let (code, _, err) = t
+        .project
+        .run(&["rollback", "--env", "staging", "--to", "2"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not a deploy to environment staging"), "{err}");
+}
+
+/// Waits (a guard against hangs) until `path` exists.
+fn wait_for_file(path: &Path) {
+    let start = Instant::now();
+    while !path.exists() {
+        assert!(start.elapsed() < LIMIT, "{} never appeared", path.display());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `pydeployer deploy production` in a tmux pane; the answer typed; its exit code.
+fn approve_in_tmux(t: &Targets, answer: &str) -> (i32, String) {
+    let socket = t.project.join(&format!("tmux-{answer}.sock"));
+    let done = t.project.join(&format!("done-{answer}"));
+    let binary = assert_cmd::cargo::cargo_bin!("pydeployer");
+    let script = format!(
+        "cd '{}' && NO_COLOR=1 '{}' deploy production; echo $? > '{}'; sleep 600",
+        t.project.path().display(),
+        binary.display(),
+        done.display()
+    );
+    let tmux = |args: &[&str]| {
+        let out = std::process::Command::new("tmux")
+            .arg("-S")
+            .arg(&socket)
+            .args(args)
+            .output()
+            .expect("tmux (test.sh installs it)");
+        assert!(
+            out.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    tmux(&["new-session", "-d", "-x", "150", "-y", "50", &script]);
+    let start = Instant::now();
+    loop {
+        let screen = tmux(&["capture-pane", "-p"]);
+        if screen.contains("to production? [y/N]") {
+            break;
+        }
+        assert!(start.elapsed() < LIMIT, "no prompt:\n{screen}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    tmux(&["send-keys", answer, "Enter"]);
+    wait_for_file(&done);
+    let screen = tmux(&["capture-pane", "-p", "-S", "-100"]);
+    tmux(&["kill-server"]);
+    let code = std::fs::read_to_string(&done)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    (code, screen)
+}
+
+#[test]
+fn on_a_terminal_the_approval_is_asked_and_no_pushes_nothing() {
+    let t = targets();
+    assert_eq!(t.project.run(&["run"]).0, 0);
+    let c1 = t.head("staging");
+    let (code, screen) = approve_in_tmux(&t, "n");
+    assert!(
+        screen.contains(&format!("Deploy {} to production? [y/N]", &c1[..7])),
+        "{screen}"
+    );
+    assert_ne!(code, 0, "{screen}");
+    assert_eq!(t.head("production"), "", "pushed without a yes");
+    let (code, screen) = approve_in_tmux(&t, "y");
+    assert_eq!(code, 0, "{screen}");
+    assert_eq!(t.head("production"), c1);
+    let ledger = t.ledger();
+    assert!(ledger.last().unwrap()["approved_by"].is_string());
+}
+
+#[test]
+fn bad_environments_are_refused_with_their_places() {
+    let project = Project::with_pipeline(
+        r#"repo: { url: origin.git }
+environments:
+  staging: { url: a.git, requires: production, health: { url: "ftp://x/health" } }
+  production: { url: b.git, requires: staging, health: { run: ./smoke.sh, timeout: 0s } }
+stages:
+  deploy: { uses: git/push, with: { environment: stagin } }
+"#,
+    );
+    let (code, _, err) = project.run(&["validate"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("unknown environment `stagin`"), "{err}");
+    assert!(err.contains("pipeline.yml:6:"), "{err}");
+    assert!(err.contains("in a circle"), "{err}");
+    assert!(err.contains("pipeline.yml:3:"), "{err}");
+    assert!(err.contains("must be an http:// or https:// URL"), "{err}");
+    assert!(err.contains("must be longer than zero"), "{err}");
+    assert!(err.contains("pipeline.yml:4:"), "{err}");
+    let (code, _, _) = project.run(&["run"]);
+    assert_eq!(code, 2);
+    assert!(!project.exists("logs"));
+}
+
+#[test]
+fn a_scheduled_deploy_to_an_approval_environment_is_refused() {
+    let project = Project::with_pipeline(
+        r#"repo: { url: origin.git }
+environments:
+  production: { url: b.git, approval: true }
+stages:
+  deploy: { uses: git/push, with: { environment: production }, schedule: "0 3 * * *" }
+"#,
+    );
+    let (code, _, err) = project.run(&["validate"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("which needs approval"), "{err}");
+    assert!(err.contains("pipeline.yml:5:"), "{err}");
+}
