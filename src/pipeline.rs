@@ -256,7 +256,7 @@ pub enum NotifyOn {
     Success,
     /// The run pushed a rollback (`git/revert`).
     Rollback,
-    /// A deploy's health check failed (environments; nothing reports it yet).
+    /// A deploy's health check failed (environments).
     Unhealthy,
 }
 

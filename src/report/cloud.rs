@@ -16,7 +16,9 @@ use chrono::{DateTime, Local, SecondsFormat};
 use serde::Serialize;
 
 use super::json::RunJson;
-use crate::events::{DeployKind, Outcome, RunEvent, RunSummary, StageResult, Trigger};
+use crate::events::{
+    DeployKind, HealthResult, Outcome, RunEvent, RunSummary, StageResult, Trigger,
+};
 use crate::pipeline::{NotifyOn, S3Target, SnsTarget, StageName, Webhook};
 use crate::store::logs::RunResult;
 use crate::store::outbox::{Body, Item, MAX_MESSAGE, Outbox};
@@ -54,6 +56,8 @@ pub struct CloudSink {
     failed: Vec<FailedStage>,
     commit: Option<String>,
     rolled_back: bool,
+    /// A deploy's health check failed.
+    unhealthy: bool,
 }
 
 struct Started {
@@ -111,6 +115,7 @@ impl CloudSink {
             failed: Vec::new(),
             commit: None,
             rolled_back: false,
+            unhealthy: false,
         }
     }
 
@@ -185,6 +190,9 @@ impl CloudSink {
         }];
         if self.rolled_back {
             events.push(NotifyOn::Rollback);
+        }
+        if self.unhealthy {
+            events.push(NotifyOn::Unhealthy);
         }
         let wanted = |on: &[NotifyOn]| on.iter().any(|e| events.contains(e));
         let sns = self.to.sns.as_ref().filter(|sns| wanted(&sns.on));
@@ -297,6 +305,18 @@ impl super::Sink for CloudSink {
                     self.commit = deploy.commit.as_ref().map(|c| c.as_str().to_owned());
                     if deploy.kind == DeployKind::Rollback && outcome.passed() {
                         self.rolled_back = true;
+                    }
+                    // An environment's health check failed after the push.
+                    if deploy
+                        .health
+                        .as_ref()
+                        .is_some_and(|h| h.result == HealthResult::Unhealthy)
+                    {
+                        self.unhealthy = true;
+                    }
+                    if let Some(rollback) = &deploy.auto_rollback {
+                        self.rolled_back = true;
+                        self.commit = rollback.commit.as_ref().map(|c| c.as_str().to_owned());
                     }
                 }
                 let tail = self.tails.remove(stage).unwrap_or_default();
