@@ -231,7 +231,7 @@ fn run_deploys_to_staging_checks_it_and_holds_production_for_approval() {
     assert!(ledger[0]["health"]["took_ms"].is_u64());
 
     // Acceptance 2: promotion of the exact commit, no build, the approver recorded.
-    let logs_before = t.project.logs().len();
+    let logs_before = t.project.logs();
     let (code, out, err) = t.project.run(&["deploy", "production", "--approve"]);
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(t.head("production"), c1);
@@ -240,7 +240,15 @@ fn run_deploys_to_staging_checks_it_and_holds_production_for_approval() {
         (status, body.split(' ').next().unwrap()),
         (200, c1.as_str())
     );
-    let log = std::fs::read_to_string(&t.project.logs()[logs_before]).unwrap();
+    // The new log (two runs in one second sort `…-2.log` before `….log`: not by index).
+    let log = t
+        .project
+        .logs()
+        .into_iter()
+        .filter(|l| !logs_before.contains(l))
+        .map(|l| std::fs::read_to_string(l).unwrap())
+        .next()
+        .unwrap();
     assert!(!log.contains("[build] started"), "{log}");
     assert!(!log.contains("[clone] started"), "{log}");
     let ledger = t.ledger();
