@@ -146,11 +146,7 @@ pub fn run(
             stop.fail();
         }
     });
-    // The lock is released first: the watchdog holds a copy of it, and exits on its own time.
-    lock.release();
-    if let Some(watchdog) = &watchdog {
-        watchdog.finish();
-    }
+    release(&lock, watchdog.as_deref());
     outputs::record_passed(pipeline, &guards, &summary, options.passed, &log_path);
     let failures = reporter.finish();
     if prune {
@@ -160,6 +156,15 @@ pub fn run(
     // After the lock: a cloud that does not answer holds up this run's end, not the next run.
     let delivered = outputs::deliver(pipeline, &state, settings);
     outputs::verdict(&failures, summary.exit_code).and(delivered)
+}
+
+/// The end of the run for the lock and the watchdog: the lock is released first (the watchdog
+/// holds a copy of it, and exits on its own time).
+fn release(lock: &RunLock, watchdog: Option<&Watchdog>) {
+    lock.release();
+    if let Some(watchdog) = watchdog {
+        watchdog.finish();
+    }
 }
 
 /// Every secret of the run, the AWS chain's too (also a profile's, from ~/.aws/) when the
