@@ -88,21 +88,23 @@ fn everyone() -> impl Iterator<Item = Stat> {
         .filter_map(stat)
 }
 
-/// The children of this process (of each of its threads: an orphan goes to one of them).
+/// The children of this process. pydeployer starts everything from its main thread, and the
+/// kernel gives an orphan to the subreaper's leader while it lives: the leader's one file is
+/// enough (read with one `open` and `read`s, no listing of the threads).
 fn children() -> Vec<i32> {
-    let mut pids = Vec::new();
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return pids;
-    };
-    for task in tasks.flatten() {
-        if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
-            pids.extend(
-                text.split_ascii_whitespace()
-                    .filter_map(|p| p.parse::<i32>().ok()),
-            );
+    use std::io::Read as _;
+    let path = format!("/proc/self/task/{}/children", std::process::id());
+    let mut text = Vec::with_capacity(256);
+    let mut buf = [0u8; 512];
+    if let Ok(mut file) = std::fs::File::open(path) {
+        while let Ok(n @ 1..) = file.read(&mut buf) {
+            text.extend_from_slice(&buf[..n]);
         }
     }
-    pids
+    String::from_utf8_lossy(&text)
+        .split_ascii_whitespace()
+        .filter_map(|p| p.parse::<i32>().ok())
+        .collect()
 }
 
 /// The processes of the session or group `id` other than its group (which `killpg`

@@ -91,8 +91,10 @@ pub fn save(state_dir: &Path, stage: &str, key: &str, run: &str) -> io::Result<(
         run: run.to_owned(),
     };
     let mut file = tempfile::NamedTempFile::new_in(&dir)?;
-    serde_json::to_writer(&mut file, &entry)?;
-    file.write_all(b"\n")?;
+    // One write, not one per token (an unbuffered writer costs a system call each).
+    let mut text = serde_json::to_vec(&entry)?;
+    text.push(b'\n');
+    file.write_all(&text)?;
     file.as_file().sync_all()?;
     file.persist(dir.join(format!("{stage}.json")))
         .map_err(|e| e.error)?;
