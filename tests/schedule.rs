@@ -11,26 +11,10 @@ use std::io::BufRead;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Project, finish, gone_within, signal};
+use common::{Project, finish, gone_within, guard, signal};
 
 const LIMIT: Duration = Duration::from_mins(1);
 
-/// Kills the process (SIGKILL; its watchdog then ends its stages) if the test ends, or
-/// panics, before it was ended: no watch or scheduler outlives its test.
-struct KillOnDrop(i32);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if common::alive(self.0) {
-            // SAFETY: kill has no memory-safety preconditions.
-            unsafe { libc::kill(self.0, libc::SIGKILL) };
-        }
-    }
-}
-
-fn guard(child: &std::process::Child) -> KillOnDrop {
-    KillOnDrop(i32::try_from(child.id()).expect("pid"))
-}
 /// The user whose crontab the tests write (made by test.sh).
 const CRON_USER: &str = "pydeployer-cron";
 

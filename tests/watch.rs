@@ -9,26 +9,9 @@ mod common;
 use std::fs;
 use std::time::Duration;
 
-use common::{Project, alive, finish, git, gone_within, signal};
+use common::{Project, alive, finish, git, gone_within, guard, signal};
 
 const LIMIT: Duration = Duration::from_mins(1);
-
-/// Kills the process (SIGKILL; its watchdog then ends its stages) if the test ends, or
-/// panics, before it was ended: no watch or scheduler outlives its test.
-struct KillOnDrop(i32);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if common::alive(self.0) {
-            // SAFETY: kill has no memory-safety preconditions.
-            unsafe { libc::kill(self.0, libc::SIGKILL) };
-        }
-    }
-}
-
-fn guard(child: &std::process::Child) -> KillOnDrop {
-    KillOnDrop(i32::try_from(child.id()).expect("pid"))
-}
 
 /// Ends the watch with Ctrl-C (SIGINT) and returns (exit code, stdout, stderr).
 fn interrupt(child: std::process::Child) -> (i32, String, String) {

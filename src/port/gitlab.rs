@@ -14,9 +14,8 @@ use crate::port::{
     shell_text, venv_for, waits_for,
 };
 
-/// Top-level keys of a `.gitlab-ci.yml` that are not jobs (and `pages`, a job GitLab
-/// publishes as a website).
-const RESERVED: &[&str] = &[
+/// Top-level keys of a `.gitlab-ci.yml` that are not jobs (import reads jobs as the rest).
+pub(crate) const GLOBAL_KEYS: &[&str] = &[
     "image",
     "services",
     "stages",
@@ -29,7 +28,6 @@ const RESERVED: &[&str] = &[
     "default",
     "workflow",
     "spec",
-    "pages",
 ];
 
 /// GitLab's most retries for a job.
@@ -40,8 +38,9 @@ pub fn variable(value: &str) -> String {
     value.replace('$', "$$")
 }
 
+/// Not a global key, nor `pages` (a job GitLab publishes as a website).
 fn valid_id(name: &str) -> bool {
-    !RESERVED.contains(&name)
+    !GLOBAL_KEYS.contains(&name) && name != "pages"
 }
 
 fn fix_id(name: &str) -> String {

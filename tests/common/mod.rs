@@ -284,3 +284,22 @@ pub fn make_executable(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(path, fs::Permissions::from_mode(0o755)).expect("chmod");
 }
+
+/// Kills the process (SIGKILL; its watchdog then ends its stages) if the test ends, or
+/// panics, before it was ended: no long-running pydeployer (watch, scheduler) outlives its
+/// test.
+pub struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if alive(self.0) {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe { libc::kill(self.0, libc::SIGKILL) };
+        }
+    }
+}
+
+/// A [`KillOnDrop`] for `child`.
+pub fn guard(child: &std::process::Child) -> KillOnDrop {
+    KillOnDrop(i32::try_from(child.id()).expect("pid"))
+}

@@ -16,21 +16,7 @@ use crate::port::import::{
     Body, Imported, NewStage, Part, entries, export_line, get, is_var_name, plain, scalar_text,
 };
 
-/// Top-level keys that are not jobs.
-const GLOBAL: &[&str] = &[
-    "image",
-    "services",
-    "stages",
-    "types",
-    "before_script",
-    "after_script",
-    "variables",
-    "cache",
-    "include",
-    "default",
-    "workflow",
-    "spec",
-];
+use crate::port::gitlab::GLOBAL_KEYS as GLOBAL;
 
 /// GitLab's stages when the file lists none.
 const DEFAULT_STAGES: &[&str] = &[".pre", "build", "test", "deploy", ".post"];
