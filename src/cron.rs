@@ -22,7 +22,8 @@ use croner::parser::{CronParser, Seconds, Year};
 pub struct Schedule {
     /// As written (whitespace between fields folded to one space).
     text: String,
-    cron: Cron,
+    /// Boxed: croner's pattern is about 300 bytes, and every stage carries an `Option` of it.
+    cron: Box<Cron>,
     /// Six fields: the first counts seconds.
     seconds: bool,
 }
@@ -99,7 +100,7 @@ impl Schedule {
         }
         Ok(Schedule {
             text: fields.join(" "),
-            cron,
+            cron: Box::new(cron),
             seconds,
         })
     }

@@ -46,14 +46,14 @@ impl Checker<'_> {
         }
     }
 
-    pub(super) fn unknown_keys(
+    pub(super) fn unknown_keys<'e>(
         &mut self,
         file: &SourceFile,
-        entries: &[(Key, Node)],
+        entries: impl IntoIterator<Item = &'e (Key, Node)> + Clone,
         known: &[&str],
         what: &str,
     ) {
-        self.repeated_keys(file, entries, what);
+        self.repeated_keys(file, entries.clone(), what);
         for (key, _) in entries {
             if !known.contains(&key.name.as_str()) {
                 let mut problem = Problem::at(
@@ -74,7 +74,12 @@ impl Checker<'_> {
 
     /// A key given twice in one mapping (YAML forbids it; the reader passes both on, so that
     /// both places can be shown).
-    pub(super) fn repeated_keys(&mut self, file: &SourceFile, entries: &[(Key, Node)], what: &str) {
+    pub(super) fn repeated_keys<'e>(
+        &mut self,
+        file: &SourceFile,
+        entries: impl IntoIterator<Item = &'e (Key, Node)>,
+        what: &str,
+    ) {
         let mut first: HashMap<&str, &Key> = HashMap::new();
         for (key, _) in entries {
             match first.get(key.name.as_str()) {

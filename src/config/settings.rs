@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::config::decode::as_written;
 use crate::config::raw::{Key, Node, Span, Value};
-use crate::config::validate::{Checker, Declared, LOGS_KEYS, REPO_KEYS};
+use crate::config::validate::{Checker, Declarations, LOGS_KEYS, REPO_KEYS};
 use crate::error::{Problem, SourceFile};
 use crate::pipeline::{Pipeline, Repo, Source};
 
@@ -87,7 +87,7 @@ impl Checker<'_> {
         key: &Key,
         value: &Node,
         pipeline: &mut Pipeline,
-        declared: &mut Vec<Declared<'f>>,
+        declared: &mut Declarations<'f>,
     ) {
         match key.name.as_str() {
             "version" => {

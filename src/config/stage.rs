@@ -4,9 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::config::raw::{Key, Node, Value};
-use crate::config::validate::{
-    ARTIFACT_KEYS, CACHE_KEYS, Checker, Declared, MAX_RETRIES, STAGE_KEYS,
-};
+use crate::config::validate::{ARTIFACT_KEYS, CACHE_KEYS, Checker, MAX_RETRIES, Place, STAGE_KEYS};
 use crate::cron::Schedule;
 use crate::error::{Problem, SourceFile};
 use crate::pipeline::{
@@ -19,7 +17,7 @@ impl Checker<'_> {
         file: &'f SourceFile,
         key: &Key,
         node: &Node,
-    ) -> Option<Declared<'f>> {
+    ) -> Option<(Stage, Place<'f>)> {
         self.declared_names.push(key.name.clone());
         let name = match StageName::parse(&key.name) {
             Ok(name) => Some(name),
@@ -223,14 +221,16 @@ impl Checker<'_> {
             }
         };
         let environment_span = super::environments::environment_span(with.map(|(_, node)| node));
-        (ok && name.is_some()).then_some(Declared {
+        (ok && name.is_some()).then_some((
             stage,
-            file,
-            name_span: key.span,
-            need_spans,
-            schedule_span,
-            environment_span,
-        })
+            Place {
+                file,
+                name_span: key.span,
+                need_spans,
+                schedule_span,
+                environment_span,
+            },
+        ))
     }
 
     /// `schedule: "0 3 * * *"`: a cron pattern cron itself would run (see `crate::cron`).

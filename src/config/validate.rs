@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::config::load::Parsed;
-use crate::config::raw::{Key, Node, Span, Value};
+use crate::config::raw::{Span, Value};
 use crate::error::{Problem, SourceFile};
 use crate::pipeline::{LogSettings, Pipeline, Stage};
 use crate::plan::check;
@@ -59,17 +59,35 @@ pub(crate) const ARTIFACT_KEYS: [&str; 2] = ["paths", "when"];
 pub(super) const MAX_RETRIES: i64 = 100;
 pub(super) const MAX_TIMEOUT: Duration = Duration::from_hours(30 * 24);
 
-/// A stage as declared, with the places needed for later messages.
-pub(super) struct Declared<'a> {
-    pub(super) stage: Stage,
+/// Where a stage was declared, for later messages.
+pub(super) struct Place<'a> {
     pub(super) file: &'a SourceFile,
     pub(super) name_span: Span,
-    /// The span of each `needs:` entry, parallel to `stage.needs`.
+    /// The span of each `needs:` entry, parallel to the stage's `needs`.
     pub(super) need_spans: Vec<Span>,
     /// The span of the `schedule:` value, when there is one.
     pub(super) schedule_span: Option<Span>,
     /// Where `with: { environment }` is written, for a deploy stage that names one.
     pub(super) environment_span: Option<Span>,
+}
+
+/// The stages declared so far and their places, in two parallel lists: the stages become the
+/// pipeline's as they are, without a copy (a pipeline can hold thousands of them).
+#[derive(Default)]
+pub(super) struct Declarations<'a> {
+    stages: Vec<Stage>,
+    places: Vec<Place<'a>>,
+}
+
+impl<'a> Declarations<'a> {
+    pub(super) fn push(&mut self, (stage, place): (Stage, Place<'a>)) {
+        self.stages.push(stage);
+        self.places.push(place);
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&Stage, &Place<'a>)> {
+        self.stages.iter().zip(&self.places)
+    }
 }
 
 /// Turns the parsed files into a pipeline, or every problem found.
@@ -117,7 +135,7 @@ pub(crate) fn validate(
         notify: Vec::new(),
         environments: Vec::new(),
     };
-    let mut declared: Vec<Declared> = Vec::new();
+    let mut declared = Declarations::default();
     let mut environments = Vec::new();
 
     if let Some(main) = main
@@ -125,13 +143,12 @@ pub(crate) fn validate(
     {
         // `x-…` keys hold YAML anchors for the stages to merge (`<<: *defaults`), as in
         // Compose files: not settings.
-        let entries: Vec<(Key, Node)> = entries
+        // (Borrowed, not cloned: `stages:` can be thousands of stages.)
+        let entries = entries
             .iter()
-            .filter(|(key, _)| !key.name.starts_with(EXTENSION_PREFIX))
-            .cloned()
-            .collect();
-        check.unknown_keys(&main.file, &entries, &TOP_KEYS, "pipeline setting");
-        for (key, value) in &entries {
+            .filter(|(key, _)| !key.name.starts_with(EXTENSION_PREFIX));
+        check.unknown_keys(&main.file, entries.clone(), &TOP_KEYS, "pipeline setting");
+        for (key, value) in entries {
             if key.name == "environments" {
                 environments = check.environments(&main.file, value);
             } else {
@@ -171,16 +188,16 @@ pub(crate) fn validate(
         );
     }
     if pipeline.repo.is_none() {
-        for d in &declared {
-            if let Some(action) = d.stage.builtin() {
+        for (stage, at) in declared.iter() {
+            if let Some(action) = stage.builtin() {
                 if action.is_git() {
                     check.push(
                         Problem::at(
-                            d.file,
-                            d.name_span,
+                            at.file,
+                            at.name_span,
                             format!(
                                 "stage `{}` uses `{}`, which needs `repo:` in the pipeline file",
-                                d.stage.name,
+                                stage.name,
                                 action.name()
                             ),
                             "needs a repository",
@@ -191,20 +208,20 @@ pub(crate) fn validate(
             }
         }
     }
-    for d in &declared {
+    for (stage, at) in declared.iter() {
         if let crate::pipeline::Action::Uses(crate::pipeline::Uses::PythonPublish(params)) =
-            &d.stage.action
+            &stage.action
             && let Some(name) = &params.token_env
             && !pipeline.secrets.contains(name)
-            && !d.stage.secrets.contains(name)
+            && !stage.secrets.contains(name)
         {
             check.push(
                 Problem::at(
-                    d.file,
-                    d.name_span,
+                    at.file,
+                    at.name_span,
                     format!(
                         "stage `{}` uploads with the token in `{name}`, which is not listed under `secrets:`",
-                        d.stage.name
+                        stage.name
                     ),
                     "token not a secret",
                 )
@@ -216,27 +233,27 @@ pub(crate) fn validate(
     }
     let deploys: Vec<(String, &SourceFile, Span)> = declared
         .iter()
-        .filter_map(|d| {
+        .filter_map(|(stage, at)| {
             Some((
-                d.stage.environment()?.to_owned(),
-                d.file,
-                d.environment_span?,
+                stage.environment()?.to_owned(),
+                at.file,
+                at.environment_span?,
             ))
         })
         .collect();
     check.environment_links(&environments, &deploys);
     pipeline.environments = environments.into_iter().map(|(e, _)| e).collect();
-    for d in &declared {
+    for (stage, at) in declared.iter() {
         if let (Some(span), Some(environment)) =
-            (d.schedule_span, approval_environment(&pipeline, &d.stage))
+            (at.schedule_span, approval_environment(&pipeline, stage))
         {
             check.push(
                 Problem::at(
-                    d.file,
+                    at.file,
                     span,
                     format!(
                         "stage `{}` is scheduled, and deploys to `{environment}`, which needs approval",
-                        d.stage.name
+                        stage.name
                     ),
                     "scheduled here",
                 )
@@ -249,12 +266,12 @@ pub(crate) fn validate(
     }
     let graph: Vec<check::Declared> = declared
         .iter()
-        .map(|d| check::Declared {
-            name: &d.stage.name,
-            needs: &d.stage.needs,
-            file: d.file,
-            name_span: d.name_span,
-            need_spans: &d.need_spans,
+        .map(|(stage, at)| check::Declared {
+            name: &stage.name,
+            needs: &stage.needs,
+            file: at.file,
+            name_span: at.name_span,
+            need_spans: &at.need_spans,
         })
         .collect();
     check::duplicates(&graph, check.problems);
@@ -264,7 +281,7 @@ pub(crate) fn validate(
     }
     drop(graph);
     if problems.is_empty() {
-        pipeline.stages = declared.into_iter().map(|d| d.stage).collect();
+        pipeline.stages = declared.stages;
         Ok(pipeline)
     } else {
         Err(problems)

@@ -1,0 +1,65 @@
+//! How the `pydeployer` executable is linked on Linux with glibc, for its start-up time: a run
+//! of one stage is mostly start-up, and make starts in about 1.3 ms (BENCHMARKS.md,
+//! "Start-up"). Two settings, each measured there:
+//!
+//! - **Not position-independent** (`-no-pie`). A PIE executable of this size carries about
+//!   13,000 relative relocations, and the loader writes every one of them at each start,
+//!   copying about 50 pages of `.data.rel.ro` (and about 1.2 MB more of resident memory). The
+//!   executable's own addresses are then the same at each start: the libraries, heap, stack
+//!   and memory maps are still placed at random. `PYDEPLOYER_PIE=1` at build time keeps PIE.
+//! - **libgcc's unwinder linked in** (`libgcc_eh.a`, as a static build does) instead of
+//!   loading `libgcc_s.so.1`, whose start-up code probes the CPU with `cpuid` instructions that
+//!   trap to the hypervisor on virtual machines. Rust's standard library asks for `gcc_s` by
+//!   name; a folder of our own, searched first, answers that name with the static archive.
+//!
+//! Anything unexpected (another OS or C library, no `libgcc_eh.a`) leaves the default link.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn main() {
+    println!("cargo::rerun-if-changed=build.rs");
+    println!("cargo::rerun-if-env-changed=PYDEPLOYER_PIE");
+    println!("cargo::rerun-if-env-changed=CC");
+    let os = env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
+    let libc = env::var("CARGO_CFG_TARGET_ENV").unwrap_or_default();
+    if os != "linux" || libc != "gnu" {
+        return;
+    }
+    if env::var_os("PYDEPLOYER_PIE").is_none_or(|v| v.is_empty() || v == "0") {
+        println!("cargo::rustc-link-arg-bins=-no-pie");
+    }
+    if let Some(archive) = gcc_eh() {
+        let Some(out) = env::var_os("OUT_DIR").map(PathBuf::from) else {
+            return;
+        };
+        let folder = out.join("static-gcc");
+        let link = folder.join("libgcc_s.a");
+        let made = std::fs::create_dir_all(&folder)
+            .and_then(|()| match std::fs::remove_file(&link) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            })
+            .and_then(|()| std::os::unix::fs::symlink(&archive, &link));
+        match made {
+            Ok(()) => println!("cargo::rustc-link-search=native={}", folder.display()),
+            Err(e) => println!(
+                "cargo::warning=linking libgcc_s.so.1 as usual: could not link {}: {e}",
+                link.display()
+            ),
+        }
+    }
+}
+
+/// `libgcc_eh.a` of the C compiler that links the executable, if it has one.
+fn gcc_eh() -> Option<PathBuf> {
+    let cc = env::var_os("CC").unwrap_or_else(|| "cc".into());
+    let out = Command::new(cc)
+        .arg("-print-file-name=libgcc_eh.a")
+        .output()
+        .ok()?;
+    let path = PathBuf::from(String::from_utf8(out.stdout).ok()?.trim());
+    // Not found, the compiler prints the bare name back.
+    (out.status.success() && path.is_absolute() && Path::new(&path).is_file()).then_some(path)
+}
