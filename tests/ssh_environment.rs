@@ -333,3 +333,43 @@ fn a_key_sshd_refuses_fails_the_deploy_naming_the_environment() {
     assert_eq!(ledger[0]["status"], "failed");
     assert!(ledger[0]["health"].is_null(), "{ledger:?}");
 }
+
+#[test]
+fn a_password_in_an_ssh_environment_url_is_masked() {
+    let sshd = sshd();
+    // git hands `USER:PASSWORD@HOST:PORT` to ssh, which cannot use it: the deploy fails, and
+    // the password must show nowhere (terminal, log, ledger).
+    let t = project_over_ssh(|repo| {
+        format!(
+            "ssh://{}:hunter2@127.0.0.1:{}{}",
+            sshd.user,
+            sshd.port,
+            repo.display()
+        )
+    });
+    let (code, out, err) = run(&t, &sshd.ssh_command(), &["run"]);
+    assert_eq!(code, 1, "{out}{err}");
+    let log = t.project.last_log();
+    assert!(log.contains("cannot reach environment staging"), "{log}");
+    assert!(log.contains(&format!("ssh://{}:", sshd.user)), "{log}");
+    let ledger = t.project.read("archive/deploy_history.json");
+    assert!(
+        ledger.contains(&format!("ssh://{}:", sshd.user)),
+        "{ledger}"
+    );
+    for (what, text) in [
+        ("stdout", out),
+        ("stderr", err),
+        ("log", log),
+        ("ledger", ledger),
+    ] {
+        assert!(
+            !text.contains("hunter2"),
+            "{what} shows the password:\n{text}"
+        );
+    }
+    let (code, out, err) = run(&t, &sshd.ssh_command(), &["status"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("staging: nothing deployed (ssh://"), "{out}");
+    assert!(!out.contains("hunter2"), "{out}");
+}
