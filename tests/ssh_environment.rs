@@ -260,6 +260,10 @@ fn an_ssh_environment_deploys_through_sshd_passes_its_health_check_and_rolls_bac
         "{log}"
     );
     assert!(log.contains("health: healthy after"), "{log}");
+    assert!(
+        err.contains(&format!("staging at {}: healthy after", &c1[..7])),
+        "{err}"
+    );
     let ledger = t.ledger();
     assert_eq!(ledger.len(), 1, "{ledger:?}");
     assert_eq!(ledger[0]["kind"], "deploy");
@@ -272,6 +276,10 @@ fn an_ssh_environment_deploys_through_sshd_passes_its_health_check_and_rolls_bac
     let c2 = commit_upstream(&t.project, "BROKEN", "yes\n", "a broken app");
     let (code, out, err) = run(&t, &ssh, &["run"]);
     assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains(&format!("staging at {}: unhealthy after", &c2[..7])),
+        "{err}"
+    );
     let (status, body) = t.get("staging");
     assert_eq!(status, 200, "{body}");
     assert!(body.ends_with(" v1"), "{body}");
