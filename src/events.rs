@@ -187,6 +187,37 @@ pub struct Deployed {
     pub auto_rollback: Option<Box<Deployed>>,
 }
 
+impl Deployed {
+    /// What the health check of an environment's deploy said, for the stage's summary line:
+    /// `staging at 2c72635: healthy after 1.0s`, or unhealthy and what its rollback gave.
+    /// `None` without an environment or a health check.
+    pub fn health_note(&self) -> Option<String> {
+        let environment = self.environment.as_deref()?;
+        let report = self.health.as_ref()?;
+        let commit = self.commit.as_ref().map_or("-", |c| &c.as_str()[..7]);
+        let said = |report: &HealthReport| {
+            #[expect(
+                clippy::cast_precision_loss,
+                reason = "milliseconds of a health check, shown to a tenth of a second"
+            )]
+            let seconds = report.took_ms as f64 / 1000.0;
+            match report.result {
+                HealthResult::Healthy => format!("healthy after {seconds:.1}s"),
+                HealthResult::Unhealthy => format!("unhealthy after {seconds:.1}s"),
+            }
+        };
+        let mut note = format!("{environment} at {commit}: {}", said(report));
+        if let Some(rollback) = &self.auto_rollback {
+            let back = rollback.commit.as_ref().map_or("-", |c| &c.as_str()[..7]);
+            note.push_str(&format!("; rolled back to {back}"));
+            if let Some(report) = &rollback.health {
+                note.push_str(&format!(", {}", said(report)));
+            }
+        }
+        Some(note)
+    }
+}
+
 /// What a `python/publish` stage uploaded, for the ledger.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Published {
@@ -334,4 +365,52 @@ pub struct RunSummary {
 
 fn lossy<S: serde::Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(&String::from_utf8_lossy(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{DeployKind, Deployed, HealthReport, HealthResult, Trigger};
+
+    fn deployed(commit: char, health: Option<(HealthResult, u64)>) -> Deployed {
+        Deployed {
+            kind: DeployKind::Deploy,
+            forced: false,
+            repo: "origin.git".into(),
+            remote: "staging.git".into(),
+            branch: "master".into(),
+            commit: Some(commit.to_string().repeat(40).parse().unwrap()),
+            previous_commit: None,
+            environment: Some("staging".into()),
+            trigger: Trigger::Manual,
+            approved_by: None,
+            health: health.map(|(result, took_ms)| HealthReport { result, took_ms }),
+            rolled_back_to: None,
+            auto_rollback: None,
+        }
+    }
+
+    #[test]
+    fn the_health_note_says_where_what_and_how_it_answered() {
+        let healthy = deployed('a', Some((HealthResult::Healthy, 1_040)));
+        assert_eq!(
+            healthy.health_note().as_deref(),
+            Some("staging at aaaaaaa: healthy after 1.0s")
+        );
+        let unhealthy = Deployed {
+            auto_rollback: Some(Box::new(deployed('b', Some((HealthResult::Healthy, 200))))),
+            ..deployed('c', Some((HealthResult::Unhealthy, 20_000)))
+        };
+        assert_eq!(
+            unhealthy.health_note().as_deref(),
+            Some(
+                "staging at ccccccc: unhealthy after 20.0s; rolled back to bbbbbbb, healthy after 0.2s"
+            )
+        );
+        assert_eq!(deployed('a', None).health_note(), None);
+        let to_origin = Deployed {
+            environment: None,
+            ..healthy
+        };
+        assert_eq!(to_origin.health_note(), None);
+    }
 }

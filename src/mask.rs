@@ -114,7 +114,7 @@ enum Matcher {
 
 impl Masker {
     /// Hides the values of the pipeline's secrets (those that are set) and the credentials in
-    /// its repository URL.
+    /// its repository URL and its environments' URLs.
     pub fn for_pipeline(pipeline: &Pipeline) -> Masker {
         Masker::for_pipeline_and(pipeline, Vec::new())
     }
@@ -128,7 +128,14 @@ impl Masker {
             .repo
             .as_ref()
             .map(|repo| url_credentials(&repo.url))
-            .unwrap_or_default();
+            .unwrap_or_default()
+            .into_iter()
+            .chain(
+                pipeline
+                    .environments
+                    .iter()
+                    .flat_map(|environment| url_credentials(&environment.url)),
+            );
         Masker::new(values.chain(credentials).chain(extra))
     }
 

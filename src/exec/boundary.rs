@@ -85,8 +85,13 @@ impl Boundary {
                 for text_of in [note, details].into_iter().flatten() {
                     text(text_of);
                 }
-                if let Some(deploy) = deploy {
-                    text(&mut deploy.repo);
+                // The repository and where it went (`repo.remote`, or an environment's URL),
+                // for a deploy and the rollback that may have followed it.
+                let mut next = deploy.as_deref_mut();
+                while let Some(deployed) = next {
+                    text(&mut deployed.repo);
+                    text(&mut deployed.remote);
+                    next = deployed.auto_rollback.as_deref_mut();
                 }
             }
             RunEvent::StageSkipped { .. } => {}
@@ -108,5 +113,64 @@ fn path(masker: &Masker, path: &mut Option<std::path::PathBuf>) {
         && let std::borrow::Cow::Owned(masked) = masker.mask_str(&p.to_string_lossy())
     {
         *p = masked.into();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::Boundary;
+    use crate::events::{DeployKind, Deployed, Outcome, RunEvent, Trigger};
+    use crate::mask::Masker;
+    use crate::pipeline::StageName;
+
+    #[test]
+    fn a_deploy_and_its_automatic_rollback_leave_with_the_urls_masked() {
+        let url = "ssh://deploy:hunter2@vps.example.org/srv/app.git";
+        let deployed = Deployed {
+            kind: DeployKind::Deploy,
+            forced: false,
+            repo: "https://user:hunter2@example.org/app.git".into(),
+            remote: url.into(),
+            branch: "master".into(),
+            commit: None,
+            previous_commit: None,
+            environment: Some("production".into()),
+            trigger: Trigger::Manual,
+            approved_by: None,
+            health: None,
+            rolled_back_to: None,
+            auto_rollback: None,
+        };
+        let deployed = Deployed {
+            auto_rollback: Some(Box::new(Deployed {
+                kind: DeployKind::Rollback,
+                trigger: Trigger::Auto,
+                ..deployed.clone()
+            })),
+            ..deployed
+        };
+        let event = RunEvent::StageFinished {
+            stage: StageName::parse("deploy").unwrap(),
+            attempt: 1,
+            outcome: Outcome::Passed,
+            note: None,
+            details: None,
+            deploy: Some(Box::new(deployed)),
+            publish: None,
+            duration: Duration::ZERO,
+            will_retry: false,
+            elapsed: Duration::ZERO,
+        };
+        let mut boundary = Boundary::new(Masker::new(["hunter2"]));
+        let mut reported = Vec::new();
+        boundary.pass(event, &mut |e| reported.push(format!("{e:?}")));
+        let [reported] = reported.as_slice() else {
+            panic!("{reported:?}");
+        };
+        assert!(!reported.contains("hunter2"), "{reported}");
+        assert!(reported.contains("ssh://deploy:"), "{reported}");
+        assert_eq!(reported.matches("vps.example.org").count(), 2, "{reported}");
     }
 }

@@ -769,15 +769,6 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
                 last_line: &last_line,
             },
         );
-        let notes: Vec<&str> = [
-            post.note.as_deref(),
-            leak.map(Leak::describe),
-            a.cache_warning.as_deref(),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        let note = (!notes.is_empty()).then(|| notes.join("; "));
         let forced = a.forced;
         let deploy = post.deploy.filter(|_| !a.declined).map(|deploy| {
             let approved_by = deploy.approved_by.or_else(|| a.approved.clone());
@@ -796,6 +787,19 @@ impl<F: FnMut(&RunEvent)> Run<'_, F> {
                 ..deploy
             }
         });
+        let health = deploy
+            .as_ref()
+            .and_then(crate::events::Deployed::health_note);
+        let notes: Vec<&str> = [
+            post.note.as_deref(),
+            health.as_deref(),
+            leak.map(Leak::describe),
+            a.cache_warning.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let note = (!notes.is_empty()).then(|| notes.join("; "));
         let post = actions::PostStep {
             note,
             deploy,

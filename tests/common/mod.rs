@@ -303,3 +303,5 @@ impl Drop for KillOnDrop {
 pub fn guard(child: &std::process::Child) -> KillOnDrop {
     KillOnDrop(i32::try_from(child.id()).expect("pid"))
 }
+
+pub mod targets;
