@@ -15,7 +15,7 @@
 //! Anything unexpected (another OS or C library, no `libgcc_eh.a`) leaves the default link.
 
 use std::env;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 fn main() {
@@ -61,5 +61,5 @@ fn gcc_eh() -> Option<PathBuf> {
         .ok()?;
     let path = PathBuf::from(String::from_utf8(out.stdout).ok()?.trim());
     // Not found, the compiler prints the bare name back.
-    (out.status.success() && path.is_absolute() && Path::new(&path).is_file()).then_some(path)
+    (out.status.success() && path.is_absolute() && path.is_file()).then_some(path)
 }

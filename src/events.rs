@@ -194,7 +194,7 @@ impl Deployed {
     pub fn health_note(&self) -> Option<String> {
         let environment = self.environment.as_deref()?;
         let report = self.health.as_ref()?;
-        let commit = self.commit.as_ref().map_or("-", |c| &c.as_str()[..7]);
+        let commit = self.commit.as_ref().map_or("-", ObjectId::short);
         let said = |report: &HealthReport| {
             #[expect(
                 clippy::cast_precision_loss,
@@ -208,7 +208,7 @@ impl Deployed {
         };
         let mut note = format!("{environment} at {commit}: {}", said(report));
         if let Some(rollback) = &self.auto_rollback {
-            let back = rollback.commit.as_ref().map_or("-", |c| &c.as_str()[..7]);
+            let back = rollback.commit.as_ref().map_or("-", ObjectId::short);
             note.push_str(&format!("; rolled back to {back}"));
             if let Some(report) = &rollback.health {
                 note.push_str(&format!(", {}", said(report)));

@@ -57,7 +57,7 @@ fn open_ledger(pipeline: &Pipeline) -> Result<Ledger, Failure> {
 }
 
 fn short(commit: Option<&ObjectId>) -> &str {
-    commit.map_or("-", |c| &c.as_str()[..7])
+    commit.map_or("-", ObjectId::short)
 }
 
 /// A refusal before anything runs: nothing was pushed (exit 1).
