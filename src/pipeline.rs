@@ -310,6 +310,8 @@ pub struct LogSettings {
 }
 
 #[derive(Debug, Clone)]
+/// Kept small (about 250 bytes): a pipeline can hold thousands, and what few stages use (a
+/// cache, artifacts, a schedule, the Python kit's parameters) is boxed.
 pub struct Stage {
     pub name: StageName,
     pub action: Action,
@@ -328,12 +330,12 @@ pub struct Stage {
     /// pipeline's).
     pub secrets: Vec<String>,
     /// `cache:`: skip the stage when nothing it depends on changed since it last passed.
-    pub cache: Option<CacheSpec>,
+    pub cache: Option<Box<CacheSpec>>,
     /// `artifacts:`: files kept after the stage, in `artifacts/<run>/<stage>/`.
-    pub artifacts: Option<ArtifactSpec>,
+    pub artifacts: Option<Box<ArtifactSpec>>,
     /// `schedule:` — when its time comes (`schedule run`, or cron after `schedule install`);
     /// otherwise it runs only when named, as a manual stage.
-    pub schedule: Option<crate::cron::Schedule>,
+    pub schedule: Option<Box<crate::cron::Schedule>>,
     /// `file:line` where the stage is declared, for messages.
     pub origin: String,
 }
@@ -401,11 +403,11 @@ pub enum Uses {
         message: Option<String>,
     },
     Pytest(PytestParams),
-    PythonVenv(VenvParams),
-    PythonLint(LintParams),
-    PythonCoverage(CoverageParams),
+    PythonVenv(Box<VenvParams>),
+    PythonLint(Box<LintParams>),
+    PythonCoverage(Box<CoverageParams>),
     PythonBuild,
-    PythonPublish(PublishParams),
+    PythonPublish(Box<PublishParams>),
     GitPush {
         /// Push to this one of `environments:` instead of `repo.remote`.
         environment: Option<String>,

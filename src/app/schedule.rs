@@ -44,7 +44,7 @@ fn scheduled(pipeline: &Pipeline) -> impl Iterator<Item = (&Stage, &crate::cron:
     pipeline
         .stages
         .iter()
-        .filter_map(|stage| stage.schedule.as_ref().map(|s| (stage, s)))
+        .filter_map(|stage| stage.schedule.as_deref().map(|s| (stage, s)))
 }
 
 /// Each scheduled stage with its pattern and next three times.

@@ -87,29 +87,29 @@ impl Checker<'_> {
             Builtin::GitPush => Uses::GitPush { environment },
             Builtin::GitRevert => Uses::GitRevert,
             Builtin::GitCommit => Uses::GitCommit { message },
-            Builtin::PythonVenv => Uses::PythonVenv(VenvParams {
+            Builtin::PythonVenv => Uses::PythonVenv(Box::new(VenvParams {
                 requirements,
                 packages,
                 python,
                 project: project || !extras.is_empty(),
                 extras,
-            }),
+            })),
             Builtin::Pytest => Uses::Pytest(PytestParams {
                 args,
                 allow_no_tests,
             }),
-            Builtin::PythonLint => Uses::PythonLint(LintParams { format, args }),
-            Builtin::PythonCoverage => Uses::PythonCoverage(CoverageParams {
+            Builtin::PythonLint => Uses::PythonLint(Box::new(LintParams { format, args })),
+            Builtin::PythonCoverage => Uses::PythonCoverage(Box::new(CoverageParams {
                 args,
                 fail_under,
                 allow_no_tests,
-            }),
+            })),
             Builtin::PythonBuild => Uses::PythonBuild,
-            Builtin::PythonPublish => Uses::PythonPublish(PublishParams {
+            Builtin::PythonPublish => Uses::PythonPublish(Box::new(PublishParams {
                 repository_url: repository_url.unwrap_or_default(),
                 token_env,
                 skip_existing,
-            }),
+            })),
         })
     }
 

@@ -162,6 +162,8 @@ impl<'de> Visitor<'de> for ValueVisitor {
         while let Some(item) = seq.next_element::<Node>()? {
             items.push(item);
         }
+        // Most are short (a stage's `needs:`): the room for 4 is given back, in place.
+        items.shrink_to_fit();
         Ok(Value::Seq(items))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
@@ -169,6 +171,8 @@ impl<'de> Visitor<'de> for ValueVisitor {
         while let Some((key, value)) = map.next_entry::<Key, Node>()? {
             entries.push((key, value));
         }
+        // A stage's map has two or three keys, and there can be thousands of stages.
+        entries.shrink_to_fit();
         Ok(Value::Map(entries))
     }
 }

@@ -168,6 +168,7 @@ impl Checker<'_> {
                 let Some(entries) = self.map(file, value, "`stages`") else {
                     return;
                 };
+                declared.reserve(entries.len());
                 for (key, value) in entries {
                     if let Some(stage) = self.stage(file, key, value) {
                         declared.push(stage);

@@ -107,10 +107,10 @@ impl Checker<'_> {
                     stage.interactive = self.boolean(file, value, "`interactive`").unwrap_or(false);
                 }
                 "secrets" => stage.secrets = self.secrets(file, value),
-                "cache" => stage.cache = self.cache_spec(file, value),
-                "artifacts" => stage.artifacts = self.artifact_spec(file, value),
+                "cache" => stage.cache = self.cache_spec(file, value).map(Box::new),
+                "artifacts" => stage.artifacts = self.artifact_spec(file, value).map(Box::new),
                 "schedule" => {
-                    stage.schedule = self.schedule(file, value);
+                    stage.schedule = self.schedule(file, value).map(Box::new);
                     schedule_span = Some(value.span);
                 }
                 "when" => {

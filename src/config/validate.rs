@@ -80,6 +80,12 @@ pub(super) struct Declarations<'a> {
 }
 
 impl<'a> Declarations<'a> {
+    /// Room for `more` stages, made once (a `Vec` that doubles would hold two copies at once).
+    pub(super) fn reserve(&mut self, more: usize) {
+        self.stages.reserve_exact(more);
+        self.places.reserve_exact(more);
+    }
+
     pub(super) fn push(&mut self, (stage, place): (Stage, Place<'a>)) {
         self.stages.push(stage);
         self.places.push(place);
@@ -166,6 +172,7 @@ pub(crate) fn validate(
             &parsed.root,
             "a stage file (stage names as keys)",
         ) {
+            declared.reserve(entries.len());
             for (key, value) in entries {
                 if let Some(stage) = check.stage(&parsed.file, key, value) {
                     declared.push(stage);

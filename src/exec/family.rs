@@ -123,36 +123,95 @@ pub fn has_members(id: i32, group_answers: bool) -> bool {
         return everyone().any(|p| p.lives_in(id));
     }
     // The group is empty: anything of the session left is an orphan, now a child of ours,
-    // or a descendant of one.
+    // or a descendant of one. A stage ends at this check, so it is made with a few system
+    // calls per child rather than by reading each child's `/proc/<pid>/stat`.
     let mut found = false;
     for pid in children() {
-        let Some(stat) = stat(pid) else { continue };
-        if stat.lives_in(id) {
-            found = true;
-        } else {
-            reap_orphan(stat);
+        match Child::of(pid) {
+            // Gone meanwhile; or the main process of a stage, waited for by its own handle:
+            // a member of `id` only while it runs, and then its group (`id`) answers.
+            Child::Gone | Child::Leader => {}
+            // Of the runner's session: the watchdog, pydeployer's own commands, or what an
+            // interactive stage (a group in this session) left behind. Not reaped here.
+            Child::Runner { group } => found |= group == id && !exited(pid),
+            Child::Orphan { session, group } => {
+                // An exited orphan is reaped here and counts no more.
+                found |= !reap(pid) && (session == id || group == id);
+            }
         }
     }
     found
 }
 
-/// Reaps an exited orphan of a stage: a zombie child of ours in a stage's session that is not
-/// the session's leader (the stage's main process, which its own handle waits for). Nothing
-/// of the runner's own session (the watchdog, pydeployer's own commands) is touched.
-fn reap_orphan(stat: Stat) {
-    // SAFETY: getsid(0) has no preconditions.
-    let own_session = unsafe { libc::getsid(0) };
-    if stat.zombie && stat.session != own_session && stat.pid != stat.session {
-        // SAFETY: waitpid on a child of ours, without blocking.
-        unsafe { libc::waitpid(stat.pid, std::ptr::null_mut(), libc::WNOHANG) };
+/// What a child of the runner is, from `getsid` and `getpgid`.
+enum Child {
+    /// In the runner's own session.
+    Runner {
+        group: i32,
+    },
+    /// Leads a session of its own: a stage's main process.
+    Leader,
+    /// In a stage's session without leading it: left behind when its parent ended.
+    Orphan {
+        session: i32,
+        group: i32,
+    },
+    Gone,
+}
+
+impl Child {
+    fn of(pid: i32) -> Child {
+        // SAFETY: getsid and getpgid have no memory-safety preconditions; a pid that is gone
+        // gives ESRCH.
+        let (session, group) = unsafe { (libc::getsid(pid), libc::getpgid(pid)) };
+        if session < 0 || group < 0 {
+            Child::Gone
+        } else if session == own_session() {
+            Child::Runner { group }
+        } else if session == pid {
+            Child::Leader
+        } else {
+            Child::Orphan { session, group }
+        }
     }
 }
 
-/// Reaps every exited orphan of the stages (see [`reap_orphan`]).
+/// The runner's session (it never changes it).
+fn own_session() -> i32 {
+    static OWN: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
+    // SAFETY: getsid(0) has no preconditions.
+    *OWN.get_or_init(|| unsafe { libc::getsid(0) })
+}
+
+/// Reaps the child `pid` if it has exited; whether it had.
+fn reap(pid: i32) -> bool {
+    // SAFETY: waitpid on a child of ours, without blocking.
+    unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) == pid }
+}
+
+/// Whether the child `pid` has exited (or is gone), leaving it to be reaped by its owner.
+fn exited(pid: i32) -> bool {
+    let Ok(id) = libc::id_t::try_from(pid) else {
+        return true;
+    };
+    // SAFETY: an all-zero siginfo_t is valid; waitid writes into it.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
+    // SAFETY: waitid on a child of ours, without blocking or reaping; `info` is valid.
+    let ret = unsafe { libc::waitid(libc::P_PID, id, &raw mut info, flags) };
+    // SAFETY: si_pid is set by waitid (0 when the child has not changed state).
+    ret != 0 || unsafe { info.si_pid() } != 0
+}
+
+/// Reaps every exited orphan of the stages: a zombie child of ours in a stage's session that
+/// is not the session's leader (the stage's main process, which its own handle waits for).
+/// Nothing of the runner's own session (the watchdog, pydeployer's own commands) is touched.
 pub fn reap_orphans() {
     if SUBREAPER.load(Ordering::Relaxed) {
-        for stat in children().into_iter().filter_map(stat) {
-            reap_orphan(stat);
+        for pid in children() {
+            if let Child::Orphan { .. } = Child::of(pid) {
+                reap(pid);
+            }
         }
     }
 }
