@@ -1,6 +1,6 @@
 //! How the `pydeployer` executable is linked on Linux with glibc, for its start-up time: a run
 //! of one stage is mostly start-up, and make starts in about 1.3 ms (BENCHMARKS.md,
-//! "Start-up"). Two settings, each measured there:
+//! "Start-up"). Three settings, each measured there:
 //!
 //! - **Not position-independent** (`-no-pie`). A PIE executable of this size carries about
 //!   13,000 relative relocations, and the loader writes every one of them at each start,
@@ -11,8 +11,14 @@
 //!   loading `libgcc_s.so.1`, whose start-up code probes the CPU with `cpuid` instructions that
 //!   trap to the hypervisor on virtual machines. Rust's standard library asks for `gcc_s` by
 //!   name; a folder of our own, searched first, answers that name with the static archive.
+//! - **The functions that run first, laid out together** (`link/symbol-order.txt`, given to
+//!   Rust's own lld, the default linker on x86-64 Linux): the kernel maps code 64 KB at a time
+//!   around each page touched, and the 1.3 MB of functions a run executes, scattered over 7 MB,
+//!   kept about 5 MB resident. `link/order.py` writes the file; `PYDEPLOYER_NO_ORDER=1` at build
+//!   time leaves the linker's own order.
 //!
-//! Anything unexpected (another OS or C library, no `libgcc_eh.a`) leaves the default link.
+//! Anything unexpected (another OS or C library, no `libgcc_eh.a`, another linker) leaves the
+//! default link.
 
 use std::env;
 use std::path::PathBuf;
@@ -29,6 +35,17 @@ fn main() {
     }
     if env::var_os("PYDEPLOYER_PIE").is_none_or(|v| v.is_empty() || v == "0") {
         println!("cargo::rustc-link-arg-bins=-no-pie");
+    }
+    if let Some(order) = symbol_order() {
+        // `-Xlinker`, one argument each: `-Wl,` would split a path holding a comma.
+        for arg in [
+            "--symbol-ordering-file".as_ref(),
+            order.as_os_str(),
+            "--no-warn-symbol-ordering".as_ref(),
+        ] {
+            println!("cargo::rustc-link-arg-bins=-Xlinker");
+            println!("cargo::rustc-link-arg-bins={}", arg.display());
+        }
     }
     if let Some(archive) = gcc_eh() {
         let Some(out) = env::var_os("OUT_DIR").map(PathBuf::from) else {
@@ -62,4 +79,37 @@ fn gcc_eh() -> Option<PathBuf> {
     let path = PathBuf::from(String::from_utf8(out.stdout).ok()?.trim());
     // Not found, the compiler prints the bare name back.
     (out.status.success() && path.is_absolute() && path.is_file()).then_some(path)
+}
+
+/// `link/symbol-order.txt`, when the executable is linked by Rust's own lld (the default on
+/// x86-64 Linux since Rust 1.90): the functions a start-up, a plan and a run execute, which lld
+/// then lays out first and together (see the file's generator, `link/order.py`).
+fn symbol_order() -> Option<PathBuf> {
+    println!("cargo::rerun-if-changed=link/symbol-order.txt");
+    println!("cargo::rerun-if-env-changed=PYDEPLOYER_NO_ORDER");
+    if env::var_os("PYDEPLOYER_NO_ORDER").is_some_and(|v| !v.is_empty() && v != "0") {
+        return None;
+    }
+    // Another linker (a `linker` setting, `-fuse-ld`, `-Clinker-flavor`, a Rust before 1.90
+    // linking with the system's `ld`) may not know the flag.
+    let flags = env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
+    if env::var("TARGET").ok()? != "x86_64-unknown-linux-gnu"
+        || env::var_os("RUSTC_LINKER").is_some()
+        || flags.contains("link")
+        || flags.contains("fuse-ld")
+        || rustc_minor()? < 90
+    {
+        return None;
+    }
+    let file = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR")?).join("link/symbol-order.txt");
+    file.is_file().then_some(file)
+}
+
+/// The minor version of the Rust compiler building this (`95` for 1.95.0).
+fn rustc_minor() -> Option<u32> {
+    let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let out = Command::new(rustc).arg("-vV").output().ok()?;
+    let text = String::from_utf8(out.stdout).ok()?;
+    let release = text.lines().find_map(|l| l.strip_prefix("release: "))?;
+    release.split('.').nth(1)?.parse().ok()
 }
