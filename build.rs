@@ -12,7 +12,8 @@
 //!   trap to the hypervisor on virtual machines. Rust's standard library asks for `gcc_s` by
 //!   name; a folder of our own, searched first, answers that name with the static archive.
 //! - **The functions that run first, laid out together** (`link/symbol-order.txt`, given to
-//!   Rust's own lld, the default linker on x86-64 Linux): the kernel maps code 64 KB at a time
+//!   Rust's own lld, the default linker on x86-64 Linux, when a probe shows the linker takes
+//!   it): the kernel maps code 64 KB at a time
 //!   around each page touched, and the 1.3 MB of functions a run executes, scattered over 7 MB,
 //!   kept about 5 MB resident. `link/order.py` writes the file; `PYDEPLOYER_NO_ORDER=1` at build
 //!   time leaves the linker's own order.
@@ -37,14 +38,8 @@ fn main() {
         println!("cargo::rustc-link-arg-bins=-no-pie");
     }
     if let Some(order) = symbol_order() {
-        // `-Xlinker`, one argument each: `-Wl,` would split a path holding a comma.
-        for arg in [
-            "--symbol-ordering-file".as_ref(),
-            order.as_os_str(),
-            "--no-warn-symbol-ordering".as_ref(),
-        ] {
-            println!("cargo::rustc-link-arg-bins=-Xlinker");
-            println!("cargo::rustc-link-arg-bins={}", arg.display());
+        for arg in order_args(&order) {
+            println!("cargo::rustc-link-arg-bins={arg}");
         }
     }
     if let Some(archive) = gcc_eh() {
@@ -81,35 +76,65 @@ fn gcc_eh() -> Option<PathBuf> {
     (out.status.success() && path.is_absolute() && path.is_file()).then_some(path)
 }
 
-/// `link/symbol-order.txt`, when the executable is linked by Rust's own lld (the default on
-/// x86-64 Linux since Rust 1.90): the functions a start-up, a plan and a run execute, which lld
-/// then lays out first and together (see the file's generator, `link/order.py`).
-fn symbol_order() -> Option<PathBuf> {
-    println!("cargo::rerun-if-changed=link/symbol-order.txt");
+/// `link/symbol-order.txt`, when the linker takes it: Rust's own lld does (the default on x86-64
+/// Linux from rustup's Rust 1.90 on), the system's `ld.bfd` and `ld.gold` do not. The functions a
+/// start-up, a plan and a run execute, which lld then lays out first and together (see the file's
+/// generator, `link/order.py`).
+fn symbol_order() -> Option<String> {
     println!("cargo::rerun-if-env-changed=PYDEPLOYER_NO_ORDER");
     if env::var_os("PYDEPLOYER_NO_ORDER").is_some_and(|v| !v.is_empty() && v != "0") {
         return None;
     }
-    // Another linker (a `linker` setting, `-fuse-ld`, `-Clinker-flavor`, a Rust before 1.90
-    // linking with the system's `ld`) may not know the flag.
+    let file = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR")?).join("link/symbol-order.txt");
+    if !file.is_file() {
+        return None;
+    }
+    println!("cargo::rerun-if-changed=link/symbol-order.txt");
+    // A linker set for the build (a `linker` setting, `-fuse-ld`, `-Clinker-flavor`) is not the
+    // one the probe below would try.
     let flags = env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
-    if env::var("TARGET").ok()? != "x86_64-unknown-linux-gnu"
-        || env::var_os("RUSTC_LINKER").is_some()
-        || flags.contains("link")
-        || flags.contains("fuse-ld")
-        || rustc_minor()? < 90
+    if env::var_os("RUSTC_LINKER").is_some() || flags.contains("link") || flags.contains("fuse-ld")
     {
         return None;
     }
-    let file = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR")?).join("link/symbol-order.txt");
-    file.is_file().then_some(file)
+    let file = file.to_str()?.to_owned();
+    linker_takes(&order_args(&file)).then_some(file)
 }
 
-/// The minor version of the Rust compiler building this (`95` for 1.95.0).
-fn rustc_minor() -> Option<u32> {
+/// The linker arguments that hand `file` to lld, one `-Xlinker` each (`-Wl,` would split a path
+/// holding a comma).
+fn order_args(file: &str) -> Vec<String> {
+    ["--symbol-ordering-file", file, "--no-warn-symbol-ordering"]
+        .into_iter()
+        .flat_map(|arg| ["-Xlinker".to_owned(), arg.to_owned()])
+        .collect()
+}
+
+/// Whether an empty program for the target links with `args` added: the linker's answer, rather
+/// than a guess from the Rust version or the target.
+fn linker_takes(args: &[String]) -> bool {
+    let (Some(out), Some(target)) = (env::var_os("OUT_DIR"), env::var_os("TARGET")) else {
+        return false;
+    };
+    let out = PathBuf::from(out);
+    let source = out.join("link-probe.rs");
+    if std::fs::write(&source, "fn main() {}\n").is_err() {
+        return false;
+    }
     let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
-    let out = Command::new(rustc).arg("-vV").output().ok()?;
-    let text = String::from_utf8(out.stdout).ok()?;
-    let release = text.lines().find_map(|l| l.strip_prefix("release: "))?;
-    release.split('.').nth(1)?.parse().ok()
+    let mut probe = Command::new(rustc);
+    probe
+        .arg("--target")
+        .arg(target)
+        .arg("-o")
+        .arg(out.join("link-probe"))
+        .arg(&source);
+    for arg in args {
+        probe.arg("-C").arg(format!("link-arg={arg}"));
+    }
+    probe
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes link/symbol-order.txt: the functions of the pydeployer executable that its start-up,
-a plan and a run execute, in the order they first run. build.rs hands the file to lld
+a plan and a run execute (each run's functions as callgrind lists them: by source file). build.rs hands the file to lld
 (`--symbol-ordering-file`), which lays those functions out first and together.
 
 Why: the kernel maps an executable's code 64 KB at a time around each page it touches, and the
@@ -17,7 +17,7 @@ by another Rust version. Run this again after a Rust upgrade or a large change:
 
 It builds the release executable without the current order (PYDEPLOYER_NO_ORDER=1, in its own
 target folder), runs it under callgrind on a few generated projects (no network), and keeps every
-function of the executable that ran, in order of first call.
+function of the executable that ran.
 """
 
 from __future__ import annotations

@@ -309,9 +309,9 @@ pub struct LogSettings {
     pub keep: usize,
 }
 
-#[derive(Debug, Clone)]
 /// Kept small (about 250 bytes): a pipeline can hold thousands, and what few stages use (a
 /// cache, artifacts, a schedule, the Python kit's parameters) is boxed.
+#[derive(Debug, Clone)]
 pub struct Stage {
     pub name: StageName,
     pub action: Action,

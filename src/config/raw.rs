@@ -162,7 +162,7 @@ impl<'de> Visitor<'de> for ValueVisitor {
         while let Some(item) = seq.next_element::<Node>()? {
             items.push(item);
         }
-        // Most are short (a stage's `needs:`): the room for 4 is given back, in place.
+        // Most are short (a stage's `needs:`): the spare room of the 4 made at first is given back.
         items.shrink_to_fit();
         Ok(Value::Seq(items))
     }

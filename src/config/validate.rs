@@ -80,10 +80,11 @@ pub(super) struct Declarations<'a> {
 }
 
 impl<'a> Declarations<'a> {
-    /// Room for `more` stages, made once (a `Vec` that doubles would hold two copies at once).
+    /// Room for `more` stages: made once for a file's stages (a `Vec` that doubles while they
+    /// are pushed holds two copies at once), and still grown in steps over many files.
     pub(super) fn reserve(&mut self, more: usize) {
-        self.stages.reserve_exact(more);
-        self.places.reserve_exact(more);
+        self.stages.reserve(more);
+        self.places.reserve(more);
     }
 
     pub(super) fn push(&mut self, (stage, place): (Stage, Place<'a>)) {

@@ -164,9 +164,18 @@ impl Child {
         // SAFETY: getsid and getpgid have no memory-safety preconditions; a pid that is gone
         // gives ESRCH.
         let (session, group) = unsafe { (libc::getsid(pid), libc::getpgid(pid)) };
-        if session < 0 || group < 0 {
-            Child::Gone
-        } else if session == own_session() {
+        let (session, group) = if session >= 0 && group >= 0 {
+            (session, group)
+        } else if std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
+            return Child::Gone;
+        } else {
+            // Refused (a security module can deny both calls): `/proc` still says.
+            match stat(pid) {
+                Some(stat) => (stat.session, stat.pgrp),
+                None => return Child::Gone,
+            }
+        };
+        if session == own_session() {
             Child::Runner { group }
         } else if session == pid {
             Child::Leader
@@ -183,10 +192,11 @@ fn own_session() -> i32 {
     *OWN.get_or_init(|| unsafe { libc::getsid(0) })
 }
 
-/// Reaps the child `pid` if it has exited; whether it had.
+/// Reaps the child `pid` if it has exited; whether it had (or is no child of ours any more).
 fn reap(pid: i32) -> bool {
     // SAFETY: waitpid on a child of ours, without blocking.
-    unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) == pid }
+    let got = unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+    got == pid || got < 0
 }
 
 /// Whether the child `pid` has exited (or is gone), leaving it to be reaped by its owner.
@@ -235,6 +245,47 @@ mod tests {
         let zombie = b"12 (sleep) Z 1 11 10 0";
         assert!(parse_stat(12, zombie).is_some_and(|s| s.zombie));
         assert_eq!(parse_stat(1, b"garbage"), None);
+    }
+
+    #[test]
+    fn children_are_told_apart_by_their_session_and_looked_at_without_being_reaped() {
+        use std::os::unix::process::CommandExt as _;
+        let mut plain = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep");
+        let mut leader = std::process::Command::new("sleep");
+        leader.arg("30");
+        // SAFETY: setsid is async-signal-safe.
+        unsafe {
+            leader.pre_exec(|| {
+                (libc::setsid() >= 0)
+                    .then_some(())
+                    .ok_or_else(std::io::Error::last_os_error)
+            })
+        };
+        let mut leader = leader.spawn().expect("sleep in a session");
+        let pid = |child: &std::process::Child| i32::try_from(child.id()).expect("pid");
+        // SAFETY: getpgid(0) has no preconditions.
+        let own_group = unsafe { libc::getpgid(0) };
+        assert!(matches!(Child::of(pid(&plain)), Child::Runner { group } if group == own_group));
+        assert!(matches!(Child::of(pid(&leader)), Child::Leader));
+        assert!(!exited(pid(&plain)));
+
+        plain.kill().expect("kill");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !exited(pid(&plain)) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the child never exited"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        // Looked at, not reaped: its owner still gets its status.
+        assert!(plain.wait().is_ok_and(|status| !status.success()));
+        leader.kill().expect("kill");
+        leader.wait().expect("wait");
+        assert!(matches!(Child::of(pid(&leader)), Child::Gone));
     }
 
     #[test]

@@ -84,7 +84,10 @@ impl Target {
             return false;
         }
         // SAFETY: signal 0 only checks for existence.
-        let group_answers = unsafe { libc::killpg(self.id, 0) } == 0;
+        let answered = unsafe { libc::killpg(self.id, 0) } == 0;
+        // EPERM: members are there, none of them ours to signal (a setuid program, `sudo`).
+        let group_answers =
+            answered || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
         if !self.group {
             return group_answers;
         }
