@@ -257,8 +257,43 @@ fn runs_from_the_menu_leave_no_trail_of_exited_watchdogs() {
     pty.wait_for("quit");
     // Time enough for a watchdog nobody reaped to exit (it reads its pipe every 50 ms).
     std::thread::sleep(Duration::from_millis(300));
-    let menu = pty.child.as_ref().unwrap().id();
-    let zombies = std::fs::read_dir("/proc")
+    let zombies = zombies_of(pty.child.as_ref().unwrap().id());
+    assert_eq!(zombies, 0, "exited children of the menu not reaped");
+    pty.keys("q");
+    assert_eq!(pty.exit_code(), 0, "{}", pty.text());
+}
+
+#[test]
+fn servers_a_stage_started_in_their_own_session_are_reaped_once_they_exit() {
+    // A deploy hook starts a server with `setsid` and returns; when the server ends later, it
+    // is a child of the runner (the stages' subreaper). A long-lived runner, the menu here,
+    // reaps it after a later run instead of keeping one exited server per deploy.
+    let project = Project::with_pipeline(concat!(
+        "name: app\n",
+        "stages:\n",
+        "  serve:\n",
+        "    run: \"setsid sh -c 'sleep 0.2; exit 0' </dev/null >/dev/null 2>&1 & exit 0\"\n",
+    ));
+    let mut pty = Pty::spawn(&project, &["menu"]);
+    for _ in 0..4 {
+        pty.wait_for(PROMPT);
+        pty.wait_for("quit");
+        pty.keys(ENTER);
+        pty.wait_for("serve passed");
+        // Each run's server has ended before the next run.
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    pty.wait_for(PROMPT);
+    let zombies = zombies_of(pty.child.as_ref().unwrap().id());
+    // The last run's server: reaped by the next run, or when the menu exits.
+    assert!(zombies <= 1, "{zombies} exited servers kept by the menu");
+    pty.keys("q");
+    assert_eq!(pty.exit_code(), 0, "{}", pty.text());
+}
+
+/// How many exited children of `parent` wait to be reaped.
+fn zombies_of(parent: u32) -> usize {
+    std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
         .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
@@ -268,10 +303,7 @@ fn runs_from_the_menu_leave_no_trail_of_exited_watchdogs() {
                 return false;
             };
             let fields: Vec<&str> = rest.split_whitespace().collect();
-            fields.first() == Some(&"Z") && fields.get(1) == Some(&menu.to_string().as_str())
+            fields.first() == Some(&"Z") && fields.get(1) == Some(&parent.to_string().as_str())
         })
-        .count();
-    assert_eq!(zombies, 0, "exited children of the menu not reaped");
-    pty.keys("q");
-    assert_eq!(pty.exit_code(), 0, "{}", pty.text());
+        .count()
 }
