@@ -159,7 +159,12 @@ fn failed(cli: &Cli, args: &crate::cli::RunArgs) -> Result<(), Failure> {
         .log
         .clone()
         .unwrap_or_else(|| "the last run".to_owned());
-    let Some(selection) = crate::plan::select::failed(&pipeline, &last) else {
+    let rerun = last
+        .stages
+        .iter()
+        .filter(|s| s.rerun)
+        .map(|s| s.name.as_str());
+    let Some(selection) = crate::plan::select::failed(&pipeline, rerun) else {
         crate::errln!("nothing failed in the last run ({log}): nothing to run again");
         return Ok(());
     };
@@ -236,7 +241,7 @@ fn validate(cli: &Cli) -> Result<(), Failure> {
 /// Marks the stages the cache would skip, as the files are now (nothing with `--no-cache`).
 fn forecast_cache(pipeline: &Pipeline, plan: &mut Plan, no_cache: bool) {
     let state = pipeline.root.join(".pydeployer");
-    let mut keys = crate::store::cache::Keys::default();
+    let mut keys = crate::store::cache::Keys::new(crate::actions::environment);
     plan.forecast_cache(pipeline, |stage| {
         let spec = stage.cache.as_ref()?;
         let key = keys.key(pipeline, stage).ok()?;
@@ -259,12 +264,14 @@ fn plan(cli: &Cli, selection: &Selection, no_cache: bool) -> Result<(), Failure>
     let jobs = settings(cli, false).jobs(&pipeline);
     // Secrets that are set, and credentials in the repository URL, are hidden here too.
     let masker = Masker::for_pipeline(&pipeline);
+    // What each stage runs, as the actions say.
+    let describe = |stage: &crate::pipeline::Stage| crate::actions::describe(&pipeline, stage);
     let text = match cli.format {
-        Format::Text => render::to_text(&pipeline, &plan, jobs),
+        Format::Text => render::to_text(&pipeline, &plan, jobs, &describe),
         Format::Json | Format::Jsonl => {
             // Masked value by value: the JSON escaping of a secret is not the secret.
-            let mut json =
-                serde_json::to_value(render::to_json(&pipeline, &plan, jobs)).unwrap_or_default();
+            let mut json = serde_json::to_value(render::to_json(&pipeline, &plan, jobs, &describe))
+                .unwrap_or_default();
             mask_json(&masker, &mut json);
             serde_json::to_string_pretty(&json).unwrap_or_default() + "\n"
         }

@@ -212,7 +212,7 @@ exec git pull --ff-only --end-of-options "$1" "$2""#;
 
 /// Whether the clone at `dir` has `branch` checked out, from its `HEAD` file.
 fn on_branch(dir: &Path, branch: &str) -> bool {
-    crate::store::read_regular(&dir.join(".git").join("HEAD"), SMALL_FILE)
+    crate::files::read_regular(&dir.join(".git").join("HEAD"), SMALL_FILE)
         .is_ok_and(|head| head.trim_ascii() == format!("ref: refs/heads/{branch}").as_bytes())
 }
 
@@ -416,7 +416,7 @@ fn is_empty_or_missing(dir: &Path) -> bool {
 
 /// The URL of `remote` in the clone at `dir`, read from its config file (no process needed).
 fn remote_url(dir: &Path, remote: &str) -> Option<String> {
-    let config = crate::store::read_regular(&dir.join(".git").join("config"), SMALL_FILE).ok()?;
+    let config = crate::files::read_regular(&dir.join(".git").join("config"), SMALL_FILE).ok()?;
     let config = String::from_utf8_lossy(&config);
     let header = format!("[remote \"{remote}\"]");
     let mut in_section = false;

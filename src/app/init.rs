@@ -191,7 +191,7 @@ fn notes(detected: &Detected, file_name: &str) -> Vec<String> {
 /// a regular file is left alone.
 fn ignore_our_folders(folder: &Path, detected: &Detected) -> std::io::Result<Vec<String>> {
     let path = folder.join(".gitignore");
-    let text = match crate::store::read_regular(&path, 1 << 20) {
+    let text = match crate::files::read_regular(&path, 1 << 20) {
         Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(err) => return Err(err),
@@ -331,7 +331,7 @@ fn detect(folder: &Path) -> Detected {
 /// The test extra of a pyproject.toml: a key named `test`, `tests` or `testing` in its
 /// `[project.optional-dependencies]` table (read as text: a line `name = [` in that table).
 fn test_extra(pyproject: &Path) -> Option<String> {
-    let text = crate::store::read_regular(pyproject, 1 << 20).ok()?;
+    let text = crate::files::read_regular(pyproject, 1 << 20).ok()?;
     let text = String::from_utf8(text).ok()?;
     let mut in_table = false;
     let mut found = Vec::new();

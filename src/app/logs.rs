@@ -62,7 +62,7 @@ pub(crate) fn run(cli: &Cli, args: &LogsArgs) -> Result<(), Failure> {
     let path = pick(&project, args.run.as_deref().unwrap_or("-1"))?;
     // Read as a stream, a line (or a piece of a very long one) at a time: a log may be
     // hundreds of megabytes, and the file may be anything someone put in the folder.
-    let file = crate::store::open_regular(&path).map_err(|err| read_error(&path, &err))?;
+    let file = crate::files::open_regular(&path).map_err(|err| read_error(&path, &err))?;
     let mut reader = io::BufReader::with_capacity(64 * 1024, file);
     let mut line = Vec::new();
     let mut found = false;
@@ -304,7 +304,7 @@ fn list_table(runs: &[ListedRun]) -> String {
 /// When the run holding the project's lock took it; `None` when no run holds it.
 fn writer_started(root: &Path) -> Option<DateTime<FixedOffset>> {
     let path = root.join(".pydeployer").join("lock");
-    let text = crate::store::read_regular(&path, 64 * 1024).ok()?;
+    let text = crate::files::read_regular(&path, 64 * 1024).ok()?;
     let holder: Holder = serde_json::from_str(String::from_utf8_lossy(&text).trim()).ok()?;
     let inode = fs::metadata(&path).ok()?.ino();
     let held = match fs::read_to_string("/proc/locks") {
@@ -364,7 +364,7 @@ fn follow(
     stage: Option<&str>,
     out: &mut Output,
 ) -> Result<(), Failure> {
-    let mut file = crate::store::open_regular(path).map_err(|err| read_error(path, &err))?;
+    let mut file = crate::files::open_regular(path).map_err(|err| read_error(path, &err))?;
     let mut tail = Tail {
         stage,
         pending: Vec::new(),

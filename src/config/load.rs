@@ -76,7 +76,7 @@ type NotAFile = (PathBuf, &'static str);
 fn what_is(path: &Path) -> &'static str {
     match (fs::symlink_metadata(path), fs::metadata(path)) {
         (Ok(link), Err(_)) if link.file_type().is_symlink() => "a broken symbolic link",
-        (_, Ok(meta)) => crate::store::kind_of(meta.file_type()),
+        (_, Ok(meta)) => crate::files::kind_of(meta.file_type()),
         _ => "not readable",
     }
 }
@@ -124,7 +124,7 @@ pub(crate) fn parse_yaml(file: &SourceFile) -> Result<Node, crate::error::Invali
 }
 
 fn read_one(path: &Path, problems: &mut Vec<Problem>) -> Option<Parsed> {
-    let text = match crate::store::read_regular(path, MAX_FILE).and_then(|bytes| {
+    let text = match crate::files::read_regular(path, MAX_FILE).and_then(|bytes| {
         String::from_utf8(bytes).map_err(|_| {
             std::io::Error::new(std::io::ErrorKind::InvalidData, "it is not UTF-8 text")
         })

@@ -239,7 +239,7 @@ pub fn execute(
         scheduler: Scheduler::new(policies, options.jobs),
         active: BTreeMap::new(),
         tally: vec![Tally::default(); plan.steps.len()],
-        keys: store::cache::Keys::default(),
+        keys: store::cache::Keys::new(crate::actions::environment),
         stopped: None,
         killed: false,
         lingering: Vec::new(),

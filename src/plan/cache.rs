@@ -1,6 +1,18 @@
 //! Whether a stage with `cache:` runs: pure, given its key, its entry and its outputs.
 
-use crate::store::cache::Entry;
+use serde::{Deserialize, Serialize};
+
+/// A stage's last successful run, as `.pydeployer/cache/<stage>.json` holds it (read and written
+/// by `store/cache.rs`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub version: u32,
+    pub stage: String,
+    /// 64 hex digits.
+    pub key: String,
+    /// The run log's stem (`2026-11-22_12-03-04`).
+    pub run: String,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {

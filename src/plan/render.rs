@@ -1,11 +1,11 @@
-//! The plan as text (for people) and as JSON (for scripts).
+//! The plan as text (for people) and as JSON (for scripts). What a stage runs comes from the
+//! caller (`describe`: the actions know their command lines).
 
 use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::actions;
-use crate::pipeline::{Pipeline, When};
+use crate::pipeline::{Pipeline, Stage, When};
 use crate::plan::{LeftOut, Plan};
 
 #[derive(Debug, Serialize)]
@@ -36,7 +36,12 @@ pub struct NotRunJson<'a> {
     pub why: &'static str,
 }
 
-pub fn to_json<'a>(pipeline: &'a Pipeline, plan: &'a Plan, jobs: usize) -> PlanJson<'a> {
+pub fn to_json<'a>(
+    pipeline: &'a Pipeline,
+    plan: &'a Plan,
+    jobs: usize,
+    describe: &dyn Fn(&Stage) -> String,
+) -> PlanJson<'a> {
     let name = |i: usize| pipeline.stages[i].name.as_str();
     PlanJson {
         pipeline: &pipeline.name,
@@ -65,7 +70,7 @@ pub fn to_json<'a>(pipeline: &'a Pipeline, plan: &'a Plan, jobs: usize) -> PlanJ
                         .map(super::super::pipeline::StageName::as_str)
                         .collect(),
                     when: stage.when,
-                    command: actions::describe(pipeline, stage),
+                    command: describe(stage),
                     will_skip: step
                         .needs_manual
                         .as_ref()
@@ -86,7 +91,12 @@ pub fn to_json<'a>(pipeline: &'a Pipeline, plan: &'a Plan, jobs: usize) -> PlanJ
     }
 }
 
-pub fn to_text(pipeline: &Pipeline, plan: &Plan, jobs: usize) -> String {
+pub fn to_text(
+    pipeline: &Pipeline,
+    plan: &Plan,
+    jobs: usize,
+    describe: &dyn Fn(&Stage) -> String,
+) -> String {
     let mut out = String::new();
     let waves = plan.waves();
     let width = pipeline
@@ -110,12 +120,7 @@ pub fn to_text(pipeline: &Pipeline, plan: &Plan, jobs: usize) -> String {
         for &s in wave {
             let step = &plan.steps[s];
             let stage = &pipeline.stages[step.stage];
-            let _ = write!(
-                out,
-                "  {:width$}  {}",
-                stage.name.as_str(),
-                actions::describe(pipeline, stage)
-            );
+            let _ = write!(out, "  {:width$}  {}", stage.name.as_str(), describe(stage));
             let mut notes = Vec::new();
             if !stage.needs.is_empty() {
                 notes.push(format!(

@@ -151,15 +151,17 @@ pub(crate) fn manual_need<'p>(
     })
 }
 
-/// `run --failed`: the stages the last run marked to run again, that this pipeline still has,
+/// `run --failed`: the stages the last run marked to run again (`rerun`), that this pipeline still has,
 /// as an `--only` selection (what they need runs only if it is among them: it did not
 /// succeed either). `None` when there is nothing to run again.
-pub fn failed(pipeline: &Pipeline, last: &crate::store::lastrun::LastRun) -> Option<Selection> {
-    let only: Vec<String> = last
-        .stages
-        .iter()
-        .filter(|s| s.rerun && pipeline.stage(&s.name).is_some())
-        .map(|s| s.name.clone())
+pub fn failed<'a>(
+    pipeline: &Pipeline,
+    rerun: impl IntoIterator<Item = &'a str>,
+) -> Option<Selection> {
+    let only: Vec<String> = rerun
+        .into_iter()
+        .filter(|name| pipeline.stage(name).is_some())
+        .map(str::to_owned)
         .collect();
     (!only.is_empty()).then(|| Selection {
         only,

@@ -11,12 +11,10 @@
 //! An entry read back is untrusted: a regular file, at most [`MAX_ENTRY`] bytes, whose stage,
 //! key and run are checked; anything else is a miss with a warning, never a hit.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-
-use serde::{Deserialize, Serialize};
 
 use crate::files;
 use crate::pipeline::{Pipeline, Stage};
@@ -24,16 +22,7 @@ use crate::pipeline::{Pipeline, Stage};
 const VERSION: u32 = 1;
 const MAX_ENTRY: u64 = 64 * 1024;
 
-/// A stage's last successful run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Entry {
-    pub version: u32,
-    pub stage: String,
-    /// 64 hex digits.
-    pub key: String,
-    /// The run log's stem (`2026-11-22_12-03-04`).
-    pub run: String,
-}
+pub use crate::plan::cache::Entry;
 
 fn folder(state_dir: &Path) -> PathBuf {
     state_dir.join("cache")
@@ -112,14 +101,26 @@ pub fn missing_output(dir: &Path, outputs: &[String]) -> io::Result<Option<Strin
     Ok(None)
 }
 
+/// The environment a stage's commands get (`None`: removed), as the actions make it.
+pub type Environment = fn(&Pipeline, &Stage) -> BTreeMap<String, Option<String>>;
+
 /// Stage keys, each computed once per run (a need's key is the one it had when its
 /// dependents asked).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Keys {
     known: HashMap<String, String>,
+    /// Where the values of `cache.env`'s variables come from.
+    environment: Environment,
 }
 
 impl Keys {
+    pub fn new(environment: Environment) -> Keys {
+        Keys {
+            known: HashMap::new(),
+            environment,
+        }
+    }
+
     /// The key of `stage`, as its files are now.
     pub fn key(&mut self, pipeline: &Pipeline, stage: &Stage) -> io::Result<String> {
         if let Some(key) = self.known.get(stage.name.as_str()) {
@@ -139,7 +140,7 @@ impl Keys {
             field(&mut hasher, key.as_bytes());
         }
         if let Some(spec) = &stage.cache {
-            let env = crate::actions::environment(pipeline, stage);
+            let env = (self.environment)(pipeline, stage);
             for name in &spec.env {
                 field(&mut hasher, name.as_bytes());
                 let value = match env.get(name) {

@@ -336,7 +336,7 @@ impl Ledger {
     /// killed mid-write (those older than ten minutes), then proves that the folder takes a write the size of the next rewrite, so
     /// a full or read-only disk is found before anything is pushed, not after.
     pub fn prepare_for_run(&self) -> io::Result<()> {
-        super::check_replaceable(&self.path)?;
+        crate::files::check_replaceable(&self.path)?;
         // The next id must exist: found now, before a push, not when recording it.
         if self.entries.iter().any(|e| e.id == u64::MAX) {
             return Err(io::Error::new(
@@ -441,7 +441,7 @@ impl Ledger {
 
 /// The entries in the file at `path`; none when it is missing or blank.
 fn read_entries(path: &Path) -> Result<Vec<Entry>, LedgerError> {
-    let bytes = match super::read_regular(path, super::LEDGER_LIMIT) {
+    let bytes = match crate::files::read_regular(path, super::LEDGER_LIMIT) {
         Ok(bytes) => bytes,
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(source)
@@ -508,7 +508,7 @@ fn write_atomically(path: &Path, entries: &[Entry]) -> io::Result<()> {
     temp.write_all(&json)?;
     temp.as_file().sync_all()?;
     // Checked again just before the rename: a device or FIFO put there since is not replaced.
-    super::check_replaceable(path)?;
+    crate::files::check_replaceable(path)?;
     // On failure the returned temporary file is dropped, which removes it.
     temp.persist(path).map_err(|err| err.error)?;
 

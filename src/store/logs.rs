@@ -79,7 +79,7 @@ pub struct LogInfo {
 impl LogInfo {
     /// Reads the header from the head of the file and the last line from its end.
     pub fn read(path: &Path) -> io::Result<LogInfo> {
-        let mut file = super::open_regular(path)?;
+        let mut file = crate::files::open_regular(path)?;
         let len = file.metadata()?.len();
         let mut head = Vec::new();
         (&mut file).take(HEAD_BYTES).read_to_end(&mut head)?;
@@ -312,7 +312,7 @@ pub fn prune(dir: &Path, keep: usize, current: &Path) -> io::Result<Vec<PathBuf>
 /// Whether a run is writing the log at `path` now: the run holds a lock on its log for as long
 /// as it lives (a run killed with `kill -9` holds none).
 pub fn is_being_written(path: &Path) -> bool {
-    let Ok(file) = super::open_regular(path) else {
+    let Ok(file) = crate::files::open_regular(path) else {
         return false;
     };
     matches!(file.try_lock_shared(), Err(fs::TryLockError::WouldBlock))

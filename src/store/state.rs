@@ -151,7 +151,7 @@ impl StateDir {
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
             .open(&path)
             .map_err(io_error)?;
-        super::check_regular(&path, &file).map_err(io_error)?;
+        crate::files::check_regular(&path, &file).map_err(io_error)?;
         match file.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
