@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes link/symbol-order.txt: the functions of the pydeployer executable that its start-up,
-a plan and a run execute (each run's functions as callgrind lists them: by source file). build.rs hands the file to lld
+a plan and a run execute, sorted by name. build.rs hands the file to lld
 (`--symbol-ordering-file`), which lays those functions out first and together.
 
 Why: the kernel maps an executable's code 64 KB at a time around each page it touches, and the
@@ -86,7 +86,9 @@ def main() -> int:
         for file in sorted(outs.iterdir()):
             seen.update(dict.fromkeys(functions_of(file, str(exe))))
     defined = code_symbols(exe)
-    order = [name for name in seen if name in defined]
+    # Sorted: the mangled names group a module's functions, and the file changes by as many lines
+    # as functions came or went (callgrind's own order moves with addresses).
+    order = sorted(name for name in seen if name in defined)
     OUT.write_text("".join(f"{name}\n" for name in order))
     size = sum(defined[name] for name in order)
     print(f"order.py: {len(order)} functions, {size / 1e6:.2f} MB, written to {OUT.relative_to(ROOT)}")
