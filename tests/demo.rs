@@ -30,14 +30,7 @@ fn demo_project(port: u16) -> Project {
         "pipeline.yml",
         &pipeline.replace(DEMO_PORT, &port.to_string()),
     );
-    for entry in std::fs::read_dir(root.join("stages.d")).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
-        project.file(
-            &format!("stages.d/{name}"),
-            &std::fs::read_to_string(&path).unwrap(),
-        );
-    }
+    project.copy_repository_stages();
     project
 }
 

@@ -168,14 +168,7 @@ fn demo_project() -> Project {
         "pipeline.yml",
         &std::fs::read_to_string(root.join("pipeline.yml")).unwrap(),
     );
-    for entry in std::fs::read_dir(root.join("stages.d")).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
-        project.file(
-            &format!("stages.d/{name}"),
-            &std::fs::read_to_string(&path).unwrap(),
-        );
-    }
+    project.copy_repository_stages();
     project
 }
 

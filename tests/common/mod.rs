@@ -46,6 +46,20 @@ impl Project {
         self
     }
 
+    /// This repository's own `stages.d/` (the demo pipeline's drop-in stages), copied in.
+    pub fn copy_repository_stages(&self) -> &Self {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("stages.d");
+        for entry in fs::read_dir(root).expect("stages.d") {
+            let path = entry.expect("entry").path();
+            let name = path.file_name().and_then(|n| n.to_str()).expect("name");
+            self.file(
+                &format!("stages.d/{name}"),
+                &fs::read_to_string(&path).expect("read"),
+            );
+        }
+        self
+    }
+
     pub fn read(&self, relative: &str) -> String {
         fs::read_to_string(self.join(relative)).unwrap_or_else(|e| panic!("read {relative}: {e}"))
     }
