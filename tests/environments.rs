@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::targets::{Targets, commit_upstream, origin_head, target};
-use common::{Project, git, push_seed};
+use common::{Project, git, push_seed, webhook_server};
 
 /// A guard against hangs, never a measurement.
 const LIMIT: Duration = Duration::from_mins(2);
@@ -143,6 +143,58 @@ fn run_deploys_to_staging_checks_it_and_holds_production_for_approval() {
     let entries: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(entries.as_array().unwrap().len(), 1);
     assert_eq!(entries[0]["environment"], "production");
+}
+
+#[test]
+fn an_unhealthy_deploy_sends_the_unhealthy_notification_and_a_healthy_one_does_not() {
+    let (base, received) = webhook_server();
+    let project = Project::new();
+    let staging = target(&project, "staging");
+    let production = target(&project, "production");
+    let text = pipeline(staging, production).replacen(
+        "name: app\n",
+        "name: app\nnotify:\n  - { webhook_env: HOOK_URL, on: [unhealthy] }\n",
+        1,
+    );
+    project.file("pipeline.yml", &text);
+    project.file("seed/version.txt", "v1\n");
+    push_seed(&project);
+    let t = Targets {
+        project,
+        ports: vec![("staging".into(), staging)],
+    };
+    let run = |what: &str| {
+        let output = t
+            .project
+            .cmd(&["run", "deploy-staging"])
+            .env("HOOK_URL", format!("{base}/hooks/{what}"))
+            .output()
+            .unwrap();
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run("first");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(received.try_iter().count(), 0, "a healthy deploy notified");
+
+    let broken = commit_upstream(&t.project, "BROKEN", "yes\n", "a broken app");
+    let (code, err) = run("second");
+    assert_eq!(code, 1, "{err}");
+    let posts: Vec<_> = received.try_iter().collect();
+    assert_eq!(posts.len(), 1, "{posts:?}");
+    let (line, body) = &posts[0];
+    assert!(line.starts_with("POST /hooks/second "), "{line}");
+    let body: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(body["pipeline"], "app", "{body}");
+    let said = body.to_string();
+    assert!(said.contains("unhealthy"), "{said}");
+    assert!(said.contains("staging"), "{said}");
+    assert!(
+        said.contains(&broken[..7]),
+        "the unhealthy commit is not named: {said}"
+    );
 }
 
 #[test]
