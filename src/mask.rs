@@ -13,7 +13,7 @@
 //!
 //! Bytes are masked as bytes: invalid UTF-8 around a secret passes through untouched.
 
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Action, Pipeline, Uses};
 use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::mem;
@@ -135,6 +135,18 @@ impl Masker {
                     .environments
                     .iter()
                     .flat_map(|environment| url_credentials(&environment.url)),
+            )
+            .chain(
+                pipeline
+                    .stages
+                    .iter()
+                    .flat_map(|stage| match &stage.action {
+                        // A package index's upload URL (`https://user:password@host/`).
+                        Action::Uses(Uses::PythonPublish(params)) => {
+                            url_credentials(&params.repository_url)
+                        }
+                        _ => Vec::new(),
+                    }),
             );
         Masker::new(values.chain(credentials).chain(extra))
     }

@@ -293,6 +293,35 @@ mod tests {
     use super::offset_of;
 
     #[test]
+    fn the_credentials_of_every_url_in_a_pipeline_are_masked() {
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let file = dir.path().join("pipeline.yml");
+        std::fs::write(
+            &file,
+            concat!(
+                "repo: { url: 'https://u:repo-pass@git.example.org/app.git' }\n",
+                "environments:\n",
+                "  staging: { url: 'ssh://deploy:env-pass@vps.example.org/srv/app.git' }\n",
+                "stages:\n",
+                "  publish:\n",
+                "    uses: python/publish\n",
+                "    with: { repository_url: 'https://alice:index-pass@pypi.example.org/legacy/' }\n",
+            ),
+        )
+        .expect("write");
+        let pipeline = crate::config::load(&file).expect("valid");
+        let masker = crate::mask::Masker::for_pipeline(&pipeline);
+        for secret in ["repo-pass", "env-pass", "index-pass"] {
+            let said = format!("uploading with {secret} now");
+            assert_eq!(
+                masker.mask_str(&said),
+                "uploading with *** now",
+                "{secret} is not masked"
+            );
+        }
+    }
+
+    #[test]
     fn line_and_column_give_the_offset() {
         let text = "name: p\nstages:\n  a: { run: \"é }\n";
         assert_eq!(offset_of(text, 1, 1), 0);

@@ -66,6 +66,7 @@ impl Boundary {
                 note,
                 details,
                 deploy,
+                publish,
                 elapsed,
                 ..
             } => {
@@ -92,6 +93,10 @@ impl Boundary {
                     text(&mut deployed.repo);
                     text(&mut deployed.remote);
                     next = deployed.auto_rollback.as_deref_mut();
+                }
+                // The index a package went to (its URL may carry a user and password).
+                if let Some(published) = publish {
+                    text(&mut published.index);
                 }
             }
             RunEvent::StageSkipped { .. } => {}
@@ -121,12 +126,12 @@ mod tests {
     use std::time::Duration;
 
     use super::Boundary;
-    use crate::events::{DeployKind, Deployed, Outcome, RunEvent, Trigger};
+    use crate::events::{DeployKind, Deployed, Outcome, Published, RunEvent, Trigger};
     use crate::mask::Masker;
     use crate::pipeline::StageName;
 
     #[test]
-    fn a_deploy_and_its_automatic_rollback_leave_with_the_urls_masked() {
+    fn a_deploy_its_automatic_rollback_and_a_publish_leave_with_the_urls_masked() {
         let url = "ssh://deploy:hunter2@vps.example.org/srv/app.git";
         let deployed = Deployed {
             kind: DeployKind::Deploy,
@@ -158,7 +163,13 @@ mod tests {
             note: None,
             details: None,
             deploy: Some(Box::new(deployed)),
-            publish: None,
+            publish: Some(Box::new(Published {
+                package: "app".into(),
+                version: "1.0".into(),
+                index: "https://alice:hunter2@pypi.example.org/legacy/".into(),
+                files: Vec::new(),
+                skipped: false,
+            })),
             duration: Duration::ZERO,
             will_retry: false,
             elapsed: Duration::ZERO,
@@ -172,5 +183,9 @@ mod tests {
         assert!(!reported.contains("hunter2"), "{reported}");
         assert!(reported.contains("ssh://deploy:"), "{reported}");
         assert_eq!(reported.matches("vps.example.org").count(), 2, "{reported}");
+        assert!(
+            reported.contains("alice:***@pypi.example.org"),
+            "{reported}"
+        );
     }
 }
