@@ -13,7 +13,7 @@ use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Project, finish};
+use common::{Project, finish, git, push_seed};
 
 /// A guard against hangs, never a measurement: a healthy run is far quicker.
 const LIMIT: Duration = Duration::from_mins(1);
@@ -289,6 +289,45 @@ fn servers_a_stage_started_in_their_own_session_are_reaped_once_they_exit() {
     assert!(zombies <= 1, "{zombies} exited servers kept by the menu");
     pty.keys("q");
     assert_eq!(pty.exit_code(), 0, "{}", pty.text());
+}
+
+#[test]
+fn the_menus_rollback_names_the_commits_and_no_pushes_nothing() {
+    let project = Project::with_pipeline(concat!(
+        "name: app\n",
+        "repo: { url: origin.git }\n",
+        "stages:\n",
+        "  clone: { uses: git/clone }\n",
+        "  build: { uses: git/commit, needs: [clone] }\n",
+        "  deploy: { uses: git/push, needs: [build] }\n",
+        "  rollback: { uses: git/revert, when: manual }\n",
+    ));
+    project.file("seed/app.txt", "one\n");
+    push_seed(&project);
+    let origin = project.join("origin.git");
+    assert_eq!(project.run(&["run", "-q"]).0, 0);
+    let first = git(&origin, &["rev-parse", "master"]);
+    project.file("workspace/two.txt", "two\n");
+    assert_eq!(project.run(&["run", "-q"]).0, 0);
+    let second = git(&origin, &["rev-parse", "master"]);
+
+    let mut pty = Pty::spawn(&project, &["menu"]);
+    pty.wait_for(PROMPT);
+    pty.wait_for("quit");
+    // clone, build, deploy, all, several…, then rollback.
+    pty.keys(&DOWN.repeat(5));
+    pty.keys(ENTER);
+    pty.wait_for(&format!(
+        "roll origin/master back from {} (ledger entry 2) to the files of {} (entry 1)",
+        &second[..7],
+        &first[..7]
+    ));
+    pty.keys("n");
+    pty.wait_for(PROMPT);
+    pty.wait_for("quit");
+    pty.keys("q");
+    assert_eq!(pty.exit_code(), 0, "{}", pty.text());
+    assert_eq!(git(&origin, &["rev-parse", "master"]), second, "pushed");
 }
 
 /// How many exited children of `parent` wait to be reaped.

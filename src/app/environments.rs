@@ -152,23 +152,29 @@ fn rollback_target<'a>(
     }
 }
 
-/// `pydeployer rollback [--env ENV] [--to ID]`: back to the deploy before the live one (or
-/// to entry ID), in one revert commit pushed on top; the terminal says what, before and after.
-pub(crate) fn rollback(
-    cli: &Cli,
+/// What `rollback` would do: the stage that runs it, the entry it returns to, what it rolls
+/// back (in words), and the entry live there now.
+struct Choice<'a> {
+    stage: &'a Stage,
+    target: &'a Entry,
+    what: String,
+    live: Option<&'a Entry>,
+}
+
+/// The choice of [`rollback`], made from the pipeline and its ledger (nothing runs).
+fn choose<'a>(
+    pipeline: &'a Pipeline,
+    ledger: &'a Ledger,
     to: Option<u64>,
     env: Option<&str>,
-    wait: bool,
-) -> Result<(), Failure> {
-    let pipeline = super::load(cli)?;
-    let ledger = open_ledger(&pipeline)?;
+) -> Result<Choice<'a>, Failure> {
     let (stage, target, what, live) = match env {
         Some(name) => {
-            let environment = environment(&pipeline, name)?;
-            let stage = deploy_stages(&pipeline, environment)?[0];
+            let environment = environment(pipeline, name)?;
+            let stage = deploy_stages(pipeline, environment)?[0];
             let stack = live_stack(ledger.entries(), |e| e.environment.as_deref() == Some(name));
             let to = match to {
-                Some(id) => Some(entry_of(&ledger, id, |e| {
+                Some(id) => Some(entry_of(ledger, id, |e| {
                     (e.environment.as_deref() == Some(name))
                         .then_some(())
                         .ok_or_else(|| {
@@ -189,7 +195,7 @@ pub(crate) fn rollback(
             )
         }
         None => {
-            let stage = super::rollback_stage(&pipeline)?;
+            let stage = super::rollback_stage(pipeline)?;
             let repo = pipeline.repo.as_ref();
             let ours = |e: &Entry| {
                 e.environment.is_none()
@@ -199,7 +205,7 @@ pub(crate) fn rollback(
             };
             let stack = live_stack(ledger.entries(), ours);
             let to = match to {
-                Some(id) => Some(super::rollback_entry(&pipeline, &ledger, id)?),
+                Some(id) => Some(super::rollback_entry(pipeline, ledger, id)?),
                 None => None,
             };
             let target = rollback_target(&stack, to, "the remote")?;
@@ -210,6 +216,53 @@ pub(crate) fn rollback(
             (stage, target, what, stack.last().copied())
         }
     };
+    Ok(Choice {
+        stage,
+        target,
+        what,
+        live,
+    })
+}
+
+/// The menu's question before a rollback: what goes back to what, by commit.
+pub(crate) fn rollback_question(cli: &Cli) -> Result<String, Failure> {
+    let pipeline = super::load(cli)?;
+    let ledger = open_ledger(&pipeline)?;
+    let Choice {
+        target, what, live, ..
+    } = choose(&pipeline, &ledger, None, None)?;
+    Ok(match live {
+        Some(live) => format!(
+            "roll {what} back from {} (ledger entry {}) to the files of {} (entry {}), in a revert commit pushed on top?",
+            short(live.commit.as_ref()),
+            live.id,
+            short(target.commit.as_ref()),
+            target.id
+        ),
+        None => format!(
+            "roll {what} back to the files of {} (entry {}), in a revert commit pushed on top?",
+            short(target.commit.as_ref()),
+            target.id
+        ),
+    })
+}
+
+/// `pydeployer rollback [--env ENV] [--to ID]`: back to the deploy before the live one (or
+/// to entry ID), in one revert commit pushed on top; the terminal says what, before and after.
+pub(crate) fn rollback(
+    cli: &Cli,
+    to: Option<u64>,
+    env: Option<&str>,
+    wait: bool,
+) -> Result<(), Failure> {
+    let pipeline = super::load(cli)?;
+    let ledger = open_ledger(&pipeline)?;
+    let Choice {
+        stage,
+        target,
+        what,
+        live,
+    } = choose(&pipeline, &ledger, to, env)?;
     let commit = target.commit.clone().ok_or_else(|| {
         Failure::from(Problem::general(format!(
             "ledger entry {} has no commit to return to",

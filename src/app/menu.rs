@@ -20,7 +20,8 @@ use dialoguer::console::Term;
 use dialoguer::theme::{ColorfulTheme, SimpleTheme, Theme};
 use dialoguer::{Confirm, MultiSelect, Select};
 
-use super::{environments::rollback, history, load, use_color};
+use super::environments::{rollback, rollback_question};
+use super::{history, load, use_color};
 use crate::cli::Cli;
 use crate::error::{Failure, Invalid, Problem, exit};
 use crate::exec::watchdog;
@@ -136,10 +137,18 @@ pub(super) fn run(cli: &Cli) -> Result<(), Failure> {
                 (chosen.join(", "), run_alone(cli, &pipeline, chosen))
             }
             Entry::Rollback => {
+                // What goes back to what, by commit; or why there is nothing to roll back.
+                let question = match rollback_question(cli) {
+                    Ok(question) => question,
+                    Err(failure) => {
+                        show("rollback", Err(failure))?;
+                        continue;
+                    }
+                };
                 // It pushes a revert to the remote: one key press is not enough for that.
                 let sure = ask(&term, || {
                     Confirm::with_theme(theme.as_ref())
-                        .with_prompt("revert the last commit and push the revert?")
+                        .with_prompt(question.as_str())
                         .default(false)
                         .report(false)
                         .interact_on_opt(&term)
