@@ -143,6 +143,14 @@ impl Pty {
         }
     }
 
+    /// At the menu, picks the entry highlighted first and waits for `until`.
+    fn run_first_entry(&mut self, until: &str) {
+        self.wait_for(PROMPT);
+        self.wait_for("quit");
+        self.keys(ENTER);
+        self.wait_for(until);
+    }
+
     fn keys(&mut self, keys: &str) {
         self.master.write_all(keys.as_bytes()).unwrap();
         self.master.flush().unwrap();
@@ -248,10 +256,7 @@ fn runs_from_the_menu_leave_no_trail_of_exited_watchdogs() {
     let project = project();
     let mut pty = Pty::spawn(&project, &["menu"]);
     for _ in 0..3 {
-        pty.wait_for(PROMPT);
-        pty.wait_for("quit");
-        pty.keys(ENTER);
-        pty.wait_for("build passed");
+        pty.run_first_entry("build passed");
     }
     pty.wait_for(PROMPT);
     pty.wait_for("quit");
@@ -276,10 +281,7 @@ fn servers_a_stage_started_in_their_own_session_are_reaped_once_they_exit() {
     ));
     let mut pty = Pty::spawn(&project, &["menu"]);
     for _ in 0..4 {
-        pty.wait_for(PROMPT);
-        pty.wait_for("quit");
-        pty.keys(ENTER);
-        pty.wait_for("serve passed");
+        pty.run_first_entry("serve passed");
         // Each run's server has ended before the next run.
         std::thread::sleep(Duration::from_millis(500));
     }

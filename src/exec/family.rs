@@ -213,40 +213,16 @@ fn exited(pid: i32) -> bool {
     ret != 0 || unsafe { info.si_pid() } != 0
 }
 
-/// The stages' main processes that a handle waits for (see [`waited_for`]).
-static WAITED_FOR: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
-
-/// `pid`, a stage's main process in a session of its own, is waited for by its handle: not
-/// reaped here.
-pub fn waited_for(pid: i32) {
-    if let Ok(mut pids) = WAITED_FOR.lock() {
-        pids.push(pid);
-    }
-}
-
-/// `pid` was reaped by its handle, or its handle was dropped (then it is reaped here).
-pub fn not_waited_for(pid: i32) {
-    if let Ok(mut pids) = WAITED_FOR.lock() {
-        pids.retain(|&p| p != pid);
-    }
-}
-
-/// Reaps every exited orphan of the stages: a zombie child of ours in a stage's session, and
-/// a session leader no handle waits for (a server a deploy hook started with `setsid`, which
-/// a long-lived runner, `watch` or the menu, would otherwise collect). Nothing of the runner's
+/// Reaps every exited orphan of the stages: a zombie child of ours in a stage's session, or
+/// leading one (a server a deploy hook started with `setsid`, which a long-lived runner, `watch`
+/// or the menu, would otherwise collect; or a stage's main process given up on). Called once no
+/// stage is left to wait for its own main process: at the runner's end. Nothing of the runner's
 /// own session (the watchdog, pydeployer's own commands) is touched.
 pub fn reap_orphans() {
     if SUBREAPER.load(Ordering::Relaxed) {
-        let waited = WAITED_FOR.lock().map(|p| p.clone()).unwrap_or_default();
         for pid in children() {
-            match Child::of(pid) {
-                Child::Orphan { .. } => {
-                    reap(pid);
-                }
-                Child::Leader if !waited.contains(&pid) => {
-                    reap(pid);
-                }
-                _ => {}
+            if let Child::Orphan { .. } | Child::Leader = Child::of(pid) {
+                reap(pid);
             }
         }
     }

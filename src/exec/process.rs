@@ -182,15 +182,6 @@ enum Child {
     },
 }
 
-impl Drop for Child {
-    fn drop(&mut self) {
-        // Given up on before it exited: reaped with the orphans once it has.
-        if let Child::Spawned { pid, status: None } = self {
-            super::family::not_waited_for(*pid);
-        }
-    }
-}
-
 impl Child {
     fn pid(&self) -> u32 {
         match self {
@@ -222,7 +213,6 @@ impl Child {
                 }
                 let done = std::os::unix::process::ExitStatusExt::from_raw(raw);
                 *status = Some(done);
-                super::family::not_waited_for(*pid);
                 Ok(Some(done))
             }
         }
@@ -238,7 +228,6 @@ pub fn spawn(spawn: &Spawn<'_>) -> io::Result<Running> {
     let (reader, writer) = io::pipe()?;
     if !spawn.interactive && !spawn.die_with_runner {
         let pid = spawn_session(spawn, &writer)?;
-        super::family::waited_for(pid);
         drop(writer);
         set_nonblocking(&reader)?;
         return Ok(Running::new(

@@ -316,6 +316,8 @@ pub fn execute(
         // keep its own (or anyone's) timeout from firing.
         run.enforce_deadlines(Instant::now(), stop);
     }
+    // No stage is active (each main process was waited for, or given up on): every exited
+    // child of a stage's session can be reaped.
     super::family::reap_orphans();
     run.summary(log)
 }
